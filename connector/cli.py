@@ -1,0 +1,131 @@
+"""The ``connector`` command: look users up, try logins, check the directory."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from connector import __version__, errors
+from connector.logs import configure
+from connector.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_REFUSED = 1  # the directory said no (wrong password, no such user, check failed)
+EXIT_CONFIG = 2  # the settings are wrong
+EXIT_UNAVAILABLE = 3  # the directory could not be reached
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+def _settings(args: argparse.Namespace, require_directory: bool = True) -> Settings:
+    settings = load_settings(args.config, require_directory=require_directory)
+    configure(args.log_level or settings.log_level, settings.log_format)
+    return settings
+
+
+def _error_exit(exc: errors.ConnectorError) -> int:
+    print(json.dumps({"err": exc.to_wire()}, ensure_ascii=False), file=sys.stdout)
+    print(f"error: {exc}", file=sys.stderr)
+    if isinstance(exc, errors.ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, errors.DirectoryUnavailable):
+        return EXIT_UNAVAILABLE
+    return EXIT_REFUSED
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Print the profile that would be sent for a user (no password involved)."""
+    from connector.directory import Directory
+
+    directory = Directory(_settings(args))
+    try:
+        _print_json(directory.get_profile(args.name))
+    finally:
+        directory.close()
+    return EXIT_OK
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    """Ask for a password, check it, print the profile or the precise error."""
+    from connector.directory import Directory
+
+    settings = _settings(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"Password for {args.name}: ")
+    directory = Directory(settings)
+    try:
+        _print_json(directory.authenticate(args.name, password))
+    finally:
+        directory.close()
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check each configured LDAP server step by step and say what is wrong."""
+    from connector.directory.check import check_directory
+
+    settings = _settings(args, require_directory=False)
+    results = check_directory(settings, args.user)
+    for result in results:
+        print(result.line())
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_OK if results and not failed else EXIT_REFUSED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="config.json to use (default: $CONNECTOR_CONFIG or ./config.json)",
+    )
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("user", help="print the profile that would be sent for a user")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("login", help="try a login: prints the profile or the precise error")
+    p.add_argument("name")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("check", help="check reachability, TLS, bind and search per server")
+    p.add_argument("--user", default=None, help="also look this user up")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``connector`` console script."""
+    args = build_parser().parse_args(argv)
+    configure(args.log_level or "warning")
+    try:
+        return int(args.func(args))
+    except errors.ConnectorError as exc:
+        return _error_exit(exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

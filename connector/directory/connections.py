@@ -1,0 +1,280 @@
+"""Connections to the directory: failover across servers, TLS, timeouts, bounded pools.
+
+A :class:`ServerSet` opens a connection to the first configured server that answers, skipping
+for a while a server that just failed. A :class:`Pool` lends those connections out one at a
+time; an operation that fails because its connection died is retried once on a fresh
+connection, so a restarted or replaced server is used again without restarting the process.
+Nothing here connects until first used (nothing happens at import or before a fork).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import ldap
+
+from connector.directory import ldaperrors
+from connector.errors import ConnectorError, DirectoryUnavailable
+from connector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_REQUIRE_CERT = {
+    "demand": ldap.OPT_X_TLS_DEMAND,
+    "hard": ldap.OPT_X_TLS_HARD,
+    "try": ldap.OPT_X_TLS_TRY,
+    "allow": ldap.OPT_X_TLS_ALLOW,
+    "never": ldap.OPT_X_TLS_NEVER,
+}
+
+# Connections are recycled after this long so that, after a failover, traffic returns to the
+# preferred server once it is back.
+MAX_CONNECTION_AGE = 300.0
+
+
+@dataclasses.dataclass
+class Connection:
+    """One LDAP connection, the server it talks to and whether it is protected by TLS."""
+
+    ldap: Any
+    url: str
+    tls: bool
+    created: float
+    generation: int = 0
+
+    def close(self) -> None:
+        """Unbind and drop the connection, ignoring errors (it may already be dead)."""
+        with contextlib.suppress(Exception):
+            self.ldap.unbind_ext_s()
+
+
+class ServerSet:
+    """The configured servers in order of preference; failover; a short memory of failures."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.urls: tuple[str, ...] = settings.ldap_urls
+        self._down_until: dict[str, float] = {}
+        self._last_error: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each server's state as last seen: up, or down with the error and until when."""
+        now = time.monotonic()
+        with self._lock:
+            return {
+                url: {
+                    "up": self._down_until.get(url, 0.0) <= now,
+                    "last_error": self._last_error.get(url),
+                }
+                for url in self.urls
+            }
+
+    def _order(self) -> list[str]:
+        """Servers not recently failed first, each group in configured order."""
+        now = time.monotonic()
+        with self._lock:
+            up = [u for u in self.urls if self._down_until.get(u, 0.0) <= now]
+            down = [u for u in self.urls if self._down_until.get(u, 0.0) > now]
+        return up + down
+
+    def mark_down(self, url: str, reason: str) -> None:
+        """Remember that ``url`` failed, so the next connections try the others first."""
+        with self._lock:
+            first = self._down_until.get(url, 0.0) <= time.monotonic()
+            self._down_until[url] = time.monotonic() + self.settings.ldap_server_retry_seconds
+            self._last_error[url] = reason
+        if first:
+            log.warning("LDAP server %s failed: %s", url, reason)
+
+    def mark_up(self, url: str) -> None:
+        """Forget an earlier failure of ``url``."""
+        with self._lock:
+            was_down = self._down_until.pop(url, None) is not None
+            self._last_error.pop(url, None)
+        if was_down:
+            log.info("LDAP server %s is answering again", url)
+
+    def connect_to(self, url: str) -> Connection:
+        """Open (and, if configured, StartTLS) a connection to one server.
+
+        Raises:
+            ldap.LDAPError: the server could not be reached or TLS failed.
+        """
+        s = self.settings
+        conn = ldap.initialize(url)
+        conn.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
+        conn.set_option(ldap.OPT_REFERRALS, 1 if s.ldap_referrals else 0)
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.ldap_connect_timeout)
+        conn.set_option(ldap.OPT_TIMEOUT, s.ldap_operation_timeout)
+        if s.ldap_ca_file:
+            conn.set_option(ldap.OPT_X_TLS_CACERTFILE, s.ldap_ca_file)
+        conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, _REQUIRE_CERT[s.ldap_tls_require_cert])
+        conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # must come last among the TLS options
+        tls = url.lower().startswith("ldaps://")
+        if s.ldap_starttls and url.lower().startswith("ldap://"):
+            conn.start_tls_s()
+            tls = True
+        return Connection(ldap=conn, url=url, tls=tls, created=time.monotonic())
+
+    def open(self, bind: Callable[[Connection], None] | None = None) -> Connection:
+        """A connection to the first server that answers, optionally bound.
+
+        Raises:
+            DirectoryUnavailable: no server could be reached (or the bind was refused by all).
+        """
+        problems = []
+        for url in self._order():
+            try:
+                conn = self.connect_to(url)
+            except ldap.LDAPError as exc:
+                reason = _connect_reason(exc, self.settings)
+                self.mark_down(url, reason)
+                problems.append(f"{url}: {reason}")
+                continue
+            try:
+                if bind is not None:
+                    bind(conn)
+            except ldap.INVALID_CREDENTIALS as exc:
+                conn.close()
+                reason = f"service account bind refused ({ldaperrors.describe(exc)})"
+                self.mark_down(url, reason)
+                problems.append(f"{url}: {reason}; check LDAP_BIND_USER and its password")
+                continue
+            except ldap.LDAPError as exc:
+                conn.close()
+                reason = _connect_reason(exc, self.settings)
+                self.mark_down(url, reason)
+                problems.append(f"{url}: {reason}")
+                continue
+            self.mark_up(url)
+            return conn
+        raise DirectoryUnavailable(
+            "no LDAP server could be used: " + "; ".join(problems or ["none configured"])
+        )
+
+
+def _connect_reason(exc: Exception, settings: Settings) -> str:
+    """Why a connection failed, in words an administrator can act on."""
+    text = ldaperrors.describe(exc)
+    if isinstance(exc, ldap.CONNECT_ERROR) or "certificate" in text.lower():
+        return f"TLS failed ({text}); check LDAP_CA_FILE and the server certificate's names"
+    if isinstance(exc, ldap.TIMEOUT):
+        return f"no answer within {settings.ldap_operation_timeout:g}s"
+    return text
+
+
+class Pool:
+    """A bounded pool of connections opened by a :class:`ServerSet`, lent one at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        servers: ServerSet,
+        size: int,
+        bind: Callable[[Connection], None] | None,
+        acquire_timeout: float,
+    ) -> None:
+        self.name = name
+        self.servers = servers
+        self.size = size
+        self._bind = bind
+        self._acquire_timeout = acquire_timeout
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._generation = 0
+        self.opened = 0
+
+    def _take(self) -> Connection | None:
+        now = time.monotonic()
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.generation == self._generation and now - conn.created < MAX_CONNECTION_AGE:
+                    return conn
+                conn.close()
+        return None
+
+    def _give_back(self, conn: Connection) -> None:
+        with self._lock:
+            if conn.generation == self._generation:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def invalidate(self) -> None:
+        """Drop every idle connection (called when one of them turned out dead)."""
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow one connection; it goes back to the pool unless an error escaped.
+
+        Raises:
+            DirectoryUnavailable: every connection stayed busy, or no server answered.
+        """
+        if not self._slots.acquire(timeout=self._acquire_timeout):
+            raise DirectoryUnavailable(
+                f"all {self.size} {self.name} connections stayed busy for "
+                f"{self._acquire_timeout:g}s"
+            )
+        try:
+            conn = self._take()
+            if conn is None:
+                conn = self.servers.open(self._bind)
+                with self._lock:
+                    conn.generation = self._generation
+                self.opened += 1
+            try:
+                yield conn
+            except (ConnectorError, ldap.LDAPError) as exc:
+                # An outcome (wrong password, no such entry…) leaves the connection usable.
+                if isinstance(exc, (*ldaperrors.CONNECTION_ERRORS, DirectoryUnavailable)):
+                    conn.close()
+                else:
+                    self._give_back(conn)
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            self._give_back(conn)
+        finally:
+            self._slots.release()
+
+    def run(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` on a pooled connection; retry once if the connection was dead.
+
+        Raises:
+            DirectoryUnavailable: no server could carry out the operation.
+        """
+        for attempt in (1, 2):
+            with self.connection() as conn:
+                try:
+                    return operation(conn)
+                except ldaperrors.CONNECTION_ERRORS as exc:
+                    reason = ldaperrors.describe(exc)
+                    self.servers.mark_down(conn.url, reason)
+                    self.invalidate()
+                    if attempt == 2:
+                        raise DirectoryUnavailable(
+                            f"directory unavailable: {reason}", server=conn.url
+                        ) from exc
+                    log.info("%s connection to %s lost (%s); retrying", self.name, conn.url, reason)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        self.invalidate()

@@ -1,0 +1,152 @@
+"""The connector's one exception tree: infrastructure failures apart from login outcomes.
+
+::
+
+    ConnectorError
+    ├── ConfigError                      settings missing or invalid (lists every problem)
+    ├── DirectoryError                   infrastructure broke: not the user's fault
+    │   ├── DirectoryUnavailable         no configured server answered in time   -> Unavailable
+    │   └── DirectoryFailure             the server answered with an unexpected error -> Unexpected
+    └── AuthError                        policy said no; ``name`` is the stable wire name
+        ├── WrongUsername                no such user (also: an invalid filter from the input)
+        ├── WrongPassword                wrong password, or an empty one
+        ├── AccountDisabled              AD 533
+        ├── AccountLocked                AD 775, OpenLDAP ppolicy accountLocked
+        ├── AccountExpired               AD 701
+        ├── PasswordExpired              AD 532, OpenLDAP ppolicy passwordExpired
+        ├── PasswordChangeRequired       AD 773, OpenLDAP ppolicy changeAfterReset
+        ├── InsufficientAccessRights     the directory refused a write
+        ├── PasswordComplexity           the new password does not meet the policy
+        └── InvalidLogonHours            AD 530/531 (restrictions), reported as AccountDisabled
+
+Every error carries identifiers (username, dn, server, code) and never a password. ``wire_name``
+is what goes over the channel; it is stable across versions.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+    wire_name: ClassVar[str] = "Unexpected"
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = {k: v for k, v in context.items() if v is not None}
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        details = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        return f"{self.message} ({details})"
+
+    def to_wire(self) -> dict[str, str]:
+        """The ``err`` object of a channel result."""
+        return {"name": self.wire_name, "message": self.message}
+
+
+class ConfigError(ConnectorError):
+    """The settings are missing or invalid; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} configuration problem(s){where}:\n{lines}")
+        self.problems = problems
+
+
+class DirectoryError(ConnectorError):
+    """The directory could not answer: infrastructure, not the user's fault."""
+
+
+class DirectoryUnavailable(DirectoryError):
+    """No configured directory server could be reached (or answered) in time."""
+
+    wire_name = "Unavailable"
+
+
+class DirectoryFailure(DirectoryError):
+    """A server answered, but with an error the connector does not expect."""
+
+    wire_name = "Unexpected"
+
+
+class AuthError(ConnectorError):
+    """A login or write was refused by policy; ``wire_name`` says why."""
+
+
+class WrongUsername(AuthError):
+    """No user matches the name given."""
+
+    wire_name = "WrongUsername"
+
+
+class WrongPassword(AuthError):
+    """The password does not match (or is empty)."""
+
+    wire_name = "WrongPassword"
+
+
+class AccountDisabled(AuthError):
+    """The account is disabled."""
+
+    wire_name = "AccountDisabled"
+
+
+class AccountLocked(AuthError):
+    """The account is locked out after too many failures."""
+
+    wire_name = "AccountLocked"
+
+
+class AccountExpired(AuthError):
+    """The account itself has expired."""
+
+    wire_name = "AccountExpired"
+
+
+class PasswordExpired(AuthError):
+    """The password has expired."""
+
+    wire_name = "PasswordExpired"
+
+
+class PasswordChangeRequired(AuthError):
+    """The password must be changed before the next login."""
+
+    wire_name = "PasswordChangeRequired"
+
+
+class InvalidLogonHours(AccountDisabled):
+    """Logon refused by time or workstation restrictions (AD 530, 531)."""
+
+
+class InsufficientAccessRights(AuthError):
+    """The directory refused a write for lack of rights."""
+
+    wire_name = "InsufficientAccessRights"
+
+
+class PasswordComplexity(AuthError):
+    """The new password does not satisfy the directory's password policy."""
+
+    wire_name = "PasswordComplexity"
+
+
+WIRE_NAMES: tuple[str, ...] = (
+    "WrongUsername",
+    "WrongPassword",
+    "AccountDisabled",
+    "AccountLocked",
+    "AccountExpired",
+    "PasswordExpired",
+    "PasswordChangeRequired",
+    "InsufficientAccessRights",
+    "PasswordComplexity",
+    "Unavailable",
+    "Unexpected",
+)

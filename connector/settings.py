@@ -1,0 +1,555 @@
+"""One frozen settings object, built once from ``config.json`` plus the environment.
+
+Each setting is declared once, as a dataclass field carrying its config key, default and
+description (config-as-code). Key names and defaults follow the Node AD/LDAP connector so that
+its ``config.json`` works unchanged; environment variables of the same names override the file.
+Every problem found while loading is reported together in one :class:`ConfigError`.
+
+A plain ``LDAP_BIND_PASSWORD`` found in the file is replaced, on first load, by an encrypted
+``LDAP_BIND_CREDENTIALS`` (see :mod:`connector.secretbox`); the file is rewritten atomically
+with mode 0600.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from connector.errors import ConfigError
+from connector.secretbox import SecretBox, SecretError
+
+log = logging.getLogger(__name__)
+
+# Keys the Node connector reads that this one does not need; accepted silently so an old
+# config.json loads without noise.
+_NODE_KEYS_IGNORED = frozenset(
+    {
+        "LDAP_HEARTBEAT_SECONDS",
+        "WSFED_ISSUER",
+        "SESSION_SECRET",
+        "CLIENT_CERT_AUTH",
+        "AUTH_CERT",
+        "AUTH_CERT_KEY",
+        "LDAP_SEARCH_BY_UPN",
+        "LDAP_SEARCH_USER_FIELDS",
+        "ALLOW_KERBEROS_CLIENTS",
+        "ANALYTICS",
+        "CONNECTIONS_POOL_SIZE",
+        "SSL_PFX",
+        "SSL_KEY_PASSWORD",
+        "SSL_ENABLE_EMPTY_SUBJECT",
+        "LDAP_AUTH_POOL_SIZE",
+        "LDAP_SEARCH_POOL_SIZE",
+        "CA_CERT",
+        "ENABLE_ADLDAP_GLOBAL_CA",
+    }
+)
+
+_TLS_REQUIRE_CERT = ("demand", "hard", "allow", "try", "never")
+_GROUP_STRATEGIES = ("auto", "ad", "memberof", "member", "none")
+_LOG_FORMATS = ("text", "json")
+
+
+def _setting(
+    key: str,
+    default: Any,
+    help: str,
+    *,
+    check: Callable[[Any], str | None] | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting: its config key, default, description and optional check."""
+    meta = {"key": key, "help": help, "check": check}
+    if isinstance(default, list | dict):
+        raise TypeError("use tuples for sequence defaults")
+    return dataclasses.field(default=default, metadata=meta, repr=not secret)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _not_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _ldap_urls(value: Any) -> str | None:
+    bad = [u for u in value if not u.lower().startswith(("ldap://", "ldaps://", "ldapi://"))]
+    return f"not an LDAP URL: {', '.join(bad)}" if bad else None
+
+
+def _filter_with_placeholder(value: Any) -> str | None:
+    if value is None:
+        return None
+    if "{0}" not in value:
+        return "must contain the placeholder {0}"
+    if not (value.startswith("(") and value.endswith(")")):
+        return "must be an LDAP filter in parentheses"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of the connector, validated; build it with :func:`load_settings`."""
+
+    # --- directory: servers and credentials -------------------------------------------------
+    ldap_urls: tuple[str, ...] = _setting(
+        "LDAP_URL",
+        (),
+        "LDAP server URL, or several (a JSON list or space-separated) tried in order.",
+        check=_ldap_urls,
+    )
+    ldap_base: str = _setting("LDAP_BASE", "", "Base DN under which users are searched.")
+    ldap_bind_user: str = _setting("LDAP_BIND_USER", "", "DN (or UPN) of the service account.")
+    ldap_bind_password: str = _setting(
+        "LDAP_BIND_PASSWORD",
+        "",
+        "Service account password (stored encrypted as LDAP_BIND_CREDENTIALS).",
+        secret=True,
+    )
+    ldap_ca_file: str | None = _setting(
+        "LDAP_CA_FILE", None, "PEM file of the CA(s) that issued the LDAP servers' certificates."
+    )
+    ldap_starttls: bool = _setting("LDAP_STARTTLS", False, "Use StartTLS on ldap:// URLs.")
+    ldap_tls_require_cert: str = _setting(
+        "LDAP_TLS_REQUIRE_CERT",
+        "demand",
+        "How strictly to check the server certificate (demand, allow, never).",
+        check=_one_of(*_TLS_REQUIRE_CERT),
+    )
+    ldap_connect_timeout: float = _setting(
+        "LDAP_CONNECT_TIMEOUT", 5.0, "Seconds to wait for a TCP/TLS connection.", check=_positive
+    )
+    ldap_operation_timeout: float = _setting(
+        "LDAP_OPERATION_TIMEOUT", 10.0, "Seconds to wait for one LDAP operation.", check=_positive
+    )
+    ldap_server_retry_seconds: float = _setting(
+        "LDAP_SERVER_RETRY_SECONDS",
+        5.0,
+        "After a server fails, skip it for this long while another one answers.",
+        check=_not_negative,
+    )
+    ldap_pool_size: int = _setting(
+        "LDAP_POOL_SIZE", 4, "Service-account connections for searches.", check=_positive
+    )
+    ldap_bind_pool_size: int = _setting(
+        "LDAP_BIND_POOL_SIZE", 4, "Connections used to check user passwords.", check=_positive
+    )
+    ldap_page_size: int = _setting(
+        "LDAP_PAGE_SIZE",
+        500,
+        "Page size for paged searches (0 disables paging).",
+        check=_not_negative,
+    )
+    ldap_referrals: bool = _setting("LDAP_REFERRALS", False, "Follow LDAP referrals.")
+
+    # --- directory: queries -------------------------------------------------------------------
+    ldap_user_by_name: str = _setting(
+        "LDAP_USER_BY_NAME",
+        "(sAMAccountName={0})",
+        "Filter that finds a user by login name; {0} is the escaped name.",
+        check=_filter_with_placeholder,
+    )
+    ldap_search_query: str = _setting(
+        "LDAP_SEARCH_QUERY",
+        "(&(objectCategory=person)(anr={0}))",
+        "Filter for searching users; {0} is the escaped search text.",
+        check=_filter_with_placeholder,
+    )
+    ldap_search_all_query: str = _setting(
+        "LDAP_SEARCH_ALL_QUERY", "(objectCategory=person)", "Filter that lists all users."
+    )
+    ldap_search_limit: int = _setting(
+        "LDAP_SEARCH_LIMIT", 100, "Most users a search returns.", check=_positive
+    )
+    ldap_search_groups: str = _setting(
+        "LDAP_SEARCH_GROUPS",
+        "(member:1.2.840.113556.1.4.1941:={0})",
+        "Filter for a user's groups (Active Directory in-chain rule); {0} is the user's DN.",
+        check=_filter_with_placeholder,
+    )
+    ldap_search_list_groups_query: str = _setting(
+        "LDAP_SEARCH_LIST_GROUPS_QUERY", "(objectCategory=group)", "Filter that lists all groups."
+    )
+    ldap_base_groups: str = _setting(
+        "LDAP_BASE_GROUPS", "", "Base DN for groups (defaults to LDAP_BASE)."
+    )
+    group_property: str = _setting(
+        "GROUP_PROPERTY", "cn", "Group attribute that names a group in the profile."
+    )
+    group_properties: tuple[str, ...] = _setting(
+        "GROUP_PROPERTIES", (), "If set, groups are objects with these attributes."
+    )
+    groups_strategy: str = _setting(
+        "GROUPS_STRATEGY",
+        "auto",
+        "How nested groups are resolved: ad (in-chain rule), memberof (walk memberOf), "
+        "member (walk member), none, or auto (ad for Active Directory, else member).",
+        check=_one_of(*_GROUP_STRATEGIES),
+    )
+    groups_member_attribute: str = _setting(
+        "GROUPS_MEMBER_ATTRIBUTE", "member", "Group attribute listing members (member walk)."
+    )
+    groups_include_primary: bool = _setting(
+        "GROUPS_INCLUDE_PRIMARY", False, "Add the AD primary group (e.g. Domain Users)."
+    )
+    groups_cache_seconds: float = _setting(
+        "GROUPS_CACHE_SECONDS",
+        600.0,
+        "How long a user's groups are cached (0: no cache).",
+        check=_not_negative,
+    )
+    groups_cache_max_entries: int = _setting(
+        "GROUPS_CACHE_MAX_ENTRIES",
+        10000,
+        "Most users kept in the groups cache.",
+        check=_positive,
+    )
+
+    # --- directory: policy --------------------------------------------------------------------
+    allow_password_expired: bool = _setting(
+        "ALLOW_PASSWORD_EXPIRED", False, "Let users with an expired password log in."
+    )
+    allow_password_change_required: bool = _setting(
+        "ALLOW_PASSWORD_CHANGE_REQUIRED",
+        False,
+        "Let users who must change their password log in.",
+    )
+    enable_write_back: bool = _setting(
+        "ENABLE_WRITE_BACK", False, "Allow password changes through the connector."
+    )
+    profile_mapper: str | None = _setting(
+        "PROFILE_MAPPER", None, "Python file with map_profile(raw, default) to shape profiles."
+    )
+
+    # --- hub channel --------------------------------------------------------------------------
+    provisioning_ticket: str | None = _setting(
+        "PROVISIONING_TICKET", None, "Ticket URL given by the hub for setup."
+    )
+    ad_hub: str | None = _setting("AD_HUB", None, "Base URL of the hub's agent endpoints.")
+    connection: str | None = _setting("CONNECTION", None, "Connection name at the hub.")
+    realm: str | None = _setting("REALM", None, "Realm (audience) of the connection.")
+    tenant_signing_key: str | None = _setting(
+        "TENANT_SIGNING_KEY", None, "Key that verifies the hub's commands.", secret=True
+    )
+
+    # --- web ----------------------------------------------------------------------------------
+    kerberos_auth: bool = _setting("KERBEROS_AUTH", False, "Offer Kerberos (Negotiate) sign-in.")
+    port: int = _setting("PORT", 4000, "Port of the sign-in endpoint.", check=_positive)
+    server_url: str | None = _setting("SERVER_URL", None, "Public URL of the sign-in endpoint.")
+
+    # --- process ------------------------------------------------------------------------------
+    log_level: str = _setting(
+        "LOG_LEVEL", "info", "Logging level.", check=_one_of("debug", "info", "warning", "error")
+    )
+    log_format: str = _setting(
+        "LOG_FORMAT",
+        "text",
+        "text (for people) or json (one object per line).",
+        check=_one_of(*_LOG_FORMATS),
+    )
+
+    # --- where the settings came from (not config keys) -----------------------------------------
+    config_path: str | None = dataclasses.field(default=None, metadata={"key": None})
+    ignored_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
+
+    @property
+    def groups_base(self) -> str:
+        """Base DN for group searches."""
+        return self.ldap_base_groups or self.ldap_base
+
+    def directory_problems(self) -> list[str]:
+        """What is missing for the directory to be usable (empty when nothing is)."""
+        problems = []
+        if not self.ldap_urls:
+            problems.append("LDAP_URL: required (the URL of at least one LDAP server)")
+        if not self.ldap_base:
+            problems.append("LDAP_BASE: required (the base DN, e.g. DC=corp,DC=example,DC=com)")
+        if not self.ldap_bind_user:
+            problems.append("LDAP_BIND_USER: required (the service account's DN or UPN)")
+        if not self.ldap_bind_password:
+            problems.append(
+                "LDAP_BIND_PASSWORD / LDAP_BIND_CREDENTIALS: required (the service account's "
+                "password)"
+            )
+        return problems
+
+    def require_directory(self) -> None:
+        """Raise one :class:`ConfigError` listing everything the directory still needs."""
+        problems = self.directory_problems()
+        if problems:
+            raise ConfigError(problems, self.config_path or "")
+
+
+def declared() -> list[tuple[dataclasses.Field[Any], str, type | Any]]:
+    """Every config key with its field and declared type, in declaration order."""
+    hints = typing.get_type_hints(Settings)
+    return [
+        (f, f.metadata["key"], hints[f.name])
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("key")
+    ]
+
+
+KNOWN_KEYS = frozenset(key for _, key, _ in declared()) | {
+    "LDAP_URLS",
+    "LDAP_BIND_CREDENTIALS",
+}
+
+
+# --- coercion ------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    pass
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """Turn a JSON or environment value into the declared type, or raise _Invalid."""
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    if optional:
+        if value is None or value == "":
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Invalid(f"expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise _Invalid(f"expected a whole number, got {value!r}")
+        try:
+            return int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            raise _Invalid(f"expected a whole number, got {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise _Invalid(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise _Invalid(f"expected a number, got {value!r}") from None
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise _Invalid(f"expected text, got {type(value).__name__}")
+    if typing.get_origin(kind) is tuple:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise _Invalid("expected a JSON list") from None
+            else:
+                value = text.replace(",", " ").split()
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise _Invalid("expected a list of text values")
+        return tuple(v.strip() for v in value if v.strip())
+    raise TypeError(f"unsupported setting type {kind!r}")  # a programming error
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read ``config.json``; a missing file is an empty configuration.
+
+    Raises:
+        ConfigError: the file exists but is not a JSON object.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(path)) from exc
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise ConfigError([f"not valid JSON: {exc}"], str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(["must hold a JSON object of KEY: value pairs"], str(path))
+    return data
+
+
+def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``config.json`` atomically (temp file, fsync, rename) with mode 0600.
+
+    Raises:
+        OSError: the directory is not writable.
+    """
+    path = Path(path)
+    text = json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def update_config_file(path: Path, changes: Mapping[str, Any]) -> None:
+    """Merge ``changes`` into ``config.json`` (a ``None`` value removes a key), atomically.
+
+    Raises:
+        ConfigError: the existing file is not a JSON object.
+        OSError: the file cannot be written.
+    """
+    data = read_config_file(Path(path))
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    write_config_file(Path(path), data)
+
+
+def _encrypt_plain_password(path: Path, data: dict[str, Any], box: SecretBox) -> None:
+    """Replace a plain LDAP_BIND_PASSWORD in the file by LDAP_BIND_CREDENTIALS."""
+    plain = data.get("LDAP_BIND_PASSWORD")
+    if not isinstance(plain, str) or not plain:
+        return
+    try:
+        token = box.encrypt(plain)
+        update_config_file(path, {"LDAP_BIND_CREDENTIALS": token, "LDAP_BIND_PASSWORD": None})
+    except OSError as exc:
+        log.warning(
+            "could not encrypt LDAP_BIND_PASSWORD in %s (%s); it stays in plain text there",
+            path,
+            exc.strerror or exc,
+        )
+        return
+    data["LDAP_BIND_CREDENTIALS"] = token
+    del data["LDAP_BIND_PASSWORD"]
+    log.info("LDAP_BIND_PASSWORD in %s replaced by encrypted LDAP_BIND_CREDENTIALS", path)
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_directory: bool = True,
+    encrypt_in_place: bool = True,
+) -> Settings:
+    """Build the settings from ``config.json`` and the environment, validating everything.
+
+    Args:
+        config_path: the ``config.json`` to read (it may not exist yet). Defaults to
+            ``$CONNECTOR_CONFIG`` or ``./config.json``.
+        environ: the environment (defaults to ``os.environ``); known keys override the file.
+        require_directory: also report missing LDAP settings.
+        encrypt_in_place: replace a plain ``LDAP_BIND_PASSWORD`` in the file by an encrypted one.
+
+    Raises:
+        ConfigError: listing every missing or invalid key at once.
+    """
+    env = os.environ if environ is None else environ
+    path = Path(config_path or env.get("CONNECTOR_CONFIG") or "config.json").absolute()
+    data = read_config_file(path)
+    box = SecretBox.for_config(path, env)
+    if encrypt_in_place:
+        _encrypt_plain_password(path, data, box)
+
+    merged: dict[str, Any] = dict(data)
+    for key in KNOWN_KEYS:
+        if key in env:
+            merged[key] = env[key]
+
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for field, key, kind in declared():
+        if key not in merged:
+            continue
+        try:
+            value = _coerce(merged[key], kind)
+        except _Invalid as exc:
+            problems.append(f"{key}: {exc}")
+            continue
+        check = field.metadata.get("check")
+        message = check(value) if check else None
+        if message:
+            problems.append(f"{key}: {message}")
+            continue
+        values[field.name] = value
+
+    # LDAP_URLS (a list) is a synonym of LDAP_URL with several URLs.
+    if "LDAP_URLS" in merged:
+        try:
+            urls = _coerce(merged["LDAP_URLS"], tuple[str, ...])
+        except _Invalid as exc:
+            problems.append(f"LDAP_URLS: {exc}")
+        else:
+            message = _ldap_urls(urls)
+            if message:
+                problems.append(f"LDAP_URLS: {message}")
+            else:
+                values["ldap_urls"] = tuple(dict.fromkeys((*values.get("ldap_urls", ()), *urls)))
+
+    # The password: plain in the environment, or encrypted in the file.
+    if not values.get("ldap_bind_password") and merged.get("LDAP_BIND_CREDENTIALS"):
+        try:
+            values["ldap_bind_password"] = box.decrypt(str(merged["LDAP_BIND_CREDENTIALS"]))
+        except SecretError as exc:
+            problems.append(f"LDAP_BIND_CREDENTIALS: {exc}")
+
+    ignored = sorted(k for k in data if k not in KNOWN_KEYS and k not in _NODE_KEYS_IGNORED)
+    settings = Settings(**values, config_path=str(path), ignored_keys=tuple(ignored))
+    if require_directory:
+        problems.extend(p for p in settings.directory_problems() if p not in problems)
+    if problems:
+        raise ConfigError(problems, str(path))
+    if ignored:
+        log.warning("unknown keys in %s ignored: %s", path, ", ".join(ignored))
+    return settings
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every config key with its default and description (for docs and the console)."""
+    out = []
+    for field, key, _ in declared():
+        default = field.default
+        out.append(
+            {
+                "key": key,
+                "default": list(default) if isinstance(default, tuple) else default,
+                "help": field.metadata["help"],
+            }
+        )
+    return out

@@ -1,0 +1,272 @@
+"""The directory core against a real OpenLDAP (memberof + ppolicy overlays, StartTLS)."""
+
+import json
+import time
+
+import ldap
+import pytest
+
+from connector import errors
+
+DAVE_GROUPS = ["everyone", "staff", "team-core", "team-dev"]
+ERIN_GROUPS = ["admins", "cycle-a", "cycle-b"]
+
+
+def test_login_returns_profile_with_nested_groups(ldap_dir):
+    profile = ldap_dir.authenticate("dave", "davepw")
+    assert profile["id"] == "dave"
+    assert profile["nickname"] == "dave"
+    assert profile["dn"] == "uid=dave,ou=people,dc=example,dc=test"
+    assert profile["emails"] == [{"value": "dave@example.test"}]
+    assert profile["organizationUnits"] == ["people"]
+    assert sorted(profile["groups"]) == DAVE_GROUPS
+    assert "userPassword" not in json.dumps(profile)
+
+
+@pytest.mark.parametrize("strategy", ["member", "memberof", "auto"])
+def test_every_walk_flattens_depth_four_and_stops_on_a_cycle(ldap_with, strategy):
+    directory = ldap_with(GROUPS_STRATEGY=strategy)
+    assert sorted(directory.get_profile("dave")["groups"]) == DAVE_GROUPS
+    assert sorted(directory.get_profile("erin")["groups"]) == ERIN_GROUPS
+    assert directory.get_profile("frank")["groups"] == []
+
+
+def test_group_properties_give_objects(ldap_with):
+    directory = ldap_with(GROUP_PROPERTIES=["cn", "description"])
+    groups = directory.get_profile("carol")["groups"]
+    assert {g["cn"] for g in groups} == {"team-dev", "staff", "everyone"}
+
+
+def test_wrong_password(ldap_dir):
+    with pytest.raises(errors.WrongPassword) as info:
+        ldap_dir.authenticate("alice", "not-alices")
+    assert info.value.wire_name == "WrongPassword"
+    assert "not-alices" not in str(info.value)
+
+
+def test_unknown_user(ldap_dir):
+    with pytest.raises(errors.WrongUsername):
+        ldap_dir.authenticate("nobody", "whatever")
+
+
+def test_empty_password_refused_before_any_bind(ldap_dir):
+    with pytest.raises(errors.WrongPassword, match="empty password"):
+        ldap_dir.authenticate("alice", "")
+    assert ldap_dir.bind_pool.opened == 0
+    assert ldap_dir.search_pool.opened == 0  # not even looked up
+
+
+def test_locked_account_is_reported_as_locked(ldap_dir):
+    for _ in range(3):
+        with pytest.raises(errors.WrongPassword):
+            ldap_dir.authenticate("locky", "wrong")
+    # now even the right password is refused, and ppolicy says why
+    with pytest.raises(errors.AccountLocked):
+        ldap_dir.authenticate("locky", "lockypw")
+
+
+def test_expired_password(ldap_dir, ldap_with):
+    with pytest.raises(errors.PasswordExpired):
+        ldap_dir.authenticate("expiry", "expirypw")
+    allowed = ldap_with(ALLOW_PASSWORD_EXPIRED=True)
+    assert allowed.authenticate("expiry", "expirypw")["id"] == "expiry"
+    # the policy never turns a wrong password into a login
+    with pytest.raises(errors.WrongPassword):
+        allowed.authenticate("expiry", "wrong")
+
+
+def test_password_change_required(ldap_dir, ldap_with):
+    with pytest.raises(errors.PasswordChangeRequired):
+        ldap_dir.authenticate("mustchange", "mustchangepw")
+    allowed = ldap_with(ALLOW_PASSWORD_CHANGE_REQUIRED=True)
+    assert allowed.authenticate("mustchange", "mustchangepw")["id"] == "mustchange"
+
+
+def test_non_ascii_user_logs_in(ldap_dir):
+    assert ldap_dir.authenticate("jürgen", "jürgenpw")["id"] == "jürgen"
+
+
+def test_dn_with_special_characters(ldap_dir):
+    profile = ldap_dir.authenticate("paren", "parenpw")
+    assert profile["id"] == "paren"
+
+
+INJECTIONS = [
+    "*",
+    "a*",
+    "*)(uid=*",
+    ")(uid=*",
+    "alice)(|(uid=*",
+    "alice)(objectClass=*",
+    "\\",
+    "alice\\",
+    "alice\x00",
+    "\x00",
+    "(",
+    "\uff41lice",  # fullwidth a
+    "alice" + "\u0301",
+    "\udcff".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("name", INJECTIONS, ids=range(len(INJECTIONS)))
+def test_injection_attempts_find_nobody(ldap_dir, name):
+    with pytest.raises(errors.WrongUsername):
+        ldap_dir.authenticate(name, "alicepw")
+    with pytest.raises(errors.WrongUsername):
+        ldap_dir.get_profile(name)
+    # and nothing broke
+    assert ldap_dir.authenticate("alice", "alicepw")["id"] == "alice"
+
+
+def test_search_injection_is_escaped(ldap_dir):
+    assert ldap_dir.search_users("*)(uid=*") == []
+    assert ldap_dir.search_users("\\") == []
+
+
+def test_pre_escaped_names_are_not_escaped_twice(ldap_dir):
+    # the caller escaped "(" already: the value reaches the filter as is
+    with pytest.raises(errors.WrongUsername):
+        ldap_dir.get_profile("\\28", escaped=True)
+    assert ldap_dir.get_profile("alic\\65", escaped=True)["id"] == "alice"
+
+
+def test_invalid_resulting_filter_means_no_such_user(ldap_dir):
+    # pre-escaped input that makes the filter invalid: no crash, no such user
+    with pytest.raises(errors.WrongUsername):
+        ldap_dir.get_profile("alice)(", escaped=True)
+    assert ldap_dir.authenticate("alice", "alicepw")["id"] == "alice"
+
+
+def test_ambiguous_name_is_refused(ldap_dir):
+    with pytest.raises(errors.WrongUsername, match="several"):
+        ldap_dir.get_profile("*", escaped=True)
+
+
+def test_group_cache_shows_changes_after_ttl_not_before(ldap_with, slapd_admin):
+    directory = ldap_with(GROUPS_CACHE_SECONDS=1.5)
+    group = "cn=admins,ou=groups,dc=example,dc=test"
+    frank = "uid=frank,ou=people,dc=example,dc=test"
+    assert directory.get_profile("frank")["groups"] == []
+    slapd_admin.modify_s(group, [(ldap.MOD_ADD, "member", [frank.encode()])])
+    try:
+        assert directory.get_profile("frank")["groups"] == []  # cached
+        assert directory.cache.hits >= 1
+        time.sleep(1.6)
+        assert directory.get_profile("frank")["groups"] == ["admins"]
+    finally:
+        slapd_admin.modify_s(group, [(ldap.MOD_DELETE, "member", [frank.encode()])])
+
+
+def test_group_cache_is_bounded(ldap_with):
+    directory = ldap_with(GROUPS_CACHE_MAX_ENTRIES=2)
+    for name in ("alice", "bob", "carol", "dave"):
+        directory.get_profile(name)
+    assert len(directory.cache) == 2
+
+
+def test_warm_cache_sends_no_group_queries(ldap_dir):
+    ldap_dir.get_profile("dave")
+    before = ldap_dir.strategy.queries
+    ldap_dir.get_profile("dave")
+    assert ldap_dir.strategy.queries == before
+
+
+def test_search_users_with_limit(ldap_dir):
+    found = ldap_dir.search_users("", limit=3)
+    assert len(found) == 3
+    assert {p["id"] for p in ldap_dir.search_users("ali")} == {"alice"}
+
+
+def test_paged_search_returns_every_page(ldap_with):
+    directory = ldap_with(LDAP_PAGE_SIZE=2)
+    everyone = directory.search_users("*", limit=1000)
+    assert len(everyone) >= 9
+    assert len({p["dn"] for p in everyone}) == len(everyone)
+
+
+def test_list_groups(ldap_dir):
+    assert set(ldap_dir.list_groups()) >= {"staff", "team-dev", "team-core", "everyone", "admins"}
+
+
+def test_change_password_off_by_default(ldap_dir):
+    with pytest.raises(errors.InsufficientAccessRights, match="ENABLE_WRITE_BACK"):
+        ldap_dir.change_password("bob", "new-bobpw")
+    assert ldap_dir.authenticate("bob", "bobpw")["id"] == "bob"
+
+
+def test_change_password_by_user_and_refused_for_service(ldap_with, slapd, slapd_admin):
+    directory = ldap_with(ENABLE_WRITE_BACK=True)
+    # the read-only service account may not reset passwords
+    with pytest.raises(errors.InsufficientAccessRights):
+        directory.change_password("bob", "new-bobpw")
+    # a user may change their own, given the old one
+    with pytest.raises(errors.WrongPassword):
+        directory.change_password("bob", "new-bobpw", old_password="wrong")
+    try:
+        directory.change_password("bob", "new-bobpw", old_password="bobpw")
+        assert directory.authenticate("bob", "new-bobpw")["id"] == "bob"
+        with pytest.raises(errors.WrongPassword):
+            directory.authenticate("bob", "bobpw")
+    finally:
+        slapd_admin.passwd_s("uid=bob,ou=people,dc=example,dc=test", None, "bobpw")
+
+
+def test_admin_reset_with_a_privileged_bind_user(ldap_with, slapd, slapd_admin):
+    directory = ldap_with(
+        ENABLE_WRITE_BACK=True, LDAP_BIND_USER=slapd.admin_dn, LDAP_BIND_PASSWORD=slapd.admin_pw
+    )
+    try:
+        directory.change_password("carol", "reset-carolpw")
+        assert directory.authenticate("carol", "reset-carolpw")["id"] == "carol"
+    finally:
+        slapd_admin.passwd_s("uid=carol,ou=people,dc=example,dc=test", None, "carolpw")
+
+
+def test_ldaps_url_works(ldap_with, slapd):
+    directory = ldap_with(LDAP_URL=slapd.ldaps_uri, LDAP_STARTTLS=False)
+    assert directory.authenticate("alice", "alicepw")["id"] == "alice"
+    with directory.search_pool.connection() as conn:
+        assert conn.tls
+
+
+def test_untrusted_certificate_is_unavailable_with_a_hint(ldap_with, tmp_path):
+    other_ca = tmp_path / "other-ca.pem"
+    import subprocess
+
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Other CA",
+            "-keyout",
+            str(tmp_path / "k.pem"),
+            "-out",
+            str(other_ca),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    directory = ldap_with(LDAP_CA_FILE=str(other_ca))
+    with pytest.raises(errors.DirectoryUnavailable, match="LDAP_CA_FILE"):
+        directory.authenticate("alice", "alicepw")
+
+
+def test_wrong_service_password_is_unavailable_and_says_so(ldap_with):
+    directory = ldap_with(LDAP_BIND_PASSWORD="wrong")
+    with pytest.raises(errors.DirectoryUnavailable, match="LDAP_BIND_USER"):
+        directory.get_profile("alice")
+
+
+def test_user_bind_never_changes_the_search_identity(ldap_dir):
+    ldap_dir.authenticate("alice", "alicepw")
+    with ldap_dir.search_pool.connection() as conn:
+        assert conn.ldap.whoami_s() == "dn:cn=svc-proxy,ou=services,dc=example,dc=test"

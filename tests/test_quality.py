@@ -1,0 +1,28 @@
+"""Lint (ruff) and type checks (mypy, strict, on connector/) are part of the test run."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_ruff_lint_clean():
+    assert shutil.which("ruff"), "ruff is not installed (pip install -e '.[test]')"
+    out = _run("ruff", "check", "connector", "tests", "wsgi.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_clean():
+    out = _run("ruff", "format", "--check", "connector", "tests", "wsgi.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_strict_clean():
+    out = _run(sys.executable, "-m", "mypy", "connector")
+    assert out.returncode == 0, out.stdout + out.stderr
