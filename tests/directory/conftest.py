@@ -25,6 +25,8 @@ def openldap_config(slapd, **overrides):
         "LDAP_CONNECT_TIMEOUT": 2,
         "LDAP_OPERATION_TIMEOUT": 5,
     }
+    if "LDAP_URLS" in overrides:
+        del cfg["LDAP_URL"]
     cfg.update(overrides)
     return cfg
 
