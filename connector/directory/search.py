@@ -44,7 +44,9 @@ class Entry:
 
 def _entries(data: Any) -> list[Entry]:
     """Real entries only: referrals (DN ``None``) and continuation references are dropped."""
-    return [Entry(dn, attrs) for dn, attrs in data or () if dn and isinstance(attrs, dict)]
+    return [
+        Entry(dn, attrs) for dn, attrs in data or () if dn is not None and isinstance(attrs, dict)
+    ]
 
 
 def search(
@@ -66,7 +68,7 @@ def search(
     page = settings.ldap_page_size
     if limit and (not page or limit < page):
         page = limit
-    if not page:
+    if not page or scope == ldap.SCOPE_BASE:  # one entry at most: nothing to page
         try:
             msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
             _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)

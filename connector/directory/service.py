@@ -10,6 +10,7 @@ and only there.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from connector.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 AD_CAPABILITY_OID = "1.2.840.113556.1.4.800"
 USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid"]
 MAX_USERNAME_LENGTH = 1024
@@ -137,7 +139,8 @@ class Directory:
             WrongUsername: nobody (or more than one entry) matches, or the name is unusable.
             DirectoryUnavailable: the directory could not be asked.
         """
-        if not username or len(username) > MAX_USERNAME_LENGTH:
+        if not username or len(username) > MAX_USERNAME_LENGTH or _CONTROL.search(username):
+            # no login name holds control characters; some servers cut a value at NUL
             raise errors.WrongUsername("no such user", username=username[:64] or None)
         flt = self.user_filter(username, escaped=escaped)
 
@@ -348,6 +351,8 @@ class Directory:
         cap = self.settings.ldap_search_limit
         limit = min(limit, cap) if limit and limit > 0 else cap
         text = (text or "").strip()
+        if _CONTROL.search(text):
+            return []
         if not text or text == "*":
             flt = self.settings.ldap_search_all_query
         else:

@@ -38,8 +38,8 @@ def ad_config(ad, **overrides):
         "LDAP_CA_FILE": ad.ca_file,
         "LDAP_STARTTLS": True,
         "LDAP_BASE": ad.base,
-        "LDAP_BIND_USER": ad.admin_dn,
-        "LDAP_BIND_PASSWORD": ad.admin_pw,
+        "LDAP_BIND_USER": ad.bind_dn,
+        "LDAP_BIND_PASSWORD": ad.bind_pw,
         "LDAP_CONNECT_TIMEOUT": 2,
         "LDAP_OPERATION_TIMEOUT": 5,
     }

@@ -87,7 +87,8 @@ def test_non_ascii_user_logs_in(ldap_dir):
 
 
 def test_compatibility_equivalent_name_gets_the_directory_spelling(ldap_dir):
-    # OpenLDAP matches names after Unicode normalisation: a fullwidth "a" (U+FF41) finds alice, and the
+    # OpenLDAP matches names after Unicode normalisation: a fullwidth "a" (U+FF41) finds
+    # alice, and the
     # profile carries the directory's own spelling, never the typed one.
     assert ldap_dir.authenticate("\uff41lice", "alicepw")["id"] == "alice"
 
