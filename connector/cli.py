@@ -6,13 +6,14 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from connector import __version__, errors
 from connector.logs import configure
-from connector.settings import Settings, load_settings
+from connector.settings import Settings, config_file, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,37 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if results and not failed else EXIT_REFUSED
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Provision from a ticket URL: register with the hub and store the result."""
+    from connector.channel.provision import setup_from_ticket
+
+    configure(args.log_level or "info")
+    config = config_file(args.config)
+    result = setup_from_ticket(config, args.ticket, sign_in_endpoint=args.sign_in_endpoint)
+    print(
+        f"set up: hub {result.ad_hub}, connection {result.connection}, realm {result.realm}\n"
+        f"agent certificate {result.kid} "
+        f"({'new' if result.created_identity else 'existing'}) registered; saved in {config}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the connector under gunicorn with the shipped configuration."""
+    os.environ["CONNECTOR_CONFIG"] = str(config_file(args.config))
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:connector.gunicorn_config"]
+    argv += ["connector.web:create_app()"]
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with gunicorn
+    return EXIT_OK  # pragma: no cover - execv does not return
+
+
+def cmd_devhub(args: argparse.Namespace) -> int:
+    """Run the reference hub (for the demo and the tests)."""
+    from connector.devhub.server import main as devhub_main
+
+    return int(devhub_main(args.devhub_args) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
@@ -108,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the password from the first line of standard input",
     )
     p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("setup", help="set up from the hub's ticket URL")
+    p.add_argument("--ticket", required=True, help="the ticket URL the hub gave you")
+    p.add_argument("--sign-in-endpoint", default=None, help="public URL of this connector")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("run", help="serve the sign-in endpoint and poll the hub (gunicorn)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("devhub", help="run the reference hub (demo and tests)", add_help=False)
+    p.add_argument("devhub_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_devhub)
 
     p = sub.add_parser("check", help="check reachability, TLS, bind and search per server")
     p.add_argument("--user", default=None, help="also look this user up")

@@ -59,6 +59,15 @@ class SecretBox:
             raise SecretError(f"the key file {self.key_file} does not hold a valid key") from None
         return self._fernet
 
+    def passphrase(self, create: bool = False) -> bytes:
+        """Key material for files encrypted with a passphrase (the agent's private key).
+
+        Raises:
+            SecretError: there is no key file and ``create`` is false.
+        """
+        self._load(create=create)
+        return self.key_file.read_bytes().strip()
+
     def encrypt(self, plain: str) -> str:
         """Seal ``plain``; creates the key file (0600) if there is none.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.errors import ConfigError
-from connector.secretbox import SecretBox, SecretError
+from connector.secretbox import PREFIX, SecretBox, SecretError
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +248,50 @@ class Settings:
         "TENANT_SIGNING_KEY", None, "Key that verifies the hub's commands.", secret=True
     )
 
+    realm_post_token_url: str | None = _setting(
+        "REALM_POST_TOKEN_URL", None, "Where browsers go back to the hub after signing in."
+    )
+    hub_ca_file: str | None = _setting(
+        "HUB_CA_FILE", None, "PEM bundle of the CAs trusted for the hub (default: system CAs)."
+    )
+    https_proxy: str | None = _setting(
+        "HTTPS_PROXY", None, "Proxy for calls to the hub (http://host:port)."
+    )
+    no_proxy: str | None = _setting(
+        "NO_PROXY", None, "Comma-separated hosts reached without the proxy."
+    )
+    hub_connect_timeout: float = _setting(
+        "HUB_CONNECT_TIMEOUT",
+        10.0,
+        "Seconds to wait for a connection to the hub.",
+        check=_positive,
+    )
+    poll_wait_seconds: float = _setting(
+        "POLL_WAIT_SECONDS", 25.0, "How long the hub may hold a poll open.", check=_not_negative
+    )
+    agent_concurrency: int = _setting(
+        "AGENT_CONCURRENCY", 4, "Commands run at once per worker.", check=_positive
+    )
+    agent_cert_thumbprint: str | None = _setting(
+        "AGENT_CERT_THUMBPRINT", None, "Thumbprint of the certificate registered at the hub."
+    )
+    clock_skew_warning_seconds: float = _setting(
+        "CLOCK_SKEW_WARNING_SECONDS",
+        30.0,
+        "Warn when the hub's clock differs by more.",
+        check=_positive,
+    )
+
     # --- web ----------------------------------------------------------------------------------
+    client_ip_ranges: tuple[str, ...] = _setting(
+        "CLIENT_IP_RANGES", (), "Client address ranges (CIDR) offered Kerberos sign-in."
+    )
     kerberos_auth: bool = _setting("KERBEROS_AUTH", False, "Offer Kerberos (Negotiate) sign-in.")
     port: int = _setting("PORT", 4000, "Port of the sign-in endpoint.", check=_positive)
     server_url: str | None = _setting("SERVER_URL", None, "Public URL of the sign-in endpoint.")
+    bind: str = _setting("BIND", "", "Address:port gunicorn listens on (default 0.0.0.0:PORT).")
+    web_workers: int = _setting("WEB_WORKERS", 2, "gunicorn worker processes.", check=_positive)
+    web_threads: int = _setting("WEB_THREADS", 8, "Threads per worker.", check=_positive)
 
     # --- process ------------------------------------------------------------------------------
     log_level: str = _setting(
@@ -266,7 +306,23 @@ class Settings:
 
     # --- where the settings came from (not config keys) -----------------------------------------
     config_path: str | None = dataclasses.field(default=None, metadata={"key": None})
+    secret_key_file: str | None = dataclasses.field(default=None, metadata={"key": None})
     ignored_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
+
+    @property
+    def state_dir(self) -> Path:
+        """The directory holding config.json, the agent's key and certificate, secret.key."""
+        return Path(self.config_path or "config.json").absolute().parent
+
+    @property
+    def secret_box(self) -> SecretBox:
+        """The box that seals this configuration's secrets."""
+        return SecretBox(Path(self.secret_key_file or self.state_dir / "secret.key"))
+
+    @property
+    def hub_configured(self) -> bool:
+        """Whether setup from a ticket has been done."""
+        return bool(self.ad_hub and self.connection and self.realm and self.tenant_signing_key)
 
     @property
     def groups_base(self) -> str:
@@ -461,6 +517,14 @@ def _encrypt_plain_password(path: Path, data: dict[str, Any], box: SecretBox) ->
     log.info("LDAP_BIND_PASSWORD in %s replaced by encrypted LDAP_BIND_CREDENTIALS", path)
 
 
+def config_file(
+    config_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The config.json in use: the one given, else ``$CONNECTOR_CONFIG``, else ./config.json."""
+    env = os.environ if environ is None else environ
+    return Path(config_path or env.get("CONNECTOR_CONFIG") or "config.json").absolute()
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -481,7 +545,7 @@ def load_settings(
         ConfigError: listing every missing or invalid key at once.
     """
     env = os.environ if environ is None else environ
-    path = Path(config_path or env.get("CONNECTOR_CONFIG") or "config.json").absolute()
+    path = config_file(config_path, env)
     data = read_config_file(path)
     box = SecretBox.for_config(path, env)
     if encrypt_in_place:
@@ -522,6 +586,14 @@ def load_settings(
             else:
                 values["ldap_urls"] = tuple(dict.fromkeys((*values.get("ldap_urls", ()), *urls)))
 
+    # A shared-secret tenant key is stored sealed; a public key is stored as is.
+    tenant_key = values.get("tenant_signing_key")
+    if isinstance(tenant_key, str) and tenant_key.startswith(PREFIX):
+        try:
+            values["tenant_signing_key"] = box.decrypt(tenant_key)
+        except SecretError as exc:
+            problems.append(f"TENANT_SIGNING_KEY: {exc}")
+
     # The password: plain in the environment, or encrypted in the file.
     if not values.get("ldap_bind_password") and merged.get("LDAP_BIND_CREDENTIALS"):
         try:
@@ -530,7 +602,12 @@ def load_settings(
             problems.append(f"LDAP_BIND_CREDENTIALS: {exc}")
 
     ignored = sorted(k for k in data if k not in KNOWN_KEYS and k not in _NODE_KEYS_IGNORED)
-    settings = Settings(**values, config_path=str(path), ignored_keys=tuple(ignored))
+    settings = Settings(
+        **values,
+        config_path=str(path),
+        secret_key_file=str(box.key_file),
+        ignored_keys=tuple(ignored),
+    )
     if require_directory:
         problems.extend(p for p in settings.directory_problems() if p not in problems)
     if problems:

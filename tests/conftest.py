@@ -55,3 +55,17 @@ def slapd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     finally:
         for server in started:
             server.stop()
+
+
+from servers import MitKdc  # noqa: E402  (kept next to its fixture)
+
+
+@pytest.fixture(scope="session")
+def mit_kdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MitKdc]:
+    """Session-scoped MIT KDC, realm EXAMPLE.TEST (see servers.MitKdc)."""
+    server = MitKdc(tmp_path_factory.mktemp("mit-kdc"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

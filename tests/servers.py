@@ -1407,3 +1407,280 @@ class SambaAD:
         if r.returncode:
             raise RuntimeError(f"samba-tool {' '.join(args)} failed: {r.stderr.strip()}")
         return r.stdout
+
+
+# --------------------------------------------------------------------------------------
+# MIT Kerberos KDC
+# --------------------------------------------------------------------------------------
+
+MIT_REALM = "EXAMPLE.TEST"
+
+#: client principals (without realm) -> password; the same names as the OpenLDAP users
+MIT_USERS: dict[str, str] = {"alice": "alicepw", "bob": "bobpw", "dave": "davepw"}
+
+#: service principals written to ``http.keytab`` (the acceptor's keytab)
+MIT_HTTP_PRINCIPALS: tuple[str, ...] = ("HTTP/localhost", "HTTP/127.0.0.1")
+#: the only principal in ``other.keytab`` (a keytab for some other service)
+MIT_OTHER_PRINCIPAL = "HTTP/otherhost"
+
+
+def _udp_and_tcp_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _free_udp_tcp_port() -> int:
+    for _ in range(50):
+        port = free_port()
+        if _udp_and_tcp_free(port):
+            return port
+    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
+
+
+class MitKdc:
+    """A throw-away MIT Kerberos KDC (krb5 1.20) for realm ``EXAMPLE.TEST`` in ``workdir``.
+
+    Listens on ``127.0.0.1:port`` (UDP and TCP).  Nothing touches ``/etc``: every tool is
+    pointed at ``workdir`` through ``KRB5_CONFIG`` / ``KRB5_KDC_PROFILE``.  Files:
+
+    * ``krb5.conf`` -- client and acceptor configuration (``rdns = false`` and
+      ``dns_canonicalize_hostname = false``, or ``localhost`` would be canonicalised to the
+      machine's name and the service ticket would not be found)
+    * ``http.keytab`` -- ``HTTP/localhost`` and ``HTTP/127.0.0.1`` (:attr:`keytab`)
+    * ``other.keytab`` -- only ``HTTP/otherhost`` (:attr:`other_keytab`), for wrong-service tests
+
+    Principals: ``alice``/``alicepw``, ``bob``/``bobpw``, ``dave``/``davepw``.
+    ``stop()`` kills exactly the ``krb5kdc`` PID it started.
+    """
+
+    realm = MIT_REALM
+    http_principals = MIT_HTTP_PRINCIPALS
+    other_principal = MIT_OTHER_PRINCIPAL
+
+    def __init__(self, workdir: str | os.PathLike[str], port: int | None = None) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.port = port
+        self._fixed_port = port is not None
+        self.users: dict[str, str] = dict(MIT_USERS)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self.krb5_conf = str(self.workdir / "krb5.conf")
+        self.kdc_conf = str(self.workdir / "kdc.conf")
+        self.keytab = str(self.workdir / "http.keytab")
+        self.other_keytab = str(self.workdir / "other.keytab")
+        self.log_file = self.workdir / "kdc.log"
+        self.start_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<MitKdc {self.realm} 127.0.0.1:{self.port} pid={self.pid} dir={self.workdir}>"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def kdc_address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Kerberos environment for clients and acceptors; add ``KRB5CCNAME`` per client."""
+        return {"KRB5_CONFIG": self.krb5_conf, "KRB5RCACHEDIR": str(self.workdir)}
+
+    @property
+    def _kdc_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "KRB5_KDC_PROFILE": self.kdc_conf}
+
+    def principal(self, name: str) -> str:
+        """``name@EXAMPLE.TEST``."""
+        return f"{name}@{self.realm}"
+
+    # ---- configuration ------------------------------------------------------------
+    def krb5_conf_text(self) -> str:
+        """The client ``krb5.conf``; :meth:`realm_stanza` gives its realm block alone."""
+        return f"""\
+[libdefaults]
+    default_realm = {self.realm}
+    dns_lookup_realm = false
+    dns_lookup_kdc = false
+    rdns = false
+    dns_canonicalize_hostname = false
+    default_ccache_name = FILE:{self.workdir}/ccache
+    udp_preference_limit = 1
+    ticket_lifetime = 10h
+[realms]
+{self.realm_stanza()}
+[domain_realm]
+    localhost = {self.realm}
+    127.0.0.1 = {self.realm}
+    otherhost = {self.realm}
+    .example.test = {self.realm}
+"""
+
+    def realm_stanza(self) -> str:
+        """The ``[realms]`` entry for this KDC (to build a krb5.conf naming several realms)."""
+        return f"""\
+    {self.realm} = {{
+        kdc = 127.0.0.1:{self.port}
+    }}
+"""
+
+    def _kdc_conf_text(self) -> str:
+        d = self.workdir
+        return f"""\
+[kdcdefaults]
+    kdc_listen = 127.0.0.1:{self.port}
+    kdc_tcp_listen = 127.0.0.1:{self.port}
+[realms]
+    {self.realm} = {{
+        database_name = {d}/principal
+        key_stash_file = {d}/stash
+        acl_file = {d}/kadm5.acl
+        kdc_listen = 127.0.0.1:{self.port}
+        kdc_tcp_listen = 127.0.0.1:{self.port}
+        max_life = 10h
+        max_renewable_life = 1d
+        supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal
+    }}
+[logging]
+    kdc = FILE:{d}/kdc.log
+    default = FILE:{d}/kdc.log
+"""
+
+    @property
+    def _created_marker(self) -> Path:
+        return self.workdir / ".db-created"
+
+    def _kadmin(self, kadmin: str, query: str) -> None:
+        r = subprocess.run(
+            [kadmin, "-r", self.realm, "-q", query],
+            env=self._kdc_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        # kadmin.local reports most failures on stderr with exit status 0
+        if r.returncode or "error" in r.stderr.lower() or "cannot" in r.stderr.lower():
+            cmd = query.split(" -pw ")[0]  # never echo a password
+            raise RuntimeError(f"kadmin.local {cmd!r} failed: {r.stderr.strip()}")
+
+    def _create(self, kdb5_util: str, kadmin: str) -> None:
+        d = self.workdir
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "kadm5.acl").write_text(f"*/admin@{self.realm} *\n")
+        r = subprocess.run(
+            [kdb5_util, "create", "-s", "-r", self.realm, "-P", "masterpw"],
+            env=self._kdc_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if r.returncode:
+            raise RuntimeError(f"kdb5_util create failed: {r.stderr.strip()}")
+        for name, password in self.users.items():
+            self._kadmin(kadmin, f"addprinc -pw {password} {name}")
+        for spn in (*self.http_principals, self.other_principal):
+            self._kadmin(kadmin, f"addprinc -randkey {spn}")
+        self._kadmin(kadmin, f"ktadd -k {self.keytab} {' '.join(self.http_principals)}")
+        self._kadmin(kadmin, f"ktadd -k {self.other_keytab} {self.other_principal}")
+        self._created_marker.write_text(f"{self.port}\n")
+
+    # ---- lifecycle ----------------------------------------------------------------
+    def start(self) -> MitKdc:
+        if self.running:
+            return self
+        t0 = time.monotonic()
+        krb5kdc = find_binary("krb5kdc", "krb5-kdc")
+        kdb5_util = find_binary("kdb5_util", "krb5-kdc")
+        kadmin = find_binary("kadmin.local", "krb5-admin-server")
+        find_binary("kinit", "krb5-user")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._created_marker.exists() and self.port is None:
+            self.port = int(self._created_marker.read_text().split()[0])  # restart: same port
+        if self.port is None:
+            self.port = _free_udp_tcp_port()
+        (self.workdir / "krb5.conf").write_text(self.krb5_conf_text())
+        (self.workdir / "kdc.conf").write_text(self._kdc_conf_text())
+        if not self._created_marker.exists():
+            self._create(kdb5_util, kadmin)
+        with open(self.workdir / "krb5kdc.stdout", "wb") as out:
+            # -n: do not fork, so the PID we hold is the KDC's own
+            self.proc = subprocess.Popen(
+                [krb5kdc, "-n", "-r", self.realm],
+                env=self._kdc_env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.pid = self.proc.pid
+        (self.workdir / "krb5kdc.pid").write_text(f"{self.pid}\n")
+        _RUNNING.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def _wait_ready(self) -> None:
+        """Ready = a real AS exchange (kinit) succeeds."""
+        assert self.proc is not None
+        probe = self.workdir / "probe.ccache"
+        user, password = next(iter(self.users.items()))
+        deadline = time.monotonic() + 20
+        last = ""
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"krb5kdc exited (rc {self.proc.returncode}):\n"
+                    f"{_tail(self.workdir / 'krb5kdc.stdout')}\n{_tail(self.log_file)}"
+                )
+            try:
+                self.kinit(user, password, f"FILE:{probe}")
+                break
+            except RuntimeError as e:
+                last = str(e)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"krb5kdc not ready after 20 s: {last}\n{_tail(self.log_file)}")
+            time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            probe.unlink()
+
+    def stop(self) -> None:
+        """SIGTERM exactly the krb5kdc PID we started (SIGKILL after 5 s)."""
+        if self.proc is not None:
+            _terminate(self.proc)
+        self.proc, self.pid = None, None
+        _RUNNING.discard(self)
+
+    def restart(self) -> MitKdc:
+        self.stop()
+        return self.start()
+
+    # ---- client helpers -----------------------------------------------------------
+    def kinit(self, user: str, password: str, ccache: str | os.PathLike[str]) -> None:
+        """Get a TGT for ``user`` into ``ccache`` (a path or ``TYPE:residual``)."""
+        kinit = find_binary("kinit", "krb5-user")
+        name = str(ccache)
+        if ":" not in name:
+            name = f"FILE:{name}"
+        principal = user if "@" in user else self.principal(user)
+        r = subprocess.run(
+            [kinit, principal],
+            input=password + "\n",
+            env={**os.environ, **self.env, "KRB5CCNAME": name},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+        )
+        if r.returncode:
+            raise RuntimeError(f"kinit {principal} failed: {r.stderr.strip()}")

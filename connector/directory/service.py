@@ -125,6 +125,18 @@ class Directory:
                 f"could not {what}: {ldaperrors.describe(exc)}", **ctx
             ) from exc
 
+    def ping(self) -> None:
+        """Check that a search connection works (reads the root DSE).
+
+        Raises:
+            DirectoryUnavailable: no server answered.
+        """
+
+        def read(conn: Connection) -> None:
+            search(conn, self.settings, "", "(objectClass=*)", ["1.1"], scope=ldap.SCOPE_BASE)
+
+        self._run(read, "read the root DSE")
+
     # --- users ------------------------------------------------------------------------------
 
     def user_filter(self, username: str, *, escaped: bool = False) -> str:

@@ -1,0 +1,298 @@
+"""The agent: long-poll the hub, verify and run commands, post results until acknowledged.
+
+One agent runs per gunicorn worker (started after the fork). Two threads and a pool:
+
+* the **poller** asks for as many commands as it has free slots, verifies each, and hands the
+  valid ones to the pool (a refused one gets an error result at once, without running);
+* the **pool** (``AGENT_CONCURRENCY`` threads) runs commands against the directory;
+* the **poster** sends finished results in batches and keeps each until the hub acknowledges it.
+
+Hub trouble (unreachable, 5xx, 429, resets) means exponential backoff with full jitter, never an
+exit. :meth:`Agent.drain` (on SIGTERM) stops polling, lets running commands finish and posts
+their results before returning.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from connector.channel.client import HubClient, HubError, HubRejected, HubUnavailable
+from connector.channel.commands import Command, CommandRefused, CommandVerifier, Dispatcher
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+
+
+class Backoff:
+    """Exponential backoff with full jitter: 0.5 s doubling up to 30 s."""
+
+    def __init__(
+        self, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] | None = None
+    ):
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self._rng = rng or random.random
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """How long to wait after one more failure."""
+        self.failures += 1
+        ceiling: float = min(self.cap, self.base * float(2 ** min(self.failures - 1, 16)))
+        delay = self._rng() * ceiling
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.cap))
+        return delay
+
+    def reset(self) -> None:
+        """Back to the first delay after a success."""
+        self.failures = 0
+
+
+class Agent:
+    """Polls the hub and answers its commands; see the module docstring."""
+
+    def __init__(
+        self,
+        client: HubClient,
+        dispatcher: Dispatcher,
+        verifier: CommandVerifier,
+        *,
+        concurrency: int = 4,
+        poll_wait: float = 25.0,
+        skew_warning: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.dispatcher = dispatcher
+        self.verifier = verifier
+        self.concurrency = concurrency
+        self.poll_wait = poll_wait
+        self.skew_warning = skew_warning
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._inflight: set[str] = set()
+        self._outbox: dict[str, dict[str, Any]] = {}
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="agent-cmd")
+        self._poller: threading.Thread | None = None
+        self._poster: threading.Thread | None = None
+        self._poster_stop = threading.Event()
+        self.connected = False
+        self.connected_since: float | None = None
+        self.last_poll: float | None = None
+        self.last_error: str | None = None
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.refused = 0
+        self._skew_warned = False
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start polling and posting in background threads."""
+        if self._poller is not None:
+            return
+        self._poller = threading.Thread(target=self._poll_loop, name="agent-poll", daemon=True)
+        self._poster = threading.Thread(target=self._post_loop, name="agent-post", daemon=True)
+        self._poster.start()
+        self._poller.start()
+        log.info(
+            "agent %s started: hub %s, %d concurrent commands",
+            self.client.agent_id,
+            self.client.base,
+            self.concurrency,
+        )
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Stop polling, finish running commands, post their results. True if nothing is left."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._poller is not None:
+            self._poller.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=True)
+        with self._cond:
+            while self._outbox and time.monotonic() < deadline:
+                self._cond.notify_all()
+                self._cond.wait(0.2)
+            left = len(self._outbox)
+        self._poster_stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._poster is not None:
+            self._poster.join(5)
+        self.client.close()
+        if left:
+            log.warning(
+                "agent stopped with %d unacknowledged results (the hub will redeliver)", left
+            )
+        else:
+            log.info("agent drained: every result acknowledged")
+        return left == 0
+
+    def status(self) -> dict[str, Any]:
+        """What the console and /ready show."""
+        with self._cond:
+            inflight, pending = len(self._inflight), len(self._outbox)
+        return {
+            "agent_id": self.client.agent_id,
+            "connected": self.connected,
+            "connected_since": self.connected_since,
+            "last_poll": self.last_poll,
+            "last_error": self.last_error,
+            "clock_offset_seconds": round(self.client.clock.offset, 3),
+            "inflight": inflight,
+            "unacknowledged": pending,
+            "outcomes": dict(self.outcomes),
+            "refused": self.refused,
+        }
+
+    # --- polling ----------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        with self._cond:
+            return self.concurrency - len(self._inflight)
+
+    def _poll_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            free = self._free_slots()
+            if free <= 0:
+                with self._cond:
+                    self._cond.wait(0.5)
+                continue
+            try:
+                commands, _lease = self.client.poll(free, self.poll_wait)
+            except HubError as exc:
+                self._hub_failed(exc, backoff)
+                continue
+            except Exception:
+                log.exception("unexpected error while polling the hub")
+                self._stop.wait(backoff.next_delay())
+                continue
+            backoff.reset()
+            self._hub_ok()
+            for raw in commands:
+                self._accept(raw)
+
+    def _hub_ok(self) -> None:
+        now = time.time()
+        if not self.connected:
+            log.info("connected to the hub %s as %s", self.client.base, self.client.agent_id)
+            self.connected_since = now
+        self.connected = True
+        self.last_poll = now
+        self.last_error = None
+        offset = self.client.clock.offset
+        if abs(offset) > self.skew_warning and not self._skew_warned:
+            log.warning(
+                "this machine's clock differs from the hub's by %.1f s: agent tokens are timed "
+                "on the hub's clock, but Kerberos fails beyond 5 minutes; fix the time sync",
+                offset,
+            )
+            self._skew_warned = True
+        elif abs(offset) <= self.skew_warning and self._skew_warned:
+            log.info("clock offset to the hub back to %.1f s", offset)
+            self._skew_warned = False
+
+    def _hub_failed(self, exc: HubError, backoff: Backoff) -> None:
+        delay = backoff.next_delay(exc.retry_after)
+        message = str(exc)
+        if self.connected or message != self.last_error:
+            level = logging.ERROR if isinstance(exc, HubRejected) else logging.WARNING
+            log.log(level, "hub poll failed: %s; retrying in %.1f s", message, delay)
+        self.connected = False
+        self.connected_since = None
+        self.last_error = message
+        self._stop.wait(delay)
+
+    def _accept(self, raw: Any) -> None:
+        """Verify one polled command and start it, or answer it with a refusal."""
+        try:
+            command = self.verifier.verify(raw)
+        except CommandRefused as exc:
+            cid = raw.get("id") if isinstance(raw, dict) else None
+            self.refused += 1
+            log.warning(
+                "command refused id=%s name=%s: %s",
+                cid,
+                raw.get("name") if isinstance(raw, dict) else None,
+                exc,
+            )
+            if isinstance(cid, str) and cid and len(cid) <= 200:
+                self._finish(cid, {"err": {"name": "Unexpected", "message": f"refused: {exc}"}})
+            return
+        with self._cond:
+            if command.id in self._inflight or command.id in self._outbox:
+                log.info("command %s redelivered while still ours; not run twice", command.id)
+                return
+            self._inflight.add(command.id)
+        try:
+            self._pool.submit(self._execute, command)
+        except RuntimeError:  # pool shut down: drain has begun
+            with self._cond:
+                self._inflight.discard(command.id)
+            log.info("command %s not started: draining (the hub will redeliver)", command.id)
+
+    def _execute(self, command: Command) -> None:
+        result = self.dispatcher.run(command)
+        err = result.get("err")
+        self.outcomes[err["name"] if isinstance(err, dict) else "success"] += 1
+        self._finish(command.id, result)
+
+    def _finish(self, cid: str, result: dict[str, Any]) -> None:
+        with self._cond:
+            self._inflight.discard(cid)
+            self._outbox[cid] = result
+            self._cond.notify_all()
+
+    # --- posting ----------------------------------------------------------------------------
+
+    def _post_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            with self._cond:
+                while not self._outbox and not self._poster_stop.is_set():
+                    self._cond.wait(1.0)
+                if not self._outbox and self._poster_stop.is_set():
+                    return
+                batch = [{"id": k, "result": v} for k, v in list(self._outbox.items())[:MAX_BATCH]]
+            try:
+                acked = self.client.post_results(batch)
+            except HubUnavailable as exc:
+                delay = backoff.next_delay(exc.retry_after)
+                log.warning(
+                    "posting %d results failed: %s; retrying in %.1f s", len(batch), exc, delay
+                )
+                if self._poster_stop.wait(delay):
+                    return
+                continue
+            except HubError as exc:
+                delay = backoff.next_delay()
+                log.error(
+                    "the hub refused %d results: %s; retrying in %.1f s", len(batch), exc, delay
+                )
+                if self._poster_stop.wait(delay):
+                    return
+                continue
+            except Exception:
+                log.exception("unexpected error while posting results")
+                if self._poster_stop.wait(backoff.next_delay()):
+                    return
+                continue
+            backoff.reset()
+            with self._cond:
+                for cid in acked:
+                    self._outbox.pop(cid, None)
+                self._cond.notify_all()
+            missing = {item["id"] for item in batch} - acked
+            if missing:
+                log.warning("the hub did not acknowledge %d results; resending", len(missing))
+                if self._poster_stop.wait(backoff.next_delay()):
+                    return

@@ -1,0 +1,272 @@
+"""HTTP calls to the hub: one requests session, explicit timeouts, agent tokens, hub clock.
+
+Errors are translated here, once: :class:`HubUnavailable` (connection refused or reset,
+timeouts, ``429``, ``5xx`` — retry later), :class:`HubRejected` (any other ``4xx`` — the hub
+refuses what we sent), :class:`HubUntrusted` (its TLS certificate is not trusted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import should_bypass_proxies
+from urllib3.util.retry import Retry
+
+from connector import __version__
+from connector.channel.identity import AgentIdentity
+from connector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "1"
+
+
+class HubError(Exception):
+    """A call to the hub failed."""
+
+    retry_after: float | None = None
+
+
+class HubUnavailable(HubError):
+    """The hub could not be reached or answered 429/5xx: try again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HubUntrusted(HubUnavailable):
+    """The hub's TLS certificate is not trusted (set HUB_CA_FILE)."""
+
+
+class HubRejected(HubError):
+    """The hub answered 4xx: it refuses the request (its message says why)."""
+
+    def __init__(self, message: str, status: int, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class HubClock:
+    """The hub's time, estimated from ``serverTime`` at the midpoint of each round trip."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.measured = False
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """Seconds since the epoch on the hub's clock."""
+        return time.time() + self.offset
+
+    def update(self, server_time_ms: Any, sent: float, received: float) -> None:
+        """Take a new measurement from a response's ``serverTime``."""
+        if not isinstance(server_time_ms, int | float) or isinstance(server_time_ms, bool):
+            return
+        with self._lock:
+            self.offset = server_time_ms / 1000.0 - (sent + received) / 2.0
+            self.measured = True
+
+
+def make_session(settings: Settings) -> requests.Session:
+    """The one session used for the hub: connection-level retries only, explicit trust."""
+    session = requests.Session()
+    session.trust_env = False  # proxies and CAs come from the settings, not from stray env
+    retry = Retry(
+        total=2,
+        connect=2,
+        read=0,
+        status=0,
+        other=0,
+        backoff_factor=0.2,
+        allowed_methods=None,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=8)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.verify = settings.hub_ca_file or True
+    session.headers["User-Agent"] = f"ad-ldap-connector/{__version__}"
+    return session
+
+
+def proxies_for(url: str, settings: Settings) -> dict[str, str]:
+    """The proxy for ``url`` per HTTPS_PROXY / NO_PROXY (none when bypassed)."""
+    if not settings.https_proxy:
+        return {}
+    if settings.no_proxy and should_bypass_proxies(url, no_proxy=settings.no_proxy):
+        return {}
+    return {"https": settings.https_proxy, "http": settings.https_proxy}
+
+
+def request_json(
+    session: requests.Session,
+    settings: Settings,
+    method: str,
+    url: str,
+    *,
+    json: Any = None,
+    headers: dict[str, str] | None = None,
+    read_timeout: float = 30.0,
+) -> tuple[Any, float, float]:
+    """One JSON request; returns (body, time sent, time received).
+
+    Raises:
+        HubUnavailable: not reachable, timed out, 429 or 5xx.
+        HubUntrusted: TLS verification failed.
+        HubRejected: another 4xx, or a body that is not JSON.
+    """
+    sent = time.time()
+    try:
+        resp = session.request(
+            method,
+            url,
+            json=json,
+            headers=headers,
+            timeout=(settings.hub_connect_timeout, read_timeout),
+            proxies=proxies_for(url, settings),
+            allow_redirects=False,
+        )
+    except requests.exceptions.SSLError as exc:
+        raise HubUntrusted(
+            f"the hub's TLS certificate is not trusted ({_reason(exc)}); "
+            "set HUB_CA_FILE to the CA that issued it"
+        ) from exc
+    except requests.exceptions.ProxyError as exc:
+        raise HubUnavailable(f"the proxy {settings.https_proxy} failed: {_reason(exc)}") from exc
+    except requests.exceptions.Timeout as exc:
+        raise HubUnavailable(f"the hub did not answer in time ({_reason(exc)})") from exc
+    except requests.exceptions.RequestException as exc:
+        raise HubUnavailable(f"cannot reach the hub at {_origin(url)}: {_reason(exc)}") from exc
+    received = time.time()
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise HubUnavailable(f"the hub answered {resp.status_code}", retry_after=_retry_after(resp))
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code >= 300:
+        code = body.get("error") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        raise HubRejected(
+            f"the hub refused {urlsplit(url).path}: {resp.status_code} "
+            f"{code or ''} {message or resp.reason or ''}".strip(),
+            resp.status_code,
+            code if isinstance(code, str) else None,
+        )
+    if body is None:
+        raise HubRejected(f"the hub's answer to {urlsplit(url).path} is not JSON", resp.status_code)
+    return body, sent, received
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class HubClient:
+    """The agent's calls: poll, post results, hand over browser-flow profiles."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: AgentIdentity,
+        agent_id: str,
+        clock: HubClock | None = None,
+    ) -> None:
+        if not settings.hub_configured:
+            raise ValueError("the hub is not configured: run `connector setup --ticket URL`")
+        self.settings = settings
+        self.identity = identity
+        self.agent_id = agent_id
+        self.clock = clock or HubClock()
+        self.session = make_session(settings)
+        self.base = str(settings.ad_hub).rstrip("/")
+
+    def close(self) -> None:
+        """Close the session's connections."""
+        self.session.close()
+
+    def _headers(self) -> dict[str, str]:
+        token = self.identity.token(
+            issuer=str(self.settings.connection),
+            audience=str(self.settings.realm),
+            subject=self.agent_id,
+            now=self.clock.now(),
+        )
+        return {"Authorization": f"Bearer {token}", "X-Connector-Protocol": PROTOCOL_VERSION}
+
+    def _call(self, path: str, body: Any, read_timeout: float) -> Any:
+        data, sent, received = request_json(
+            self.session,
+            self.settings,
+            "POST",
+            f"{self.base}/agent/{path}",
+            json=body,
+            headers=self._headers(),
+            read_timeout=read_timeout,
+        )
+        if not isinstance(data, dict):
+            raise HubRejected(f"the hub's answer to agent/{path} is not an object", 200)
+        if "serverTime" in data:
+            self.clock.update(data["serverTime"], sent, received)
+        return data
+
+    def poll(self, max_commands: int, wait: float) -> tuple[list[Any], float | None]:
+        """Commands for this agent (held by the hub up to ``wait`` seconds), and the lease.
+
+        Raises:
+            HubError: the poll failed.
+        """
+        data = self._call("poll", {"max": max_commands, "wait": wait}, read_timeout=wait + 15)
+        commands = data.get("commands")
+        if not isinstance(commands, list):
+            raise HubRejected("the hub's poll answer has no command list", 200)
+        lease = data.get("leaseSeconds")
+        return commands, float(lease) if isinstance(lease, int | float) else None
+
+    def post_results(self, results: list[dict[str, Any]]) -> set[str]:
+        """Send results; returns the ids the hub acknowledged.
+
+        Raises:
+            HubError: the call failed (the results are still ours to resend).
+        """
+        data = self._call("results", {"results": results}, read_timeout=30)
+        acked = data.get("acked")
+        if not isinstance(acked, list):
+            raise HubRejected("the hub's results answer has no acked list", 200)
+        return {a for a in acked if isinstance(a, str)}
+
+    def create_session(self, wctx: str, profile: dict[str, Any], method: str) -> str:
+        """Hand a browser-flow profile to the hub; returns the one-time reference.
+
+        Raises:
+            HubError: the call failed.
+        """
+        data = self._call(
+            "sessions", {"wctx": wctx, "profile": profile, "method": method}, read_timeout=30
+        )
+        ref = data.get("ref")
+        if not isinstance(ref, str) or not ref:
+            raise HubRejected("the hub's sessions answer has no ref", 200)
+        return ref

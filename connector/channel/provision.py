@@ -1,0 +1,192 @@
+"""Setup from a ticket: learn the connection from the hub, register our certificate, save it.
+
+``connector setup --ticket URL`` and the admin console both call :func:`setup_from_ticket`.
+A wrong ticket, an unreachable hub and a hub whose TLS certificate is not trusted each end in
+a distinct :class:`SetupError` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from connector import __version__
+from connector.channel.client import (
+    HubRejected,
+    HubUnavailable,
+    HubUntrusted,
+    make_session,
+    request_json,
+)
+from connector.channel.commands import _key_kind
+from connector.channel.identity import AgentIdentity
+from connector.errors import ConnectorError
+from connector.settings import Settings, load_settings, update_config_file
+
+log = logging.getLogger(__name__)
+
+
+class SetupError(ConnectorError):
+    """Setup from a ticket failed; ``reason`` is one of the kinds below."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # "ticket", "unreachable", "untrusted", "hub"
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupResult:
+    """What setup learnt and did."""
+
+    ad_hub: str
+    connection: str
+    realm: str
+    registered: bool
+    created_identity: bool
+    kid: str
+
+
+def _info(settings: Settings, ticket: str) -> dict[str, Any]:
+    session = make_session(settings)
+    try:
+        body, _, _ = request_json(session, settings, "GET", f"{ticket}/info", read_timeout=30)
+    except HubUntrusted as exc:
+        raise SetupError("untrusted", str(exc)) from exc
+    except HubUnavailable as exc:
+        raise SetupError("unreachable", f"{exc}; check the URL, DNS, proxy and firewall") from exc
+    except HubRejected as exc:
+        if exc.status in (401, 403, 404, 410):
+            raise SetupError(
+                "ticket",
+                f"the hub does not know this ticket ({exc.status}): copy the ticket URL again "
+                "from the hub's connection settings",
+            ) from exc
+        raise SetupError("hub", str(exc)) from exc
+    finally:
+        session.close()
+    if not isinstance(body, dict):
+        raise SetupError("hub", "the hub's ticket information is not an object")
+    return body
+
+
+def _field(info: dict[str, Any], *path: str) -> str:
+    value: Any = info
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, str) or not value:
+        raise SetupError("hub", f"the hub's ticket information lacks {'.'.join(path)}")
+    return value
+
+
+def register(
+    settings: Settings, ticket: str, identity: AgentIdentity, sign_in_endpoint: str | None
+) -> str:
+    """Register our certificate with the ticket; returns the tenant signing key.
+
+    Raises:
+        SetupError: the hub refused or could not be reached.
+    """
+    session = make_session(settings)
+    body = {
+        "certs": [identity.cert_b64],
+        "signInEndpoint": sign_in_endpoint or "",
+        "agentVersion": __version__,
+    }
+    try:
+        data, _, _ = request_json(session, settings, "POST", ticket, json=body, read_timeout=30)
+    except HubUntrusted as exc:
+        raise SetupError("untrusted", str(exc)) from exc
+    except HubUnavailable as exc:
+        raise SetupError("unreachable", str(exc)) from exc
+    except HubRejected as exc:
+        if exc.status in (401, 403, 404, 410):
+            raise SetupError("ticket", f"the hub refused the ticket: {exc}") from exc
+        raise SetupError("hub", f"the hub refused the registration: {exc}") from exc
+    finally:
+        session.close()
+    key = data.get("signingKey") if isinstance(data, dict) else None
+    if not isinstance(key, str) or not key:
+        raise SetupError("hub", "the hub's registration answer has no signingKey")
+    try:
+        _key_kind(key)
+    except ValueError as exc:
+        raise SetupError("hub", f"the hub's signing key is not usable: {exc}") from exc
+    return key
+
+
+def setup_from_ticket(
+    config_path: str | Path,
+    ticket: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    sign_in_endpoint: str | None = None,
+) -> SetupResult:
+    """Provision the connector from a ticket URL and store the result in ``config.json``.
+
+    Raises:
+        SetupError: the ticket is wrong, the hub unreachable or untrusted, or its answer bad.
+        ConfigError: the existing config.json is invalid.
+    """
+    ticket = ticket.strip().rstrip("/")
+    if not ticket.lower().startswith(("https://", "http://")):
+        raise SetupError("ticket", "the ticket must be an https:// URL given by the hub")
+    path = Path(config_path).absolute()
+    settings = load_settings(path, environ, require_directory=False)
+    info = _info(settings, ticket)
+    ad_hub = _field(info, "adHub").rstrip("/")
+    connection = _field(info, "connectionName")
+    realm = _field(info, "realm", "name")
+    post_token_url = info.get("realm", {}).get("postTokenUrl")
+    box = settings.secret_box
+    identity, created = AgentIdentity.load_or_create(path.parent, box)
+    key = register(settings, ticket, identity, sign_in_endpoint or settings.server_url)
+    algorithm, _ = _key_kind(key)
+    stored_key = box.encrypt(key) if algorithm == "HS256" else key
+    changes: dict[str, Any] = {
+        "PROVISIONING_TICKET": ticket,
+        "AD_HUB": ad_hub,
+        "CONNECTION": connection,
+        "REALM": realm,
+        "TENANT_SIGNING_KEY": stored_key,
+        "AGENT_CERT_THUMBPRINT": identity.kid,
+    }
+    if isinstance(post_token_url, str) and post_token_url:
+        changes["REALM_POST_TOKEN_URL"] = post_token_url
+    if isinstance(info.get("kerberos"), bool):
+        changes["KERBEROS_AUTH"] = info["kerberos"]
+    ranges = info.get("ipRanges")
+    if isinstance(ranges, list) and all(isinstance(r, str) for r in ranges):
+        changes["CLIENT_IP_RANGES"] = ranges
+    update_config_file(path, changes)
+    log.info(
+        "set up from ticket: hub %s, connection %s, realm %s, certificate %s",
+        ad_hub,
+        connection,
+        realm,
+        identity.kid,
+    )
+    return SetupResult(ad_hub, connection, realm, True, created, identity.kid)
+
+
+def ensure_registered(settings: Settings, identity: AgentIdentity) -> bool:
+    """Register again if our certificate is not the one recorded at setup. True if it did.
+
+    Raises:
+        SetupError: re-registration was needed and failed.
+    """
+    if settings.agent_cert_thumbprint == identity.kid:
+        return False
+    if not settings.provisioning_ticket:
+        log.warning(
+            "the agent certificate changed but there is no PROVISIONING_TICKET to "
+            "register it with; run `connector setup --ticket URL`"
+        )
+        return False
+    register(settings, settings.provisioning_ticket, identity, settings.server_url)
+    if settings.config_path:
+        update_config_file(Path(settings.config_path), {"AGENT_CERT_THUMBPRINT": identity.kid})
+    log.info("registered the new agent certificate %s with the hub", identity.kid)
+    return True

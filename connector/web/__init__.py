@@ -1,0 +1,37 @@
+"""The web app (Flask app factory): sign-in endpoint, health and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from connector.logs import configure
+from connector.services import Services
+from connector.settings import Settings, load_settings
+
+
+def create_app(
+    settings: Settings | None = None, test_config: dict[str, Any] | None = None
+) -> Flask:
+    """Build the app; settings come from ``$CONNECTOR_CONFIG`` / ``config.json`` if not given."""
+    if settings is None:
+        settings = load_settings(require_directory=False)
+    if not (test_config or {}).get("TESTING"):
+        configure(settings.log_level, settings.log_format)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["connector"] = Services(settings)
+
+    from connector.web import health
+
+    app.register_blueprint(health.bp)
+    return app
+
+
+def services(app: Flask) -> Services:
+    """The app's services."""
+    found: Services = app.extensions["connector"]
+    return found

@@ -1,0 +1,180 @@
+"""Command tokens: only tenant-signed, unexpired commands for this connection ever run."""
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from connector.channel.commands import CommandRefused, CommandVerifier
+
+AUD = "corp"
+ISS = "https://hub.test/tenants/acme"
+
+
+@pytest.fixture(scope="module")
+def tenant_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def tenant_pem(tenant_key):
+    return (
+        tenant_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.fixture
+def verifier(tenant_pem):
+    return CommandVerifier(tenant_pem, audience=AUD, issuer=ISS)
+
+
+def claims(**over):
+    now = int(time.time())
+    base = {
+        "iss": ISS,
+        "aud": AUD,
+        "jti": "c-1",
+        "cmd": "authenticate_user",
+        "iat": now,
+        "exp": now + 300,
+        "payload": {"pid": "p1", "username": "alice", "password": "alicepw"},
+    }
+    base.update(over)
+    return base
+
+
+def cmd(token, cid="c-1", name="authenticate_user"):
+    return {"id": cid, "name": name, "jwt": token}
+
+
+def test_valid_command_is_accepted(verifier, tenant_key):
+    token = jwt.encode(claims(), tenant_key, algorithm="RS256")
+    command = verifier.verify(cmd(token))
+    assert command.id == "c-1" and command.name == "authenticate_user"
+    assert command.payload["username"] == "alice"
+    assert "alicepw" not in repr(command)
+
+
+def refused(verifier, raw, match):
+    with pytest.raises(CommandRefused, match=match):
+        verifier.verify(raw)
+
+
+def test_signed_with_another_key(verifier):
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused(verifier, cmd(jwt.encode(claims(), other, algorithm="RS256")), "signature")
+
+
+def test_expired(verifier, tenant_key):
+    old = int(time.time()) - 1000
+    token = jwt.encode(claims(iat=old, exp=old + 300), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "expired")
+
+
+def test_wrong_audience(verifier, tenant_key):
+    token = jwt.encode(claims(aud="other-connection"), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "another connection")
+
+
+def test_wrong_issuer(verifier, tenant_key):
+    token = jwt.encode(claims(iss="https://evil.test"), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "issuer")
+
+
+def test_alg_none(verifier):
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
+    refused(verifier, cmd((header + b"." + body + b".").decode()), "only RS256")
+
+
+def test_hs256_keyed_with_the_public_key(verifier, tenant_pem):
+    """The classic confusion attack: HMAC with the public key as the secret."""
+    import hashlib
+    import hmac
+
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
+    signing_input = header + b"." + body
+    sig = base64.urlsafe_b64encode(
+        hmac.new(tenant_pem.encode(), signing_input, hashlib.sha256).digest()
+    ).rstrip(b"=")
+    refused(verifier, cmd((signing_input + b"." + sig).decode()), "only RS256")
+
+
+def test_other_asymmetric_algorithm(verifier):
+    key = ec.generate_private_key(ec.SECP256R1())
+    refused(verifier, cmd(jwt.encode(claims(), key, algorithm="ES256")), "only RS256")
+
+
+def test_token_for_another_command(verifier, tenant_key):
+    token = jwt.encode(claims(jti="c-2"), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "does not match")
+    token = jwt.encode(claims(cmd="change_password"), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "does not match")
+
+
+def test_unknown_command_name(verifier, tenant_key):
+    token = jwt.encode(claims(cmd="rm_rf"), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token, name="rm_rf"), "unknown command")
+
+
+def test_lifetime_too_long(verifier, tenant_key):
+    now = int(time.time())
+    token = jwt.encode(claims(iat=now, exp=now + 86400), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "lifetime")
+
+
+def test_missing_claims(verifier, tenant_key):
+    c = claims()
+    del c["exp"]
+    refused(verifier, cmd(jwt.encode(c, tenant_key, algorithm="RS256")), "invalid")
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ("not a dict", "not an object"),
+        ({"name": "ping", "jwt": "x"}, "no valid id"),
+        ({"id": "c-1", "name": "ping"}, "missing"),
+        ({"id": "c-1", "name": "ping", "jwt": "garbage"}, "not a JWT"),
+        ({"id": "c-1", "name": "ping", "jwt": "a" * 70000}, "too large"),
+        ({"id": "x" * 500, "name": "ping", "jwt": "x"}, "no valid id"),
+    ],
+)
+def test_malformed_entries(verifier, raw, match):
+    refused(verifier, raw, match)
+
+
+def test_payload_must_be_an_object(verifier, tenant_key):
+    token = jwt.encode(claims(payload=["x"]), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), "payload")
+
+
+def test_hs256_tenant_secret():
+    secret = "s" * 40
+    v = CommandVerifier(secret, audience=AUD)
+    token = jwt.encode(claims(), secret, algorithm="HS256")
+    assert v.verify(cmd(token)).name == "authenticate_user"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused(v, cmd(jwt.encode(claims(), key, algorithm="RS256")), "only HS256")
+
+
+def test_short_secret_refused():
+    with pytest.raises(ValueError, match="32 bytes"):
+        CommandVerifier("short", audience=AUD)
+
+
+def test_expiry_is_judged_on_the_hub_clock(tenant_pem, tenant_key):
+    """Local clock one hour fast: a fresh command (hub time) is still accepted."""
+    hub_now = time.time()
+    v = CommandVerifier(tenant_pem, audience=AUD, issuer=ISS, clock=lambda: hub_now)
+    token = jwt.encode(claims(iat=int(hub_now), exp=int(hub_now) + 300), tenant_key, "RS256")
+    assert v.verify(cmd(token)).id == "c-1"
+    late = CommandVerifier(tenant_pem, audience=AUD, issuer=ISS, clock=lambda: hub_now + 3600)
+    refused(late, cmd(token), "expired")

@@ -1,0 +1,122 @@
+"""Running verified commands against the real OpenLDAP: every outcome is a protocol result."""
+
+import json
+
+import pytest
+
+from connector.channel.agent import Backoff
+from connector.channel.commands import Command, Dispatcher
+from connector.directory import Directory
+from connector.settings import load_settings
+
+
+def directory_for(tmp_path, slapd, **over):
+    cfg = {
+        "LDAP_URL": slapd.uri,
+        "LDAP_CA_FILE": slapd.ca_file,
+        "LDAP_STARTTLS": True,
+        "LDAP_BASE": slapd.base,
+        "LDAP_BIND_USER": slapd.bind_dn,
+        "LDAP_BIND_PASSWORD": slapd.bind_pw,
+        "LDAP_USER_BY_NAME": "(uid={0})",
+        "LDAP_SEARCH_QUERY": "(&(objectClass=inetOrgPerson)(uid={0}*))",
+        "LDAP_SEARCH_LIST_GROUPS_QUERY": "(objectClass=groupOfNames)",
+        "LDAP_CONNECT_TIMEOUT": 1,
+    }
+    cfg.update(over)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return Directory(load_settings(tmp_path / "config.json", environ={}))
+
+
+@pytest.fixture
+def dispatcher(tmp_path, slapd):
+    d = directory_for(tmp_path, slapd)
+    yield Dispatcher(d, write_back=False)
+    d.close()
+
+
+def run(dispatcher, name, **payload):
+    return dispatcher.run(Command("c-1", name, {"pid": "p-1", **payload}))
+
+
+def test_authenticate_user(dispatcher):
+    result = run(dispatcher, "authenticate_user", username="dave", password="davepw")
+    assert sorted(result["profile"]["groups"]) == ["everyone", "staff", "team-core", "team-dev"]
+
+
+def test_authenticate_user_errors(dispatcher):
+    assert run(dispatcher, "authenticate_user", username="dave", password="x")["err"][
+        "name"
+    ] == "WrongPassword"
+    assert run(dispatcher, "authenticate_user", username="ghost", password="x")["err"][
+        "name"
+    ] == "WrongUsername"
+
+
+def test_search_and_list(dispatcher):
+    users = run(dispatcher, "search_users", search="car", limit=5)["users"]
+    assert [u["id"] for u in users] == ["carol"]
+    assert "team-core" in run(dispatcher, "list_groups")["groups"]
+    assert run(dispatcher, "ping") == {}
+
+
+def test_change_password_off(dispatcher):
+    result = run(dispatcher, "change_password", username="bob", password="newpw")
+    assert result["err"]["name"] == "InsufficientAccessRights"
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("authenticate_user", {"username": "alice"}),
+        ("authenticate_user", {"username": ["alice"], "password": "x"}),
+        ("authenticate_user", {"username": "alice", "password": "x", "escaped": "yes"}),
+        ("search_users", {"search": "a", "limit": "ten"}),
+        ("search_users", {"search": 5}),
+    ],
+)
+def test_malformed_payloads_are_refused(dispatcher, name, payload):
+    result = run(dispatcher, name, **payload)
+    assert result["err"]["name"] == "Unexpected"
+    assert "malformed payload" in result["err"]["message"]
+
+
+def test_directory_down_is_unavailable(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    cfg = {
+        "LDAP_URL": f"ldap://127.0.0.1:{port}",
+        "LDAP_BASE": "dc=x",
+        "LDAP_BIND_USER": "cn=x",
+        "LDAP_BIND_PASSWORD": "x",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    d = Directory(load_settings(tmp_path / "config.json", environ={}))
+    result = Dispatcher(d, write_back=False).run(
+        Command("c-9", "authenticate_user", {"username": "alice", "password": "alicepw"})
+    )
+    assert result["err"]["name"] == "Unavailable"
+
+
+def test_hub_login_audit_line_has_no_secret(dispatcher, caplog):
+    caplog.set_level("INFO", logger="connector")
+    run(dispatcher, "authenticate_user", username="alice", password="Top-Secret-Pw")
+    run(dispatcher, "authenticate_user", username="alice", password="alicepw")
+    audit = [r for r in caplog.records if r.name == "connector.audit"]
+    assert [r.outcome for r in audit] == ["WrongPassword", "success"]
+    assert all(r.correlation_id == "p-1" and r.method == "hub" for r in audit)
+    assert "Top-Secret-Pw" not in caplog.text and "alicepw" not in caplog.text
+
+
+def test_backoff_grows_with_full_jitter_and_resets():
+    b = Backoff(base=0.5, cap=30, rng=lambda: 1.0)
+    assert [b.next_delay() for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    b.reset()
+    assert b.next_delay() == 0.5
+    assert Backoff(rng=lambda: 0.0).next_delay(retry_after=7) == 7
+    jittered = Backoff(base=1, cap=30)
+    assert all(0 <= jittered.next_delay() <= 30 for _ in range(50))
