@@ -45,12 +45,14 @@ def test_authenticate_user(dispatcher):
 
 
 def test_authenticate_user_errors(dispatcher):
-    assert run(dispatcher, "authenticate_user", username="dave", password="x")["err"][
-        "name"
-    ] == "WrongPassword"
-    assert run(dispatcher, "authenticate_user", username="ghost", password="x")["err"][
-        "name"
-    ] == "WrongUsername"
+    assert (
+        run(dispatcher, "authenticate_user", username="dave", password="x")["err"]["name"]
+        == "WrongPassword"
+    )
+    assert (
+        run(dispatcher, "authenticate_user", username="ghost", password="x")["err"]["name"]
+        == "WrongUsername"
+    )
 
 
 def test_search_and_list(dispatcher):

@@ -7,44 +7,7 @@ import pytest
 
 from connector.directory import Directory
 from connector.settings import load_settings
-
-
-def openldap_config(slapd, **overrides):
-    """A config.json dict for the test OpenLDAP (StartTLS with its CA)."""
-    cfg = {
-        "LDAP_URL": slapd.uri,
-        "LDAP_CA_FILE": slapd.ca_file,
-        "LDAP_STARTTLS": True,
-        "LDAP_BASE": slapd.base,
-        "LDAP_BIND_USER": slapd.bind_dn,
-        "LDAP_BIND_PASSWORD": slapd.bind_pw,
-        "LDAP_USER_BY_NAME": "(uid={0})",
-        "LDAP_SEARCH_QUERY": "(&(objectClass=inetOrgPerson)(|(uid={0}*)(cn={0}*)))",
-        "LDAP_SEARCH_ALL_QUERY": "(objectClass=inetOrgPerson)",
-        "LDAP_SEARCH_LIST_GROUPS_QUERY": "(objectClass=groupOfNames)",
-        "LDAP_CONNECT_TIMEOUT": 2,
-        "LDAP_OPERATION_TIMEOUT": 5,
-    }
-    if "LDAP_URLS" in overrides:
-        del cfg["LDAP_URL"]
-    cfg.update(overrides)
-    return cfg
-
-
-def ad_config(ad, **overrides):
-    """A config.json dict for the test Samba AD DC (StartTLS with its CA)."""
-    cfg = {
-        "LDAP_URL": ad.uri,
-        "LDAP_CA_FILE": ad.ca_file,
-        "LDAP_STARTTLS": True,
-        "LDAP_BASE": ad.base,
-        "LDAP_BIND_USER": ad.bind_dn,
-        "LDAP_BIND_PASSWORD": ad.bind_pw,
-        "LDAP_CONNECT_TIMEOUT": 2,
-        "LDAP_OPERATION_TIMEOUT": 5,
-    }
-    cfg.update(overrides)
-    return cfg
+from configs import ad_config, openldap_config
 
 
 @pytest.fixture
