@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +67,7 @@ class ConnectorProcess:
             "WEB_THREADS": str(self.threads),
             **self.extra_env,
         }
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self.log_path, "ab")
         self._log = log
         self.proc = subprocess.Popen(
             [

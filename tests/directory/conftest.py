@@ -4,10 +4,10 @@ import json
 
 import ldap
 import pytest
+from configs import ad_config, openldap_config
 
 from connector.directory import Directory
 from connector.settings import load_settings
-from configs import ad_config, openldap_config
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ import time
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from configs import ad_config, openldap_config
 from connector_proc import ConnectorProcess, setup_config
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hubs import start_devhub
 from slowproxy import SlowProxy
 
