@@ -286,6 +286,49 @@ class Settings:
     client_ip_ranges: tuple[str, ...] = _setting(
         "CLIENT_IP_RANGES", (), "Client address ranges (CIDR) offered Kerberos sign-in."
     )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "TRUSTED_PROXIES", (), "Proxies (addresses or CIDRs) whose X-Forwarded-For is believed."
+    )
+    negotiate_user_agents: tuple[str, ...] = _setting(
+        "NEGOTIATE_USER_AGENTS", (),
+        "If set, only browsers whose User-Agent contains one of these are offered Kerberos.",
+    )
+    kerberos_keytab: str | None = _setting(
+        "KERBEROS_KEYTAB", None, "Keytab holding this connector's HTTP/ service key."
+    )
+    kerberos_realms: tuple[str, ...] = _setting(
+        "KERBEROS_REALMS", (), "Client realms accepted (e.g. CORP.EXAMPLE.COM)."
+    )
+    kerberos_service_principal: str | None = _setting(
+        "KERBEROS_SERVICE_PRINCIPAL", None, "The HTTP/ principal tickets must be for."
+    )
+    kerberos_principal_mapping: str = _setting(
+        "KERBEROS_PRINCIPAL_MAPPING", "strip_realm",
+        "strip_realm: alice@REALM -> alice looked up with LDAP_USER_BY_NAME; "
+        "upn: looked up with LDAP_USER_BY_UPN.",
+        check=_one_of("strip_realm", "upn"),
+    )
+    kerberos_replay_cache: str | None = _setting(
+        "KERBEROS_REPLAY_CACHE", None, "Replay cache shared by the workers (file2:/path)."
+    )
+    ldap_user_by_upn: str = _setting(
+        "LDAP_USER_BY_UPN", "(userPrincipalName={0})", "Filter that finds a user by UPN.",
+        check=_filter_with_placeholder,
+    )
+    wreply_allowed: tuple[str, ...] = _setting(
+        "WREPLY_ALLOWED", (), "Extra URLs a sign-in may return to (besides the realm's)."
+    )
+    login_failures_per_user: int = _setting(
+        "LOGIN_FAILURES_PER_USER", 5, "Form failures per username before throttling.",
+        check=_positive,
+    )
+    login_failures_per_address: int = _setting(
+        "LOGIN_FAILURES_PER_ADDRESS", 20, "Form failures per client address before throttling.",
+        check=_positive,
+    )
+    login_throttle_seconds: float = _setting(
+        "LOGIN_THROTTLE_SECONDS", 300.0, "Window in which failures are counted.", check=_positive
+    )
     kerberos_auth: bool = _setting("KERBEROS_AUTH", False, "Offer Kerberos (Negotiate) sign-in.")
     port: int = _setting("PORT", 4000, "Port of the sign-in endpoint.", check=_positive)
     server_url: str | None = _setting("SERVER_URL", None, "Public URL of the sign-in endpoint.")

@@ -139,12 +139,13 @@ class Directory:
 
     # --- users ------------------------------------------------------------------------------
 
-    def user_filter(self, username: str, *, escaped: bool = False) -> str:
-        """The ``LDAP_USER_BY_NAME`` filter for a name, escaped unless the caller already did."""
+    def user_filter(self, username: str, *, escaped: bool = False, by_upn: bool = False) -> str:
+        """The filter that finds a user, the value escaped unless the caller already did."""
         value = username if escaped else escape_filter_chars(username)
-        return self.settings.ldap_user_by_name.replace("{0}", value)
+        template = self.settings.ldap_user_by_upn if by_upn else self.settings.ldap_user_by_name
+        return template.replace("{0}", value)
 
-    def find_user(self, username: str, *, escaped: bool = False) -> Entry:
+    def find_user(self, username: str, *, escaped: bool = False, by_upn: bool = False) -> Entry:
         """The one entry that ``LDAP_USER_BY_NAME`` finds for ``username``.
 
         Raises:
@@ -154,7 +155,7 @@ class Directory:
         if not username or len(username) > MAX_USERNAME_LENGTH or _CONTROL.search(username):
             # no login name holds control characters; some servers cut a value at NUL
             raise errors.WrongUsername("no such user", username=username[:64] or None)
-        flt = self.user_filter(username, escaped=escaped)
+        flt = self.user_filter(username, escaped=escaped, by_upn=by_upn)
 
         def find(conn: Connection) -> list[Entry]:
             return search(conn, self.settings, self.settings.ldap_base, flt, USER_ATTRS, limit=2)
@@ -200,14 +201,16 @@ class Directory:
         raw = entry_to_raw_profile(user.dn, user.attrs, groups=groups)
         return self.mapper(raw)
 
-    def get_profile(self, username: str, *, escaped: bool = False) -> dict[str, Any]:
+    def get_profile(
+        self, username: str, *, escaped: bool = False, by_upn: bool = False
+    ) -> dict[str, Any]:
         """Look a user up and return their profile, without checking any password.
 
         Raises:
             WrongUsername: nobody matches.
             DirectoryUnavailable: the directory could not be asked.
         """
-        return self.profile(self.find_user(username, escaped=escaped))
+        return self.profile(self.find_user(username, escaped=escaped, by_upn=by_upn))
 
     # --- passwords --------------------------------------------------------------------------
 

@@ -25,9 +25,10 @@ def create_app(
         app.config.update(test_config)
     app.extensions["connector"] = Services(settings)
 
-    from connector.web import health
+    from connector.web import health, signin
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(signin.bp)
     return app
 
 

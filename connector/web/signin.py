@@ -1,0 +1,278 @@
+"""The sign-in endpoint the hub sends browsers to (``/wsfed``): Negotiate, or the form.
+
+* A client in the configured ranges (and, optionally, with a listed browser) is offered
+  Kerberos: without credentials it gets ``401 WWW-Authenticate: Negotiate`` *with the form as
+  the body*, so a browser that cannot do Kerberos simply shows the form.
+* A Negotiate token is accepted against the keytab; any failure shows the form with a short
+  reason (200, no new challenge: no prompt loop, never a 500).
+* Everyone else gets the form: CSRF-protected, throttled per username and per address.
+* Success hands the profile to the hub (``agent/sessions``) and redirects the browser to the
+  realm's ``postTokenUrl`` (or an allowed ``wreply``) with ``wctx`` and the one-time ``ref``.
+
+The web layer parses requests and calls services; it imports neither ``ldap`` nor ``spnego``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
+
+from connector import errors
+from connector.channel.client import HubError
+from connector.kerberos import KerberosRejected
+from connector.netpolicy import client_address
+from connector.web import services
+from connector.web.guards import CSRF_COOKIE
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("connector.audit")
+
+bp = Blueprint("signin", __name__)
+
+MESSAGES = {
+    "WrongUsername": "The username or password is incorrect.",
+    "WrongPassword": "The username or password is incorrect.",
+    "AccountDisabled": "This account is disabled. Contact your administrator.",
+    "AccountLocked": "This account is locked after too many failed attempts. Try again later "
+    "or contact your administrator.",
+    "AccountExpired": "This account has expired. Contact your administrator.",
+    "PasswordExpired": "Your password has expired. Change it, then sign in again.",
+    "PasswordChangeRequired": "You must change your password before signing in.",
+    "Unavailable": "The directory cannot be reached right now. Try again in a moment.",
+    "Unexpected": "Something went wrong while signing you in. Try again in a moment.",
+}
+
+
+def _client() -> Any:
+    svc = services(current_app)
+    return client_address(
+        request.remote_addr or "0.0.0.0",  # noqa: S104 - a placeholder, never bound
+        request.headers.get("X-Forwarded-For"),
+        svc.trusted_proxies,
+    )
+
+
+def _return_url(params: dict[str, str]) -> str | None:
+    """Where the browser goes after signing in: the realm's postTokenUrl or an allowed wreply."""
+    svc = services(current_app)
+    allowed = svc.allowed_return_urls
+    wreply = params.get("wreply")
+    if wreply:
+        return wreply if wreply in allowed else None
+    return svc.settings.realm_post_token_url
+
+
+def _params() -> dict[str, str]:
+    source = request.form if request.method == "POST" else request.args
+    return {k: source.get(k, "")[:4096] for k in ("wtrealm", "wctx", "wreply")}
+
+
+def _render_form(
+    params: dict[str, str],
+    message: str | None = None,
+    username: str = "",
+    status: int = 200,
+    negotiate: bool = False,
+) -> Response:
+    svc = services(current_app)
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not cookie or len(cookie) > 200:
+        cookie = svc.csrf.new_cookie()
+    html = render_template(
+        "signin.html",
+        params=params,
+        message=message,
+        username=username,
+        csrf_token=svc.csrf.token(cookie),
+    )
+    resp = make_response(html, status)
+    resp.set_cookie(
+        CSRF_COOKIE, cookie, httponly=True, samesite="Lax", secure=request.is_secure, path="/"
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    if negotiate:
+        resp.headers["WWW-Authenticate"] = "Negotiate"
+    return resp
+
+
+def _error_page(title: str, message: str, status: int) -> Response:
+    resp = make_response(render_template("message.html", title=title, message=message), status)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _audit(method: str, user: str | None, outcome: str, addr: Any, correlation: str) -> None:
+    audit.info(
+        "login method=%s user=%r outcome=%s client=%s correlation=%s",
+        method,
+        user,
+        outcome,
+        addr,
+        correlation,
+        extra={
+            "method": method,
+            "user": user,
+            "outcome": outcome,
+            "client": str(addr),
+            "correlation_id": correlation,
+        },
+    )
+
+
+def _hand_off(
+    params: dict[str, str],
+    profile: dict[str, Any],
+    method: str,
+    target: str,
+    extra_headers: dict[str, str] | None = None,
+) -> BaseResponse:
+    """Give the profile to the hub and send the browser back with the one-time reference."""
+    svc = services(current_app)
+    if svc.hub is None:
+        raise HubError("the connector is not connected to a hub yet")
+    ref = svc.hub.create_session(params["wctx"], profile, method)
+    parts = urlsplit(target)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query += [("wctx", params["wctx"]), ("ref", ref)]
+    resp = redirect(urlunsplit(parts._replace(query=urlencode(query))), code=303)
+    for key, value in (extra_headers or {}).items():
+        resp.headers[key] = value
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _precheck(params: dict[str, str]) -> str | Response:
+    """The return URL, or the page refusing the request."""
+    svc = services(current_app)
+    if svc.settings.realm and params["wtrealm"] and params["wtrealm"] != svc.settings.realm:
+        return _error_page(
+            "Unknown application",
+            "This sign-in request is for an application this connector does not serve.",
+            400,
+        )
+    target = _return_url(params)
+    if target is None:
+        log.warning("refused sign-in: wreply %r is not an allowed return URL", params["wreply"])
+        return _error_page(
+            "Sign-in refused", "The return address of this sign-in request is not allowed.", 400
+        )
+    return target
+
+
+@bp.route("/wsfed", methods=["GET"])
+def signin_get() -> ResponseReturnValue:
+    """Start a sign-in: Negotiate for clients in range, the form for everyone else."""
+    svc = services(current_app)
+    params = _params()
+    target = _precheck(params)
+    if isinstance(target, Response):
+        return target
+    addr = _client()
+    correlation = secrets.token_hex(8)
+    offered = svc.offers_negotiate(addr, request.headers.get("User-Agent"))
+    header = request.headers.get("Authorization", "")
+    if not offered:
+        return _render_form(params)
+    if not header.lower().startswith(("negotiate ", "ntlm ")) and header.lower() != "negotiate":
+        return _render_form(params, status=401, negotiate=True)
+    acceptor = svc.kerberos
+    if acceptor is None:
+        return _render_form(params, "Kerberos sign-in is not available; use your password.")
+    try:
+        accepted = acceptor.accept(header)
+    except KerberosRejected as exc:
+        _audit("kerberos", None, f"rejected:{exc.code}", addr, correlation)
+        return _render_form(
+            params, f"Automatic sign-in did not work ({exc.reason}). Sign in with your password."
+        )
+    user = accepted.username
+    try:
+        by_upn = svc.settings.kerberos_principal_mapping == "upn"
+        profile = svc.require_directory().get_profile(user, by_upn=by_upn)
+    except errors.ConnectorError as exc:
+        _audit("kerberos", user, exc.wire_name, addr, correlation)
+        return _render_form(params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]))
+    try:
+        resp = _hand_off(
+            params, profile, "kerberos", target, {"WWW-Authenticate": accepted.www_authenticate}
+        )
+    except HubError as exc:
+        log.error("hand-off to the hub failed: %s", exc)
+        _audit("kerberos", user, "Unavailable", addr, correlation)
+        return _error_page(
+            "Sign-in unavailable",
+            "The identity service cannot be reached right now. Try again in a moment.",
+            503,
+        )
+    _audit("kerberos", user, "success", addr, correlation)
+    return resp
+
+
+@bp.route("/wsfed", methods=["POST"])
+def signin_post() -> ResponseReturnValue:
+    """The form: check the password, hand the profile over, or say precisely what is wrong."""
+    svc = services(current_app)
+    params = _params()
+    target = _precheck(params)
+    if isinstance(target, Response):
+        return target
+    addr = _client()
+    correlation = secrets.token_hex(8)
+    if not svc.csrf.check(request.cookies.get(CSRF_COOKIE), request.form.get("csrf_token")):
+        log.warning("sign-in form refused: missing or wrong CSRF token (client %s)", addr)
+        return _render_form(params, "Your session expired. Please sign in again.", status=400)
+    username = request.form.get("username", "").strip()[:1024]
+    password = request.form.get("password", "")
+    if not username or not password:
+        return _render_form(params, "Enter your username and password.", username, status=400)
+    user_key, addr_key = username.casefold(), str(addr)
+    wait = max(svc.user_throttle.blocked(user_key), svc.address_throttle.blocked(addr_key))
+    if wait:
+        _audit("form", username, "throttled", addr, correlation)
+        return _render_form(
+            params,
+            f"Too many failed attempts. Try again in {int(wait) + 1} seconds.",
+            username,
+            status=429,
+        )
+    try:
+        profile = svc.require_directory().authenticate(username, password)
+    except errors.AuthError as exc:
+        svc.user_throttle.failure(user_key)
+        svc.address_throttle.failure(addr_key)
+        _audit("form", username, exc.wire_name, addr, correlation)
+        return _render_form(
+            params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=401
+        )
+    except errors.ConnectorError as exc:
+        _audit("form", username, exc.wire_name, addr, correlation)
+        return _render_form(
+            params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=503
+        )
+    svc.user_throttle.reset(user_key)
+    try:
+        resp = _hand_off(params, profile, "form", target)
+    except HubError as exc:
+        log.error("hand-off to the hub failed: %s", exc)
+        _audit("form", username, "Unavailable", addr, correlation)
+        return _error_page(
+            "Sign-in unavailable",
+            "The identity service cannot be reached right now. Try again in a moment.",
+            503,
+        )
+    _audit("form", username, "success", addr, correlation)
+    return resp
