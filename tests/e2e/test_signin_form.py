@@ -5,7 +5,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
 from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import start_devhub
@@ -51,7 +50,7 @@ def submit(session, proc, username, password, token, **params):
 
 
 def test_outside_the_range_gets_the_form_without_a_challenge(env):
-    hub, proc = env
+    _, proc = env
     resp, token = form(requests.Session(), proc)
     assert resp.status_code == 200
     assert "WWW-Authenticate" not in resp.headers
@@ -77,7 +76,7 @@ def test_form_sign_in_lands_on_the_hub_with_the_profile(env):
 
 
 def test_wrong_password_is_said_plainly(env):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     _, token = form(s, proc)
     resp = submit(s, proc, "carol", "nope", token)
@@ -93,14 +92,14 @@ def test_wrong_password_is_said_plainly(env):
     ],
 )
 def test_account_states_are_said_plainly(env, user, password, words):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     _, token = form(s, proc)
     assert words in submit(s, proc, user, password, token).text
 
 
 def test_missing_or_wrong_csrf_token_is_refused(env):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     form(s, proc)
     resp = submit(s, proc, "alice", "alicepw", "forged")
@@ -111,7 +110,7 @@ def test_missing_or_wrong_csrf_token_is_refused(env):
 
 
 def test_failures_are_throttled_per_username(env):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     _, token = form(s, proc)
     for _ in range(3):
@@ -121,7 +120,7 @@ def test_failures_are_throttled_per_username(env):
 
 
 def test_open_redirect_wreply_is_refused(env):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     resp, _ = form(s, proc, wreply="https://evil.example/steal")
     assert resp.status_code == 400
@@ -132,7 +131,7 @@ def test_open_redirect_wreply_is_refused(env):
 
 
 def test_allowed_wreply_is_honoured(env):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     _, token = form(s, proc, wreply="https://app.example/after")
     resp = submit(s, proc, "alice", "alicepw", token, wreply="https://app.example/after")
@@ -141,13 +140,13 @@ def test_allowed_wreply_is_honoured(env):
 
 
 def test_unknown_realm_is_refused(env):
-    hub, proc = env
+    _, proc = env
     resp, _ = form(requests.Session(), proc, wtrealm="urn:someone-else")
     assert resp.status_code == 400
 
 
 def test_audit_lines_without_secrets(env):
-    hub, proc = env
+    _, proc = env
     s = requests.Session()
     _, token = form(s, proc)
     submit(s, proc, "erin", "Erin-Wrong-Secret", token)
