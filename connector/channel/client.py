@@ -7,6 +7,7 @@ refuses what we sent), :class:`HubUntrusted` (its TLS certificate is not trusted
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import threading
 import time
@@ -48,10 +49,13 @@ class HubUntrusted(HubUnavailable):
 class HubRejected(HubError):
     """The hub answered 4xx: it refuses the request (its message says why)."""
 
-    def __init__(self, message: str, status: int, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int, code: str | None = None, server_date: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.server_date = server_date  # the hub's HTTP Date header, as epoch seconds
 
 
 class HubClock:
@@ -65,6 +69,12 @@ class HubClock:
     def now(self) -> float:
         """Seconds since the epoch on the hub's clock."""
         return time.time() + self.offset
+
+    def set_offset(self, offset: float) -> None:
+        """Take an offset measured some other way (the hub's HTTP Date header)."""
+        with self._lock:
+            self.offset = offset
+            self.measured = True
 
     def update(self, server_time_ms: Any, sent: float, received: float) -> None:
         """Take a new measurement from a response's ``serverTime``."""
@@ -160,10 +170,20 @@ def request_json(
             f"{code or ''} {message or resp.reason or ''}".strip(),
             resp.status_code,
             code if isinstance(code, str) else None,
+            _http_date(resp.headers.get("Date")),
         )
     if body is None:
         raise HubRejected(f"the hub's answer to {urlsplit(url).path} is not JSON", resp.status_code)
     return body, sent, received
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _reason(exc: Exception) -> str:
@@ -217,15 +237,40 @@ class HubClient:
         return {"Authorization": f"Bearer {token}", "X-Connector-Protocol": PROTOCOL_VERSION}
 
     def _call(self, path: str, body: Any, read_timeout: float) -> Any:
-        data, sent, received = request_json(
-            self.session,
-            self.settings,
-            "POST",
-            f"{self.base}/agent/{path}",
-            json=body,
-            headers=self._headers(),
-            read_timeout=read_timeout,
-        )
+        url = f"{self.base}/agent/{path}"
+        try:
+            data, sent, received = request_json(
+                self.session,
+                self.settings,
+                "POST",
+                url,
+                json=body,
+                headers=self._headers(),
+                read_timeout=read_timeout,
+            )
+        except HubRejected as exc:
+            # A token refused because our clock is off: learn the hub's time from its Date
+            # header and try once more with a token timed on it.
+            if exc.status != 401 or exc.server_date is None:
+                raise
+            offset = exc.server_date - time.time()
+            if abs(offset - self.clock.offset) < 30:
+                raise
+            self.clock.set_offset(offset)
+            log.warning(
+                "the hub refused our token and its clock differs from ours by %.0f s; "
+                "retrying with the hub's time",
+                offset,
+            )
+            data, sent, received = request_json(
+                self.session,
+                self.settings,
+                "POST",
+                url,
+                json=body,
+                headers=self._headers(),
+                read_timeout=read_timeout,
+            )
         if not isinstance(data, dict):
             raise HubRejected(f"the hub's answer to agent/{path} is not an object", 200)
         if "serverTime" in data:

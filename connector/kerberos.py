@@ -1,0 +1,601 @@
+"""Accept HTTP Negotiate (SPNEGO/Kerberos) tokens with pyspnego and a keytab.
+
+:class:`KerberosAcceptor` takes the value of an ``Authorization`` header, runs one
+``spnego`` accept step against the connector's keytab and returns an :class:`AcceptResult`:
+the client principal, the directory username it maps to, and the mutual-authentication
+token for ``WWW-Authenticate: Negotiate <token>``. Every way a token can fail -- not
+Negotiate, bad base64, too large, NTLM, replayed, for another service, from a realm that is
+not configured -- raises one :class:`KerberosRejected` with a short reason and a stable
+``code``; the web layer answers 401 and never 500.
+
+How the keytab is selected
+--------------------------
+The acceptor credential is acquired with the GSSAPI *credential store* extension
+(``gss_acquire_cred_from`` with ``{"keytab": path}``, MIT krb5 >= 1.11, python-gssapi's
+``acquire_cred_from``), so each acceptor names its own keytab and the process environment
+is not touched: ``KRB5_KTNAME`` is neither read nor set. Without that extension (Heimdal)
+the acceptor falls back to setting ``KRB5_KTNAME`` for the whole process once, at
+construction; a second acceptor with another keytab is then refused.
+
+The credential is acquired lazily, once per thread and process (gunicorn ``gthread``
+workers; after ``fork`` the child acquires its own), and handed to pyspnego through the
+``_gssapi_credential`` / ``_negotiate_contexts`` keyword arguments that pyspnego's own
+``new_context()`` uses (private: pinned to pyspnego 0.12). Passing a credential is what lets
+the acceptor pick its keytab; reusing it saves the ~0.1 ms that acquiring costs per token
+(about 10 % of an accept, which is mostly pyspnego's SPNEGO parsing and the ticket
+decryption). A start-up check refuses to run if pyspnego stops honouring those hooks.
+When ``service_principal`` is given, the credential is for that principal only, so a
+ticket for any other key in the keytab is refused.
+
+The rest of the Kerberos environment is the process's: ``KRB5_CONFIG`` (``rdns = false``,
+``dns_canonicalize_hostname = false``) and the replay cache (``KRB5RCACHEDIR``, or the
+``replay_cache`` argument). They are the deployment's business, set before the workers start.
+
+Secrets: tokens, keys and keytab contents are never logged. pyspnego logs whole tokens at
+DEBUG, so the ``spnego`` logger is held at INFO or above once an acceptor exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import importlib.metadata
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import gssapi
+import gssapi.raw
+import gssapi.raw.misc
+import spnego
+import spnego.exceptions
+from spnego._context import GSSMech  # private, like the kwargs below (pyspnego 0.12)
+
+from connector.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_HEADER_LENGTH",
+    "AcceptResult",
+    "KerberosAcceptor",
+    "KerberosRejected",
+    "KeytabError",
+    "PrincipalMapping",
+    "decode_negotiate_header",
+    "is_ntlm_token",
+    "map_principal",
+    "read_keytab_principals",
+    "split_principal",
+]
+
+PrincipalMapping = Literal["strip_realm", "upn"]
+
+#: Longest ``Authorization`` value accepted. A Kerberos ticket with a large PAC (many
+#: groups) exceeds 8 KB; anything over 64 KB is refused before it is decoded.
+MAX_HEADER_LENGTH = 64 * 1024
+
+_KRB5_OID = "1.2.840.113554.1.2.2"
+_NTLM_SIGNATURE = b"NTLMSSP\x00"
+_NTLM_OID_DER = bytes.fromhex("060a2b0601040182370202" + "0a")  # 1.3.6.1.4.1.311.2.2.10
+_KRB5_OIDS_DER = (
+    bytes.fromhex("06092a864886f712010202"),  # 1.2.840.113554.1.2.2
+    bytes.fromhex("06092a864882f712010202"),  # 1.2.840.48018.1.2.2 (Microsoft's alias)
+)
+
+# MIT krb5 minor status codes (krb5.h, ERROR_TABLE_BASE_krb5 = -1765328384) -> (code, reason)
+_BASE = -1765328384
+_MINOR_REASONS: dict[int, tuple[str, str]] = {
+    _BASE + 31: ("bad_key", "ticket could not be decrypted (wrong or outdated service key)"),
+    _BASE + 32: ("expired", "ticket expired"),
+    _BASE + 33: ("not_yet_valid", "ticket not yet valid (clock skew?)"),
+    _BASE + 34: ("replay", "token was already used (replay)"),
+    _BASE + 35: ("wrong_service", "ticket is for another service (no matching key in keytab)"),
+    _BASE + 36: ("wrong_service", "ticket and authenticator do not match"),
+    _BASE + 37: ("clock_skew", "clock skew too great between client and server"),
+    _BASE + 41: ("bad_key", "ticket could not be decrypted (wrong or outdated service key)"),
+    _BASE + 44: ("wrong_service", "ticket key version not in keytab (keytab outdated?)"),
+    _BASE + 45: ("wrong_service", "ticket is for another service (no matching key in keytab)"),
+    _BASE + 181: ("wrong_service", "ticket is for another service (no matching key in keytab)"),
+    _BASE + 230: ("wrong_service", "ticket key version not in keytab (keytab outdated?)"),
+}
+_GSS_S_DEFECTIVE_TOKEN = 9 << 16
+
+
+class KerberosRejected(Exception):
+    """A Negotiate attempt failed; answer 401. ``reason`` is short and safe to show.
+
+    ``code`` is stable for tests and logs: ``not_negotiate``, ``empty``, ``too_large``,
+    ``bad_base64``, ``malformed``, ``ntlm``, ``replay``, ``wrong_service``, ``bad_key``,
+    ``expired``, ``not_yet_valid``, ``clock_skew``, ``realm``, ``no_principal``,
+    ``multi_leg``, ``no_mechanism``, ``server`` (the acceptor could not use its keytab) or
+    ``rejected`` (anything else).
+    """
+
+    def __init__(self, reason: str, code: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"KerberosRejected({self.reason!r}, code={self.code!r})"
+
+
+class KeytabError(ConfigError):
+    """The keytab is missing, unreadable, empty or lacks the service principal."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__([f"keytab {path}: {problem}"], source="Kerberos keytab")
+        self.path = path
+        self.problem = problem
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceptResult:
+    """A completed Negotiate exchange.
+
+    Attributes:
+        principal: the client principal as Kerberos gives it (``alice@EXAMPLE.TEST``).
+        username: the name to look up in the directory (see ``principal_mapping``).
+        realm: the client's realm (one of the configured realms).
+        mutual_token: base64 token for ``WWW-Authenticate: Negotiate <token>``, or None.
+    """
+
+    principal: str
+    username: str
+    realm: str
+    mutual_token: str | None
+
+    @property
+    def www_authenticate(self) -> str:
+        """The ``WWW-Authenticate`` value for the successful response."""
+        return f"Negotiate {self.mutual_token}" if self.mutual_token else "Negotiate"
+
+
+# --------------------------------------------------------------------------------------
+# pure helpers
+# --------------------------------------------------------------------------------------
+
+
+def decode_negotiate_header(value: str | None) -> bytes:
+    """The token bytes of an ``Authorization: Negotiate <base64>`` value.
+
+    Raises:
+        KerberosRejected: not Negotiate, no token, too large, or not base64.
+    """
+    if value is None:
+        raise KerberosRejected("no Authorization header", "not_negotiate")
+    if len(value) > MAX_HEADER_LENGTH:
+        raise KerberosRejected(
+            f"Authorization header too large ({len(value)} > {MAX_HEADER_LENGTH})", "too_large"
+        )
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "negotiate":
+        raise KerberosRejected("Authorization scheme is not Negotiate", "not_negotiate")
+    data = rest.strip()
+    if not data:
+        raise KerberosRejected("Negotiate header carries no token", "empty")
+    try:
+        token = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise KerberosRejected("Negotiate token is not valid base64", "bad_base64") from None
+    if not token:
+        raise KerberosRejected("Negotiate header carries no token", "empty")
+    return token
+
+
+def is_ntlm_token(token: bytes) -> bool:
+    """True for NTLM: a raw NTLMSSP message, or SPNEGO carrying or offering only NTLM."""
+    if _NTLM_SIGNATURE in token:
+        return True
+    return _NTLM_OID_DER in token and not any(oid in token for oid in _KRB5_OIDS_DER)
+
+
+def _der_length_ok(token: bytes) -> bool:
+    """For a DER-framed token (GSS 0x60 / NegTokenResp 0xa1): does its length add up?"""
+    if len(token) < 2 or token[0] not in (0x60, 0xA1):
+        return True  # not DER-framed here (e.g. a raw token): leave it to the library
+    first = token[1]
+    if first < 0x80:
+        return len(token) == 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 4 or len(token) < 2 + count:
+        return False
+    length = int.from_bytes(token[2 : 2 + count], "big")
+    return len(token) == 2 + count + length
+
+
+def split_principal(principal: str) -> tuple[str, str | None]:
+    """``(name, realm)`` of a principal; realm None when it has none.
+
+    Handles ``name@REALM``, escaped characters (``alice\\@corp.example@REALM``, an
+    enterprise name, gives ``alice@corp.example``) and the Windows form ``DOMAIN\\user``
+    (gives ``user`` with no realm: a NetBIOS domain is not a realm).
+    """
+    name: list[str] = []
+    realm: str | None = None
+    i = 0
+    while i < len(principal):
+        ch = principal[i]
+        if ch == "\\" and i + 1 < len(principal) and principal[i + 1] in "@/\\":
+            name.append(principal[i + 1])
+            i += 2
+            continue
+        if ch == "@":
+            realm = principal[i + 1 :]
+            break
+        name.append(ch)
+        i += 1
+    text = "".join(name)
+    if realm is None and "\\" in text:
+        text = text.rsplit("\\", 1)[1]
+    return text, realm
+
+
+def map_principal(principal: str, mapping: PrincipalMapping) -> str:
+    """The directory username for a principal.
+
+    ``strip_realm``: ``alice@EXAMPLE.TEST`` -> ``alice``, ``DOMAIN\\alice`` -> ``alice``.
+    ``upn``: the whole principal (``alice@AD.EXAMPLE.TEST``; an enterprise principal gives
+    its UPN, ``alice@corp.example``), for a lookup by ``userPrincipalName``.
+    """
+    name, realm = split_principal(principal)
+    if mapping == "strip_realm":
+        return name
+    if mapping == "upn":
+        if "@" in name or realm is None:
+            return name
+        return f"{name}@{realm}"
+    raise ValueError(f"unknown principal mapping {mapping!r}")
+
+
+def read_keytab_principals(path: str) -> list[str]:
+    """Distinct principals in a keytab file, in file order (no keys are read out).
+
+    Uses the ``krb5`` package, or ``klist -k`` when it is not installed.
+
+    Raises:
+        KeytabError: missing, not a regular file, unreadable, empty or not a keytab.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise KeytabError(path, "file does not exist")
+    if not p.is_file():
+        raise KeytabError(path, "not a regular file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(2)
+    except OSError as e:
+        raise KeytabError(path, f"cannot be read ({e.strerror})") from None
+    if not head:
+        raise KeytabError(path, "file is empty")
+    if head[:1] != b"\x05":
+        raise KeytabError(path, "not a keytab file (bad format version)")
+    try:
+        principals = _principals_krb5(path)
+    except ImportError:
+        principals = _principals_klist(path)
+    if not principals:
+        raise KeytabError(path, "holds no keys")
+    return principals
+
+
+def _principals_krb5(path: str) -> list[str]:
+    import krb5
+
+    ctx = krb5.init_context()
+    try:
+        keytab = krb5.kt_resolve(ctx, f"FILE:{path}".encode())
+        seen: dict[str, None] = {}
+        for entry in keytab:  # unparse while the entry is alive (its principal dies with it)
+            name = krb5.unparse_name_flags(ctx, entry.principal)
+            seen[name.decode("utf-8", "replace")] = None
+    except krb5.Krb5Error as e:
+        raise KeytabError(path, f"cannot be read: {e}") from None
+    return list(seen)
+
+
+def _principals_klist(path: str) -> list[str]:
+    klist = shutil.which("klist")
+    if not klist:
+        raise KeytabError(path, "cannot be read: neither the krb5 package nor klist is there")
+    r = subprocess.run(
+        [klist, "-k", f"FILE:{path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+        env={"PATH": os.defpath, "LANG": "C"},
+    )
+    if r.returncode:
+        problem = r.stderr.strip().removeprefix("klist: ") or f"klist exit {r.returncode}"
+        raise KeytabError(path, f"cannot be read: {problem}")
+    seen: dict[str, None] = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():  # "KVNO Principal" rows
+            seen[parts[1]] = None
+    return list(seen)
+
+
+# --------------------------------------------------------------------------------------
+# the acceptor
+# --------------------------------------------------------------------------------------
+
+
+def _cred_store_available() -> bool:
+    return hasattr(gssapi.raw, "acquire_cred_from")
+
+
+def _quiet_spnego_logging() -> None:
+    """pyspnego logs every token at DEBUG: never let that through."""
+    logger = logging.getLogger("spnego")
+    if logger.getEffectiveLevel() < logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def _negotiate_context(credential: Any) -> tuple[Any, Any]:
+    """(SPNEGO acceptor, its Kerberos context) using ``credential``.
+
+    pyspnego's own SPNEGO layer (``use_negotiate``), never GSSAPI's, which would ignore
+    the credential; the only mechanism offered is Kerberos, so no NTLM acceptor exists.
+    """
+    krb = spnego.server(service="HTTP", protocol="kerberos", _gssapi_credential=credential)
+    ctx = spnego.server(
+        service="HTTP",
+        protocol="negotiate",
+        options=spnego.NegotiateOptions.use_negotiate,
+        _negotiate_contexts={GSSMech.kerberos: krb},
+    )
+    return ctx, krb
+
+
+def _check_pyspnego_hooks() -> None:
+    """Fail at start-up, not per request, if pyspnego stopped honouring the private hooks:
+    it would then acquire its own credential from the default keytab (/etc/krb5.keytab)."""
+    sentinel = object()
+    try:
+        ctx, krb = _negotiate_context(sentinel)
+        honoured = getattr(krb, "_credential", None) is sentinel
+        honoured = honoured and getattr(ctx, "_available_contexts", None) == {GSSMech.kerberos: krb}
+    except Exception:  # noqa: BLE001 - e.g. it tried to acquire a credential of its own
+        honoured = False
+    if not honoured:
+        raise RuntimeError(
+            f"pyspnego {importlib.metadata.version('pyspnego')} no longer accepts an acceptor "
+            "credential (_gssapi_credential / _negotiate_contexts); kerberos.py needs updating"
+        )
+
+
+_ENV_LOCK = threading.Lock()
+
+
+class KerberosAcceptor:
+    """Accepts SPNEGO tokens against one keytab. Thread-safe; see the module docstring.
+
+    Args:
+        keytab: path of the keytab (``FILE:`` prefix allowed). It should hold only this
+            service's principals: without ``service_principal`` any key in it is accepted.
+        realms: accepted client realms, compared case-sensitively (Kerberos realms are).
+        principal_mapping: ``strip_realm`` (``alice@REALM`` -> ``alice``) or ``upn``.
+        service_principal: e.g. ``HTTP/localhost`` or ``HTTP/sso.corp.example@CORP``; the
+            keytab must hold it, and only tickets for it are accepted.
+        replay_cache: replay cache name (``file2:/var/lib/connector/krb5.rcache2``); default:
+            libkrb5's (``KRB5RCACHEDIR``, else ``/var/tmp``). Share it between workers.
+
+    Raises:
+        KeytabError: the keytab is unusable (see :meth:`check_keytab`).
+        ValueError: ``realms`` is empty or ``principal_mapping`` is unknown.
+    """
+
+    def __init__(
+        self,
+        keytab: str,
+        realms: Sequence[str],
+        principal_mapping: PrincipalMapping = "strip_realm",
+        service_principal: str | None = None,
+        replay_cache: str | None = None,
+    ) -> None:
+        if isinstance(realms, str):
+            realms = [realms]
+        self.realms: frozenset[str] = frozenset(r.strip() for r in realms if r and r.strip())
+        if not self.realms:
+            raise ValueError("at least one Kerberos realm must be configured")
+        if principal_mapping not in get_args(PrincipalMapping):
+            raise ValueError(
+                f"principal_mapping must be one of {get_args(PrincipalMapping)}, "
+                f"not {principal_mapping!r}"
+            )
+        self.principal_mapping: PrincipalMapping = principal_mapping
+        path = keytab.removeprefix("FILE:")
+        self.keytab = str(Path(path).resolve()) if path else path
+        self.service_principal = service_principal
+        self.replay_cache = replay_cache
+        self._acceptor_name: str | None = None
+        self._local = threading.local()
+        self.check_keytab()
+        _check_pyspnego_hooks()
+        _quiet_spnego_logging()
+        if not _cred_store_available():
+            self._claim_process_keytab()
+
+    def __repr__(self) -> str:
+        return (
+            f"KerberosAcceptor(keytab={self.keytab!r}, realms={sorted(self.realms)!r}, "
+            f"principal_mapping={self.principal_mapping!r}, "
+            f"service_principal={self.service_principal!r})"
+        )
+
+    # ---- keytab --------------------------------------------------------------------
+    def check_keytab(self) -> list[str]:
+        """The principals in the keytab; checks it is usable for this acceptor.
+
+        Raises:
+            KeytabError: missing, unreadable, empty, no ``HTTP/`` principal, or (when
+                ``service_principal`` is set) that principal is absent.
+        """
+        principals = read_keytab_principals(self.keytab)
+        if not any(p.startswith("HTTP/") for p in principals):
+            raise KeytabError(
+                self.keytab,
+                f"no HTTP/ service principal in it (has: {', '.join(principals)})",
+            )
+        if self.service_principal:
+            wanted = self.service_principal
+            if "@" in wanted:
+                matches = [p for p in principals if p == wanted]
+            else:
+                matches = [p for p in principals if p.rsplit("@", 1)[0] == wanted]
+            if not matches:
+                raise KeytabError(
+                    self.keytab,
+                    f"does not hold {wanted} (has: {', '.join(principals)})",
+                )
+            # one match: the credential is bound to it; several realms: any of them
+            self._acceptor_name = matches[0] if len(matches) == 1 else None
+        return principals
+
+    def _claim_process_keytab(self) -> None:
+        """Fallback without the credential store: KRB5_KTNAME, once, for the process."""
+        wanted = f"FILE:{self.keytab}"
+        with _ENV_LOCK:
+            current = os.environ.get("KRB5_KTNAME")
+            if current and current != wanted:
+                raise KeytabError(
+                    self.keytab,
+                    "this GSSAPI has no credential store, and KRB5_KTNAME already names "
+                    f"{current}: one keytab per process",
+                )
+            os.environ["KRB5_KTNAME"] = wanted
+
+    def _acquire(self) -> Any:
+        name = None
+        if self._acceptor_name:
+            name = gssapi.Name(self._acceptor_name, gssapi.NameType.kerberos_principal)
+        mech = gssapi.OID.from_int_seq(_KRB5_OID)
+        if not _cred_store_available():
+            return gssapi.Credentials(name=name, usage="accept", mechs=[mech])
+        # bytes, never str: python-gssapi 1.12 encodes str keys/values to temporaries
+        # whose buffers are gone when libgssapi reads them (GIL released), so under
+        # concurrency the store is silently ignored and /etc/krb5.keytab is used
+        store: dict[bytes | str, bytes | str] = {b"keytab": f"FILE:{self.keytab}".encode()}
+        if self.replay_cache:
+            store[b"rcache"] = self.replay_cache.encode()
+        result = gssapi.raw.acquire_cred_from(store, name=name, usage="accept", mechs=[mech])
+        return gssapi.Credentials(base=result.creds)
+
+    def _credentials(self) -> Any:
+        """This thread's acceptor credential, acquired on first use (and after fork)."""
+        local = self._local
+        pid = os.getpid()
+        if getattr(local, "pid", None) != pid:
+            try:
+                local.cred = self._acquire()
+            except gssapi.raw.misc.GSSError as e:
+                log.error(
+                    "kerberos: cannot acquire acceptor credentials from %s: %s",
+                    self.keytab,
+                    type(e).__name__,
+                    extra={"keytab": self.keytab, "error": str(e)},
+                )
+                raise KerberosRejected(
+                    "the server cannot use its Kerberos keytab", "server"
+                ) from None
+            local.pid = pid
+        return local.cred
+
+    # ---- accept --------------------------------------------------------------------
+    def accept(self, authorization: str | None) -> AcceptResult:
+        """Accept one ``Authorization: Negotiate <token>`` value.
+
+        Raises:
+            KerberosRejected: for every failure, with a short ``reason`` and a ``code``.
+        """
+        try:
+            result = self._accept(authorization)
+        except KerberosRejected as e:
+            log.info(
+                "kerberos: rejected (%s): %s",
+                e.code,
+                e.reason,
+                extra={"code": e.code},
+            )
+            raise
+        log.info(
+            "kerberos: accepted %s as %s",
+            result.principal,
+            result.username,
+            extra={"principal": result.principal, "username": result.username},
+        )
+        return result
+
+    def _accept(self, authorization: str | None) -> AcceptResult:
+        token = decode_negotiate_header(authorization)
+        if is_ntlm_token(token):
+            raise KerberosRejected("NTLM is not supported; a Kerberos ticket is required", "ntlm")
+        if not _der_length_ok(token):
+            raise KerberosRejected("Negotiate token is truncated or malformed", "malformed")
+        cred = self._credentials()
+        krb = None
+        try:
+            ctx, krb = _negotiate_context(cred)
+            out = ctx.step(token)
+            complete = bool(ctx.complete)
+            principal = ctx.client_principal if complete else None
+        except Exception as e:  # noqa: BLE001 - pyspnego also raises AttributeError, ValueError…
+            raise _rejection(e, krb) from None
+        if not complete:
+            raise KerberosRejected(
+                "Negotiate needs more than one round trip (not supported)", "multi_leg"
+            )
+        if not principal:
+            raise KerberosRejected("no client principal in the token", "no_principal")
+        return self._result(str(principal), out)
+
+    def _result(self, principal: str, out: bytes | None) -> AcceptResult:
+        name, realm = split_principal(principal)
+        if realm is None or realm not in self.realms:
+            raise KerberosRejected(f"realm {realm or '(none)'} is not accepted here", "realm")
+        if not name:
+            raise KerberosRejected("empty client name", "no_principal")
+        return AcceptResult(
+            principal=principal,
+            username=map_principal(principal, self.principal_mapping),
+            realm=realm,
+            mutual_token=base64.b64encode(out).decode("ascii") if out else None,
+        )
+
+
+def _deferred_gss_error(krb: Any) -> Any:
+    """python-gssapi defers an acceptor error that came with a KRB-ERROR token and keeps
+    it in ``SecurityContext._last_err``; pyspnego then fails on reading the flags with an
+    AttributeError. Fetch the real error, if any."""
+    context = getattr(krb, "_context", None)
+    return getattr(context, "_last_err", None)
+
+
+def _rejection(exc: Exception, krb: Any) -> KerberosRejected:
+    """Translate whatever the accept step raised into one KerberosRejected."""
+    gss_error = _deferred_gss_error(krb) or getattr(exc, "base_error", None)
+    minor = getattr(gss_error, "min_code", None)
+    major = getattr(gss_error, "maj_code", None)
+    if isinstance(minor, int):
+        signed = minor - (1 << 32) if minor >= 1 << 31 else minor
+        if signed in _MINOR_REASONS:
+            code, reason = _MINOR_REASONS[signed]
+            return KerberosRejected(reason, code)
+    if isinstance(exc, spnego.exceptions.BadMechanismError):
+        return KerberosRejected("no Kerberos mechanism offered in the token", "no_mechanism")
+    if (
+        isinstance(exc, spnego.exceptions.InvalidTokenError | ValueError)
+        or major == _GSS_S_DEFECTIVE_TOKEN
+    ):
+        return KerberosRejected("Negotiate token is malformed", "malformed")
+    log.debug("kerberos: unclassified accept failure: %s", type(exc).__name__)
+    return KerberosRejected("Kerberos token rejected", "rejected")
