@@ -110,7 +110,7 @@ class CountingProxy(http.server.ThreadingHTTPServer):
                     if k.lower() not in ("host", "proxy-connection", "connection"):
                         req.add_header(k, v)
                 try:
-                    with urllib.request.urlopen(req, timeout=60) as up:  # noqa: S310
+                    with urllib.request.urlopen(req, timeout=60) as up:
                         status, headers, data = up.status, up.headers, up.read()
                 except urllib.error.HTTPError as err:
                     status, headers, data = err.code, err.headers, err.read()
