@@ -69,3 +69,11 @@ def mit_kdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MitKdc]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_openldap_lockouts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The default ppolicy locks any user after 3 failures: no test inherits another's."""
+    yield
+    if "slapd" in request.fixturenames:
+        request.getfixturevalue("slapd").unlock_all()

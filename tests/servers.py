@@ -823,6 +823,25 @@ ppolicy_hash_cleartext
             conn.unbind_s()
 
 
+    def unlock_all(self) -> None:
+        """Clear every user's ppolicy failure counts and lockouts (between tests)."""
+        ldap = _ldap()
+        conn = self.admin()
+        try:
+            found = conn.search_s(
+                self.people_dn,
+                ldap.SCOPE_ONELEVEL,
+                "(|(pwdFailureTime=*)(pwdAccountLockedTime=*))",
+                ["pwdAccountLockedTime", "pwdFailureTime"],
+            )
+            for dn, attrs in found:
+                mods = [(ldap.MOD_DELETE, a, None) for a in attrs]
+                if mods:
+                    conn.modify_ext_s(dn, mods, serverctrls=self._ctrls(True))
+        finally:
+            conn.unbind_s()
+
+
 # --------------------------------------------------------------------------------------
 # Samba AD DC
 # --------------------------------------------------------------------------------------

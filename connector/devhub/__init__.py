@@ -1,0 +1,10 @@
+"""devhub: the reference hub of the channel protocol v1, for the demo and the tests.
+
+``create_app(DevHubConfig(...))`` builds the Flask app (see :mod:`connector.devhub.app` for
+its routes); ``python -m connector.devhub.server`` (or ``connector devhub``) serves it.
+"""
+
+from connector.devhub.app import create_app
+from connector.devhub.config import DevHubConfig
+
+__all__ = ["DevHubConfig", "create_app"]

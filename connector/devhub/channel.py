@@ -1,0 +1,252 @@
+"""The protocol surface of the devhub: provisioning through the ticket and the agent channel.
+
+Every agent request goes through :func:`_agent_request`: an injected fault first, then the
+``X-Connector-Protocol`` header (400 ``unsupported_protocol``), then the bearer token (401
+``invalid_token``, whose body also carries ``serverTime``), then the JSON body (400
+``bad_request``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any, NoReturn
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from connector.devhub.state import Fault
+from connector.devhub.tokens import (
+    AgentTokenError,
+    CertificateError,
+    parse_agent_cert,
+    verify_agent_token,
+)
+from connector.devhub.web import (
+    ApiError,
+    DropConnection,
+    ad_hub_url,
+    bad_request,
+    current_hub,
+    int_field,
+    json_body,
+    number_field,
+    object_field,
+    server_time,
+    str_field,
+    tenant_blueprint,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "1"
+AGENT_ENDPOINTS = ("poll", "results", "sessions")
+ERROR_NAMES = frozenset(
+    {
+        "WrongUsername",
+        "WrongPassword",
+        "AccountDisabled",
+        "AccountLocked",
+        "AccountExpired",
+        "PasswordExpired",
+        "PasswordChangeRequired",
+        "InsufficientAccessRights",
+        "PasswordComplexity",
+        "Unavailable",
+        "Unexpected",
+    }
+)
+SESSION_METHODS = ("kerberos", "form")
+MAX_RESULTS = 100
+
+
+# ---- agent requests ----------------------------------------------------------------------------
+
+
+def _apply_fault(fault: Fault) -> None:
+    log.info("injecting fault %s into %s %s", fault.kind, request.method, request.path)
+    if fault.kind == "delay":
+        time.sleep(fault.delay)
+    elif fault.kind == "close":
+        raise DropConnection()
+    else:
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        raise ApiError(
+            fault.status,
+            "injected_fault",
+            f"fault injected by the devhub ({fault.status})",
+            headers,
+        )
+
+
+def _token_refused(message: str) -> NoReturn:
+    current_hub().state.count("authFailures")
+    log.warning("agent token refused on %s: %s", request.path, message)
+    raise ApiError(
+        401,
+        "invalid_token",
+        message,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        extra={"serverTime": server_time()},
+    )
+
+
+def _authenticate_agent() -> str:
+    """Check the agent's bearer token (protocol §2); returns its ``sub``."""
+    hub = current_hub()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        _token_refused("missing Authorization: Bearer token")
+    try:
+        claims = verify_agent_token(
+            token,
+            hub.state.certificates(),
+            issuer=hub.config.connection,
+            audience=hub.config.realm,
+            now=hub.state.now(),
+        )
+    except AgentTokenError as e:
+        _token_refused(str(e))
+    if not hub.state.use_jti(claims.jti, claims.exp):
+        _token_refused("jti was already used: a replayed token")
+    return claims.sub
+
+
+def _agent_request(endpoint: str) -> tuple[str, dict[str, Any]]:
+    """Faults, protocol version, agent token, JSON body: the agent's ``sub`` and the body."""
+    fault = current_hub().state.next_fault(endpoint)
+    if fault is not None:
+        _apply_fault(fault)
+    version = request.headers.get("X-Connector-Protocol")
+    if version != PROTOCOL_VERSION:
+        raise ApiError(
+            400,
+            "unsupported_protocol",
+            f"X-Connector-Protocol must be {PROTOCOL_VERSION}, not {version!r}",
+        )
+    sub = _authenticate_agent()
+    return sub, json_body()
+
+
+tickets = Blueprint("tickets", __name__, url_prefix="/tickets")
+agent = tenant_blueprint("agent", "/agent", json_errors=True)
+
+
+# ---- provisioning ------------------------------------------------------------------------------
+
+
+def _check_ticket(ticket: str) -> None:
+    if not hmac.compare_digest(ticket.encode(), current_hub().config.ticket.encode()):
+        raise ApiError(404, "unknown_ticket", "no such ticket (or it was revoked)")
+
+
+@tickets.get("/<ticket>/info")
+def ticket_info(ticket: str) -> ResponseReturnValue:
+    """Protocol §1.1."""
+    _check_ticket(ticket)
+    config = current_hub().config
+    return {
+        "protocolVersion": int(PROTOCOL_VERSION),
+        "adHub": ad_hub_url(),
+        "connectionName": config.connection,
+        "connectionDomain": config.connection_domain,
+        "realm": {"name": config.realm, "postTokenUrl": f"{ad_hub_url()}/login/callback"},
+        "kerberos": config.kerberos,
+        "ipRanges": list(config.ip_ranges),
+    }
+
+
+@tickets.post("/<ticket>")
+def ticket_register(ticket: str) -> ResponseReturnValue:
+    """Protocol §1.2: add the agent's certificates; answer with the tenant signing key."""
+    _check_ticket(ticket)
+    body = json_body()
+    certs = body.get("certs")
+    if not isinstance(certs, list) or not certs or not all(isinstance(c, str) for c in certs):
+        bad_request("certs must be a non-empty list of base64 DER certificates")
+    parsed = []
+    for i, text in enumerate(certs):
+        try:
+            parsed.append(parse_agent_cert(text))
+        except CertificateError as e:
+            bad_request(f"certs[{i}]: {e}")
+    sign_in = str_field(body, "signInEndpoint", default="")
+    version = str_field(body, "agentVersion", default="")
+    hub = current_hub()
+    hub.state.register(parsed, sign_in, version)
+    log.info(
+        "registered agent certificate(s) %s (agent version %r, sign-in endpoint %r)",
+        ", ".join(c.kid for c in parsed),
+        version,
+        sign_in,
+    )
+    return {"signingKey": hub.key.published}
+
+
+# ---- agent channel -----------------------------------------------------------------------------
+
+
+@agent.post("/poll")
+def agent_poll() -> ResponseReturnValue:
+    """Protocol §3: long-poll for commands; each one handed out is leased to the agent."""
+    sub, body = _agent_request("poll")
+    max_commands = int_field(body, "max", 1, 100)
+    wait = number_field(body, "wait", 0, 60)
+    hub = current_hub()
+    commands = hub.state.take(sub, max_commands, wait)
+    for command in commands:
+        log.info("command %s %s leased to %s", command["id"], command["name"], sub)
+    return {
+        "commands": commands,
+        "serverTime": server_time(),
+        "leaseSeconds": hub.config.lease_seconds,
+    }
+
+
+def _parse_result(i: int, item: Any) -> tuple[str, dict[str, Any]]:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+        bad_request(f"results[{i}].id must be a non-empty string")
+    result = item.get("result")
+    if not isinstance(result, dict):
+        bad_request(f"results[{i}].result must be an object")
+    err = result.get("err")
+    if err is not None:
+        if not isinstance(err, dict) or err.get("name") not in ERROR_NAMES:
+            bad_request(
+                f"results[{i}].result.err.name must be one of {', '.join(sorted(ERROR_NAMES))}"
+            )
+        if not isinstance(err.get("message"), str):
+            bad_request(f"results[{i}].result.err.message must be a string")
+    return item["id"], result
+
+
+@agent.post("/results")
+def agent_results() -> ResponseReturnValue:
+    """Protocol §4: record results, idempotent by command id; acknowledge every id."""
+    sub, body = _agent_request("results")
+    items = body.get("results")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_RESULTS:
+        bad_request(f"results must be a list of 1..{MAX_RESULTS} items")
+    parsed = [_parse_result(i, item) for i, item in enumerate(items)]
+    acked = current_hub().state.post_results(sub, parsed)
+    for command_id, result in parsed:
+        err = result.get("err")
+        outcome = f"error {err['name']}" if isinstance(err, dict) else "ok"
+        log.info("result for command %s from %s: %s", command_id, sub, outcome)
+    return {"acked": acked}
+
+
+@agent.post("/sessions")
+def agent_sessions() -> ResponseReturnValue:
+    """Protocol §5: keep a browser-flow profile; answer with its one-time ``ref``."""
+    sub, body = _agent_request("sessions")
+    wctx = str_field(body, "wctx")
+    profile = object_field(body, "profile")
+    method = body.get("method")
+    if method not in SESSION_METHODS:
+        bad_request(f"method must be one of {', '.join(SESSION_METHODS)}")
+    ref = current_hub().state.create_session(sub, wctx, profile, method)
+    log.info("session from %s (%s) for wctx %r", sub, method, wctx)
+    return {"ref": ref}
