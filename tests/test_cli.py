@@ -5,21 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from configs import openldap_config
 
 
 def write_config(tmp_path, slapd, **overrides):
-    cfg = {
-        "LDAP_URL": slapd.uri,
-        "LDAP_CA_FILE": slapd.ca_file,
-        "LDAP_STARTTLS": True,
-        "LDAP_BASE": slapd.base,
-        "LDAP_BIND_USER": slapd.bind_dn,
-        "LDAP_BIND_PASSWORD": slapd.bind_pw,
-        "LDAP_USER_BY_NAME": "(uid={0})",
-    }
-    cfg.update(overrides)
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
+    path.write_text(json.dumps(openldap_config(slapd, **overrides)))
     return path
 
 

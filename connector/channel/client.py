@@ -238,39 +238,32 @@ class HubClient:
 
     def _call(self, path: str, body: Any, read_timeout: float) -> Any:
         url = f"{self.base}/agent/{path}"
-        try:
-            data, sent, received = request_json(
-                self.session,
-                self.settings,
-                "POST",
-                url,
-                json=body,
-                headers=self._headers(),
-                read_timeout=read_timeout,
-            )
-        except HubRejected as exc:
-            # A token refused because our clock is off: learn the hub's time from its Date
-            # header and try once more with a token timed on it.
-            if exc.status != 401 or exc.server_date is None:
-                raise
-            offset = exc.server_date - time.time()
-            if abs(offset - self.clock.offset) < 30:
-                raise
-            self.clock.set_offset(offset)
-            log.warning(
-                "the hub refused our token and its clock differs from ours by %.0f s; "
-                "retrying with the hub's time",
-                offset,
-            )
-            data, sent, received = request_json(
-                self.session,
-                self.settings,
-                "POST",
-                url,
-                json=body,
-                headers=self._headers(),
-                read_timeout=read_timeout,
-            )
+        for attempt in (1, 2):
+            try:
+                data, sent, received = request_json(
+                    self.session,
+                    self.settings,
+                    "POST",
+                    url,
+                    json=body,
+                    headers=self._headers(),
+                    read_timeout=read_timeout,
+                )
+                break
+            except HubRejected as exc:
+                # A token refused because our clock is off: learn the hub's time from its Date
+                # header and try once more with a token timed on it.
+                if attempt == 2 or exc.status != 401 or exc.server_date is None:
+                    raise
+                offset = exc.server_date - time.time()
+                if abs(offset - self.clock.offset) < 30:
+                    raise
+                self.clock.set_offset(offset)
+                log.warning(
+                    "the hub refused our token and its clock differs from ours by %.0f s; "
+                    "retrying with the hub's time",
+                    offset,
+                )
         if not isinstance(data, dict):
             raise HubRejected(f"the hub's answer to agent/{path} is not an object", 200)
         if "serverTime" in data:

@@ -37,26 +37,13 @@ from connector.devhub.web import (
     str_field,
     tenant_blueprint,
 )
+from connector.errors import WIRE_NAMES
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1"
 AGENT_ENDPOINTS = ("poll", "results", "sessions")
-ERROR_NAMES = frozenset(
-    {
-        "WrongUsername",
-        "WrongPassword",
-        "AccountDisabled",
-        "AccountLocked",
-        "AccountExpired",
-        "PasswordExpired",
-        "PasswordChangeRequired",
-        "InsufficientAccessRights",
-        "PasswordComplexity",
-        "Unavailable",
-        "Unexpected",
-    }
-)
+ERROR_NAMES = frozenset(WIRE_NAMES)
 SESSION_METHODS = ("kerberos", "form")
 MAX_RESULTS = 100
 

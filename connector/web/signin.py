@@ -138,13 +138,27 @@ def _hand_off(
     profile: dict[str, Any],
     method: str,
     target: str,
+    audit_ctx: tuple[str, Any, str],
     extra_headers: dict[str, str] | None = None,
 ) -> BaseResponse:
-    """Give the profile to the hub and send the browser back with the one-time reference."""
+    """Give the profile to the hub and send the browser back with the one-time reference.
+
+    ``audit_ctx`` is (user, client address, correlation id) for the audit line.
+    """
     svc = services(current_app)
-    if svc.hub is None:
-        raise HubError("the connector is not connected to a hub yet")
-    ref = svc.hub.create_session(params["wctx"], profile, method)
+    user, addr, correlation = audit_ctx
+    try:
+        if svc.hub is None:
+            raise HubError("the connector is not connected to a hub yet")
+        ref = svc.hub.create_session(params["wctx"], profile, method)
+    except HubError as exc:
+        log.error("hand-off to the hub failed: %s", exc)
+        _audit(method, user, "Unavailable", addr, correlation)
+        return _error_page(
+            "Sign-in unavailable",
+            "The identity service cannot be reached right now. Try again in a moment.",
+            503,
+        )
     parts = urlsplit(target)
     query = parse_qsl(parts.query, keep_blank_values=True)
     query += [("wctx", params["wctx"]), ("ref", ref)]
@@ -152,6 +166,7 @@ def _hand_off(
     for key, value in (extra_headers or {}).items():
         resp.headers[key] = value
     resp.headers["Cache-Control"] = "no-store"
+    _audit(method, user, "success", addr, correlation)
     return resp
 
 
@@ -206,20 +221,14 @@ def signin_get() -> ResponseReturnValue:
     except errors.ConnectorError as exc:
         _audit("kerberos", user, exc.wire_name, addr, correlation)
         return _render_form(params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]))
-    try:
-        resp = _hand_off(
-            params, profile, "kerberos", target, {"WWW-Authenticate": accepted.www_authenticate}
-        )
-    except HubError as exc:
-        log.error("hand-off to the hub failed: %s", exc)
-        _audit("kerberos", user, "Unavailable", addr, correlation)
-        return _error_page(
-            "Sign-in unavailable",
-            "The identity service cannot be reached right now. Try again in a moment.",
-            503,
-        )
-    _audit("kerberos", user, "success", addr, correlation)
-    return resp
+    return _hand_off(
+        params,
+        profile,
+        "kerberos",
+        target,
+        (user, addr, correlation),
+        {"WWW-Authenticate": accepted.www_authenticate},
+    )
 
 
 @bp.route("/wsfed", methods=["POST"])
@@ -264,15 +273,4 @@ def signin_post() -> ResponseReturnValue:
             params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=503
         )
     svc.user_throttle.reset(user_key)
-    try:
-        resp = _hand_off(params, profile, "form", target)
-    except HubError as exc:
-        log.error("hand-off to the hub failed: %s", exc)
-        _audit("form", username, "Unavailable", addr, correlation)
-        return _error_page(
-            "Sign-in unavailable",
-            "The identity service cannot be reached right now. Try again in a moment.",
-            503,
-        )
-    _audit("form", username, "success", addr, correlation)
-    return resp
+    return _hand_off(params, profile, "form", target, (username, addr, correlation))

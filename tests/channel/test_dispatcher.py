@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from configs import openldap_config
 
 from connector.channel.agent import Backoff
 from connector.channel.commands import Command, Dispatcher
@@ -11,19 +12,7 @@ from connector.settings import load_settings
 
 
 def directory_for(tmp_path, slapd, **over):
-    cfg = {
-        "LDAP_URL": slapd.uri,
-        "LDAP_CA_FILE": slapd.ca_file,
-        "LDAP_STARTTLS": True,
-        "LDAP_BASE": slapd.base,
-        "LDAP_BIND_USER": slapd.bind_dn,
-        "LDAP_BIND_PASSWORD": slapd.bind_pw,
-        "LDAP_USER_BY_NAME": "(uid={0})",
-        "LDAP_SEARCH_QUERY": "(&(objectClass=inetOrgPerson)(uid={0}*))",
-        "LDAP_SEARCH_LIST_GROUPS_QUERY": "(objectClass=groupOfNames)",
-        "LDAP_CONNECT_TIMEOUT": 1,
-    }
-    cfg.update(over)
+    cfg = openldap_config(slapd, LDAP_CONNECT_TIMEOUT=1, **over)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     return Directory(load_settings(tmp_path / "config.json", environ={}))
 
@@ -56,7 +45,7 @@ def test_authenticate_user_errors(dispatcher):
 
 
 def test_search_and_list(dispatcher):
-    users = run(dispatcher, "search_users", search="car", limit=5)["users"]
+    users = run(dispatcher, "search_users", search="caro", limit=5)["users"]
     assert [u["id"] for u in users] == ["carol"]
     assert "team-core" in run(dispatcher, "list_groups")["groups"]
     assert run(dispatcher, "ping") == {}
