@@ -276,3 +276,27 @@ def test_user_bind_never_changes_the_search_identity(ldap_dir):
     ldap_dir.authenticate("alice", "alicepw")
     with ldap_dir.search_pool.connection() as conn:
         assert conn.ldap.whoami_s() == "dn:cn=svc-proxy,ou=services,dc=example,dc=test"
+
+
+def test_profile_mapper_from_settings_replaces_the_default(ldap_with, tmp_path):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text(
+        "def map_profile(raw, default):\n"
+        "    profile = default(raw)\n"
+        "    profile['employee'] = raw['uid'].upper()\n"
+        "    profile['groups'] = ['app-' + g for g in profile.get('groups', [])]\n"
+        "    return profile\n"
+    )
+    directory = ldap_with(PROFILE_MAPPER=str(mapper))
+    profile = directory.authenticate("carol", "carolpw")
+    assert profile["employee"] == "CAROL"
+    assert sorted(profile["groups"]) == ["app-everyone", "app-staff", "app-team-dev"]
+
+
+def test_broken_profile_mapper_is_a_config_error(ldap_with, tmp_path):
+    from connector.errors import ConfigError
+
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text("def something_else(raw):\n    return raw\n")
+    with pytest.raises(ConfigError, match="PROFILE_MAPPER"):
+        ldap_with(PROFILE_MAPPER=str(mapper))
