@@ -4,6 +4,8 @@
 
     ConnectorError
     ├── ConfigError                      settings missing or invalid (lists every problem)
+    │   └── KeytabError                  the Kerberos keytab is unusable
+    ├── KerberosRejected                 a Negotiate token was refused (``code`` says why)
     ├── DirectoryError                   infrastructure broke: not the user's fault
     │   ├── DirectoryUnavailable         no configured server answered in time   -> Unavailable
     │   └── DirectoryFailure             the server answered with an unexpected error -> Unexpected
@@ -135,6 +137,36 @@ class PasswordComplexity(AuthError):
     """The new password does not satisfy the directory's password policy."""
 
     wire_name = "PasswordComplexity"
+
+
+class KerberosRejected(ConnectorError):
+    """A Negotiate attempt failed; answer 401. ``reason`` is short and safe to show.
+
+    ``code`` is stable for tests and logs: ``not_negotiate``, ``empty``, ``too_large``,
+    ``bad_base64``, ``malformed``, ``ntlm``, ``replay``, ``wrong_service``, ``bad_key``,
+    ``expired``, ``not_yet_valid``, ``clock_skew``, ``realm``, ``no_principal``,
+    ``multi_leg``, ``no_mechanism``, ``server`` (the acceptor could not use its keytab) or
+    ``rejected`` (anything else).
+    """
+
+    wire_name = "Unexpected"
+
+    def __init__(self, reason: str, code: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"KerberosRejected({self.reason!r}, code={self.code!r})"
+
+
+class KeytabError(ConfigError):
+    """The keytab is missing, unreadable, empty or lacks the service principal."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__([f"keytab {path}: {problem}"], source="Kerberos keytab")
+        self.path = path
+        self.problem = problem
 
 
 WIRE_NAMES: tuple[str, ...] = (

@@ -12,16 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.netpolicy import parse_networks
 from connector.settings import load_settings
 
 _settings = load_settings(require_directory=False, encrypt_in_place=False)
 
 bind = _settings.bind or f"0.0.0.0:{_settings.port}"
+# One trust list: the proxies whose X-Forwarded-For the app believes (TRUSTED_PROXIES) are the
+# only peers whose X-Forwarded-Proto gunicorn believes (wsgi.url_scheme, so Secure cookies
+# behind a TLS proxy); none listed, nobody (gunicorn's own default trusts 127.0.0.1 and ::1).
+forwarded_allow_ips = ",".join(str(n) for n in parse_networks(_settings.trusted_proxies))
 worker_class = "gthread"
 workers = _settings.web_workers
 threads = _settings.web_threads
-# Kerberos tokens exceed 8 KB for users in many groups; 64 KB per header line.
-limit_request_field_size = 65536
+# Kerberos tokens exceed 8 KB for users in many groups. The app refuses an Authorization
+# value over 64 KB (connector.kerberos.MAX_HEADER_LENGTH) with the form and a clear reason;
+# gunicorn's per-line limit is twice that so such a header reaches the app (not a bare 431).
+limit_request_field_size = 131072
 limit_request_line = 8190
 limit_request_fields = 100
 # A draining worker may wait for a long poll to return, then for running commands.

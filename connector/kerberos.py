@@ -57,7 +57,7 @@ import spnego
 import spnego.exceptions
 from spnego._context import GSSMech  # private, like the kwargs below (pyspnego 0.12)
 
-from connector.errors import ConfigError
+from connector.errors import KerberosRejected, KeytabError
 
 log = logging.getLogger(__name__)
 
@@ -108,34 +108,6 @@ _MINOR_REASONS: dict[int, tuple[str, str]] = {
 _GSS_S_DEFECTIVE_TOKEN = 9 << 16
 
 
-class KerberosRejected(Exception):
-    """A Negotiate attempt failed; answer 401. ``reason`` is short and safe to show.
-
-    ``code`` is stable for tests and logs: ``not_negotiate``, ``empty``, ``too_large``,
-    ``bad_base64``, ``malformed``, ``ntlm``, ``replay``, ``wrong_service``, ``bad_key``,
-    ``expired``, ``not_yet_valid``, ``clock_skew``, ``realm``, ``no_principal``,
-    ``multi_leg``, ``no_mechanism``, ``server`` (the acceptor could not use its keytab) or
-    ``rejected`` (anything else).
-    """
-
-    def __init__(self, reason: str, code: str = "rejected") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-    def __repr__(self) -> str:
-        return f"KerberosRejected({self.reason!r}, code={self.code!r})"
-
-
-class KeytabError(ConfigError):
-    """The keytab is missing, unreadable, empty or lacks the service principal."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__([f"keytab {path}: {problem}"], source="Kerberos keytab")
-        self.path = path
-        self.problem = problem
-
-
 @dataclasses.dataclass(frozen=True)
 class AcceptResult:
     """A completed Negotiate exchange.
@@ -176,6 +148,8 @@ def decode_negotiate_header(value: str | None) -> bytes:
             f"Authorization header too large ({len(value)} > {MAX_HEADER_LENGTH})", "too_large"
         )
     scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() == "ntlm":
+        raise KerberosRejected("NTLM is not supported; only Kerberos is", "ntlm")
     if scheme.lower() != "negotiate":
         raise KerberosRejected("Authorization scheme is not Negotiate", "not_negotiate")
     data = rest.strip()
