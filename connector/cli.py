@@ -116,6 +116,21 @@ def cmd_devhub(args: argparse.Namespace) -> int:
     return int(devhub_main(args.devhub_args) or 0)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a sample directory, KDC and hub, and the connector against them."""
+    from pathlib import Path
+
+    from connector.demo import DemoOptions, run
+
+    options = DemoOptions(
+        directory=Path(args.dir) if args.dir else None,
+        port=args.port,
+        hub_port=args.hub_port,
+        kerberos=not args.no_kerberos,
+    )
+    return run(options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
@@ -156,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check reachability, TLS, bind and search per server")
     p.add_argument("--user", default=None, help="also look this user up")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "demo",
+        help="quick start: sample directory, KDC and hub on this machine",
+        description="Start a sample OpenLDAP directory, an MIT KDC (realm DEMO.TEST) and the "
+        "reference hub on loopback, set the connector up from the hub's ticket and serve it "
+        "under gunicorn. Ctrl-C stops everything.",
+    )
+    p.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    p.add_argument("--port", type=int, default=None, help="connector port (default 4000 if free)")
+    p.add_argument("--hub-port", type=int, default=None, help="hub port (default 8700 if free)")
+    p.add_argument("--no-kerberos", action="store_true", help="no KDC: the form sign-in only")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

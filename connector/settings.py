@@ -290,7 +290,8 @@ class Settings:
         "TRUSTED_PROXIES", (), "Proxies (addresses or CIDRs) whose X-Forwarded-For is believed."
     )
     negotiate_user_agents: tuple[str, ...] = _setting(
-        "NEGOTIATE_USER_AGENTS", (),
+        "NEGOTIATE_USER_AGENTS",
+        (),
         "If set, only browsers whose User-Agent contains one of these are offered Kerberos.",
     )
     kerberos_keytab: str | None = _setting(
@@ -303,7 +304,8 @@ class Settings:
         "KERBEROS_SERVICE_PRINCIPAL", None, "The HTTP/ principal tickets must be for."
     )
     kerberos_principal_mapping: str = _setting(
-        "KERBEROS_PRINCIPAL_MAPPING", "strip_realm",
+        "KERBEROS_PRINCIPAL_MAPPING",
+        "strip_realm",
         "strip_realm: alice@REALM -> alice looked up with LDAP_USER_BY_NAME; "
         "upn: looked up with LDAP_USER_BY_UPN.",
         check=_one_of("strip_realm", "upn"),
@@ -312,18 +314,24 @@ class Settings:
         "KERBEROS_REPLAY_CACHE", None, "Replay cache shared by the workers (file2:/path)."
     )
     ldap_user_by_upn: str = _setting(
-        "LDAP_USER_BY_UPN", "(userPrincipalName={0})", "Filter that finds a user by UPN.",
+        "LDAP_USER_BY_UPN",
+        "(userPrincipalName={0})",
+        "Filter that finds a user by UPN.",
         check=_filter_with_placeholder,
     )
     wreply_allowed: tuple[str, ...] = _setting(
         "WREPLY_ALLOWED", (), "Extra URLs a sign-in may return to (besides the realm's)."
     )
     login_failures_per_user: int = _setting(
-        "LOGIN_FAILURES_PER_USER", 5, "Form failures per username before throttling.",
+        "LOGIN_FAILURES_PER_USER",
+        5,
+        "Form failures per username before throttling.",
         check=_positive,
     )
     login_failures_per_address: int = _setting(
-        "LOGIN_FAILURES_PER_ADDRESS", 20, "Form failures per client address before throttling.",
+        "LOGIN_FAILURES_PER_ADDRESS",
+        20,
+        "Form failures per client address before throttling.",
         check=_positive,
     )
     login_throttle_seconds: float = _setting(

@@ -822,7 +822,6 @@ ppolicy_hash_cleartext
         finally:
             conn.unbind_s()
 
-
     def unlock_all(self) -> None:
         """Clear every user's ppolicy failure counts and lockouts (between tests)."""
         ldap = _ldap()

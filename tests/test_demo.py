@@ -1,0 +1,228 @@
+"""The quick start, ``connector demo``, run as a user runs it.
+
+The command is started as a subprocess in a temporary ``--dir``; once it prints its ready
+line, a demo user logs in at the devhub's login page (the Try page must show the profile
+with the nested groups) and another signs in seamlessly with exactly the ``kinit`` and
+``curl --negotiate`` commands it printed. Then SIGINT: it must exit 0 and leave none of the
+processes it started (``pids.json``: children and their descendants) running.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from connector.demo import DemoError
+from connector.demo.directory import groups_of
+from connector.demo.procs import find_binaries
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "connector demo: ready in "
+DEMO = (sys.executable, "-m", "connector.cli", "demo")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class Demo:
+    """``connector demo`` as a child process, its output collected line by line."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.stderr_path = workdir.parent / "demo.stderr"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [*DEMO, "--dir", str(workdir), *args],
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(READY):
+                self.ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def report(self) -> str:
+        return f"stdout:\n{self.output}\nstderr:\n{self.stderr_path.read_text(errors='replace')}"
+
+    def wait_ready(self, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            assert self.proc.poll() is None, f"demo exited {self.proc.returncode}\n{self.report()}"
+            assert time.monotonic() < deadline, f"demo not ready in {timeout} s\n{self.report()}"
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._reader.join(5)
+        return code
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path / "demo", "--port", str(_free_port()), "--hub-port", "0")
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.stop(signal.SIGTERM)
+
+
+def _printed_command(output: str, program: str) -> tuple[dict[str, str], list[str]]:
+    """The environment assignments and argv of the printed ``VAR=... program ...`` line."""
+    line = next(x for x in output.splitlines() if re.match(rf"\s+KRB5_CONFIG=\S+ \S+ {program}", x))
+    words = shlex.split(line)
+    env = dict(w.split("=", 1) for w in words[:2])
+    return env, words[2:]
+
+
+def _alive(recorded: dict[int, str]) -> dict[int, str]:
+    return {pid: st for pid, st in recorded.items() if _start_time(pid) == st}
+
+
+def test_demo_signs_in_through_the_hub_and_with_kerberos_then_stops_cleanly(demo: Demo) -> None:
+    t0 = time.monotonic()
+    demo.wait_ready()
+    started = time.monotonic() - t0
+    facts = json.loads((demo.workdir / "demo.json").read_text())
+    pids = json.loads((demo.workdir / "pids.json").read_text())
+    assert list(pids["children"]) == ["slapd", "krb5kdc", "devhub", "connector"]
+    assert pids["descendants"], "the gunicorn workers are recorded"
+    recorded = {p: _start_time(p) for p in [*pids["children"].values(), *pids["descendants"]]}
+    assert all(recorded.values()), f"every recorded process runs: {recorded}"
+    out = demo.output
+    for user in ("alice", "bob", "carol", "dave"):
+        assert re.search(rf"^\s+{user}\s+{user}-demo-pw\s", out, re.MULTILINE), out
+    for url in (facts["hub"]["login"], facts["hub"]["status"], facts["signIn"]):
+        assert url in out
+    assert facts["signIn"].endswith("/wsfed?wtrealm=urn:acme&wctx=demo")
+    assert facts["signIn"].startswith("http://localhost:")
+
+    # hub-side login: the hub queues authenticate_user, the connector answers with the profile
+    hub = requests.Session()
+    hub.trust_env = False
+    page = hub.get(facts["hub"]["login"], timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and csrf, page.text
+    answer = hub.post(
+        facts["hub"]["login"],
+        data={"username": "dave", "password": "dave-demo-pw", "csrf": csrf.group(1)},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and "/try/" in answer.url, answer.text
+    assert 'id="outcome">Profile<' in answer.text, answer.text
+    listed = re.search(r'<ul id="groups">(.*?)</ul>', answer.text, re.DOTALL)
+    assert listed, answer.text
+    groups = {html.unescape(g) for g in re.findall(r"<li>(.*?)</li>", listed.group(1))}
+    assert groups == {"kernel", "developers", "engineering", "staff"}  # four levels deep
+
+    # seamless Kerberos: exactly the two commands the demo printed
+    env, kinit = _printed_command(out, "kinit")
+    assert env["KRB5CCNAME"].startswith("FILE:") and kinit == ["kinit", "alice"]
+    run_env = {**os.environ, **env}
+    done = subprocess.run(
+        kinit, input="alice-demo-pw\n", env=run_env, capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    env, curl = _printed_command(out, "curl")
+    assert curl[:5] == ["curl", "--negotiate", "-u", ":", "-L"] and curl[5] == facts["signIn"]
+    done = subprocess.run(
+        curl, env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Signed in through the connector" in done.stdout, done.stdout  # the hub's callback
+    assert '<td id="method">kerberos</td>' in done.stdout, done.stdout
+    assert '"uid": "alice"' in html.unescape(done.stdout), done.stdout
+    for group in ("engineering", "staff"):
+        assert f"<li>{group}</li>" in done.stdout
+
+    # Ctrl-C: everything stops, children first, status 0, nothing left behind
+    t1 = time.monotonic()
+    assert demo.stop(signal.SIGINT) == 0, demo.report()
+    stopping = time.monotonic() - t1
+    order = re.findall(r"stopped (\S+) \(pid", demo.output)
+    assert order == ["connector", "devhub", "krb5kdc", "slapd"], demo.report()
+    assert not _alive(recorded), f"left running: {_alive(recorded)}"
+    print(f"demo ready in {started:.1f} s, stopped in {stopping:.1f} s")
+
+
+def test_demo_failing_step_is_named_and_stops_what_it_started(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        workdir = tmp_path / "demo"
+        done = subprocess.run(
+            [*DEMO, "--dir", str(workdir), "--no-kerberos", "--hub-port", str(port)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "step hub failed" in done.stderr, done.stderr
+    assert "Address already in use" in done.stderr, done.stderr
+    assert "stopped slapd (pid" in done.stdout, done.stdout
+    pids = json.loads((workdir / "pids.json").read_text())
+    assert list(pids["children"]) == ["slapd", "devhub"]
+    for pid in pids["children"].values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_missing_programs_name_their_debian_packages() -> None:
+    with pytest.raises(DemoError) as caught:
+        find_binaries({"sh": "dash", "no-such-program-xyz": "xyz-tools"})
+    message = str(caught.value)
+    assert caught.value.step == "prerequisites"
+    assert "no-such-program-xyz  (Debian package xyz-tools)" in message
+    assert "apt-get install xyz-tools" in message and "dash" not in message
+
+
+def test_demo_groups_nest_four_levels() -> None:
+    assert groups_of("dave") == ["kernel", "developers", "engineering", "staff"]
+    assert groups_of("bob") == ["finance", "staff"]
+    assert groups_of("staff") == []
