@@ -1,4 +1,4 @@
-"""The ``connector`` command: look users up, try logins, check the directory."""
+"""The ``connector`` command: look users up, try logins, check everything, export and import."""
 
 from __future__ import annotations
 
@@ -73,16 +73,72 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Check each configured LDAP server step by step and say what is wrong."""
-    from connector.directory.check import check_directory
+    """Run the troubleshooter (the console's checks) and say what is wrong."""
+    from connector.troubleshoot import run_checks
 
     settings = _settings(args, require_directory=False)
-    results = check_directory(settings, args.user)
-    for result in results:
+    report = run_checks(settings, args.user)
+    for result in report.checks:
         print(result.line())
-    failed = [r for r in results if not r.ok]
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return EXIT_OK if results and not failed else EXIT_REFUSED
+    for note in report.notes:
+        print(f"NOTE {note}")
+    failed = report.failed
+    print(f"{len(report.checks) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+def _passphrase(args: argparse.Namespace, confirm: bool) -> str:
+    if args.passphrase_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Archive passphrase: ")
+    if confirm and getpass.getpass("Again: ") != first:
+        raise errors.ConfigError(["the two passphrases differ"], "the passphrase prompt")
+    return first
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the encrypted archive that clones this connector."""
+    from pathlib import Path
+
+    from connector.archive import export_archive
+
+    settings = _settings(args, require_directory=False)
+    data = export_archive(settings, _passphrase(args, confirm=True))
+    target = Path(args.file)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    print(f"exported to {target} ({len(data)} bytes); keep the passphrase apart from the file")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Check an archive, say what changes and (unless --dry-run) install it."""
+    from pathlib import Path
+
+    from connector.archive import MAX_ARCHIVE_BYTES, import_archive
+
+    settings = _settings(args, require_directory=False)
+    source = Path(args.file)
+    with open(source, "rb") as fh:
+        data = fh.read(MAX_ARCHIVE_BYTES + 1)
+    report = import_archive(
+        data,
+        _passphrase(args, confirm=False),
+        str(settings.config_path),
+        secret_key_file=settings.secret_key_file,
+        dry_run=args.dry_run,
+    )
+    for line in report.lines():
+        print(line)
+    if report.applied:
+        print(
+            "imported; restart the workers to use it: systemctl reload connector "
+            "(or kill -HUP the gunicorn master)"
+        )
+    elif args.dry_run:
+        print("dry run: nothing written")
+    return EXIT_OK
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -168,9 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("devhub_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_devhub)
 
-    p = sub.add_parser("check", help="check reachability, TLS, bind and search per server")
+    p = sub.add_parser(
+        "check",
+        help="troubleshoot: LDAP servers, user filter, hub, clock, keytab, header limits",
+    )
     p.add_argument("--user", default=None, help="also look this user up")
     p.set_defaults(func=cmd_check)
+
+    stdin_help = "read the passphrase from the first line of standard input"
+    p = sub.add_parser("export", help="write an encrypted archive that clones this connector")
+    p.add_argument("file", help="the archive to write (mode 0600)")
+    p.add_argument("--passphrase-stdin", action="store_true", help=stdin_help)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="install an archive from `connector export`")
+    p.add_argument("file", help="the archive to read")
+    p.add_argument("--passphrase-stdin", action="store_true", help=stdin_help)
+    p.add_argument("--dry-run", action="store_true", help="only say what would change")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
         "demo",

@@ -1,11 +1,21 @@
-"""Logging set-up: human-readable lines by default, JSON lines on request."""
+"""Logging set-up: human-readable lines by default, JSON lines on request.
+
+Besides the main stream (stderr: journald, a file, ``docker logs``), each gunicorn worker keeps
+its recent lines as JSON in the shared run directory (``<run>/logs/<pid>.jsonl``, one writer
+per file, rotated at a bound): :func:`read_recent` merges every worker's, so the admin console
+shows the whole connector's recent log whichever worker answers the page.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -44,3 +54,132 @@ def configure(level: str = "info", fmt: str = "text", stream: Any = None) -> Non
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
+
+
+LEVELS = ("debug", "info", "warning", "error")
+RING_MAX_BYTES = 512 * 1024
+RING_KEEP_FILES = 16
+
+
+class RingHandler(logging.Handler):
+    """This process's recent log lines as JSON in ``<dir>/<pid>.jsonl`` (one old file kept).
+
+    Each process writes only its own file, so rotation needs no lock between processes; the
+    file name follows the process id, so a handler inherited across a fork starts a new file.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = RING_MAX_BYTES) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.setFormatter(JsonFormatter())
+        self._pid = 0
+        self._fh: Any = None
+        self._io_lock = threading.Lock()
+
+    def _file(self) -> Any:
+        pid = os.getpid()
+        if self._fh is None or pid != self._pid:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._pid = pid
+            self._fh = open(self.directory / f"{pid}.jsonl", "a", encoding="utf-8")
+        return self._fh
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Append the record; rotate this process's file past the bound."""
+        try:
+            line = self.format(record)
+            with self._io_lock:
+                fh = self._file()
+                fh.write(line + "\n")
+                fh.flush()
+                if fh.tell() > self.max_bytes:
+                    fh.close()
+                    self._fh = None
+                    current = self.directory / f"{self._pid}.jsonl"
+                    os.replace(current, current.with_suffix(".jsonl.1"))
+        except Exception:  # noqa: BLE001 - logging must never break the caller
+            self.handleError(record)
+
+    def close(self) -> None:
+        """Close this process's file."""
+        with self._io_lock:
+            if self._fh is not None:
+                with contextlib.suppress(OSError):
+                    self._fh.close()
+                self._fh = None
+        super().close()
+
+
+def add_ring(directory: Path) -> RingHandler | None:
+    """Also keep the ``connector`` loggers' lines in ``directory`` (None if not writable)."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    root = logging.getLogger("connector")
+    for old in [h for h in root.handlers if isinstance(h, RingHandler)]:
+        root.removeHandler(old)
+        old.close()
+    handler = RingHandler(Path(directory))
+    root.addHandler(handler)
+    return handler
+
+
+def prune_ring(directory: Path, keep: int = RING_KEEP_FILES) -> None:
+    """Remove all but the ``keep`` most recent files (at start-up, before workers write)."""
+    try:
+        files = sorted(Path(directory).glob("*.jsonl*"), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return
+    for old in files[: max(0, len(files) - keep)]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
+def _matches_user(entry: dict[str, Any], user: str) -> bool:
+    wanted = user.casefold()
+    for key in ("user", "username"):
+        value = entry.get(key)
+        if isinstance(value, str) and value.casefold() == wanted:
+            return True
+    message = str(entry.get("message", "")).casefold()
+    return f"'{wanted}'" in message or f"={wanted} " in message + " "
+
+
+def read_recent(
+    directory: Path, limit: int = 200, level: str | None = None, user: str | None = None
+) -> list[dict[str, Any]]:
+    """The most recent lines of every process, oldest first, filtered by level and user.
+
+    ``level`` keeps lines at that level or above; ``user`` keeps lines about that user (the
+    audit lines' ``user``, or ``user='name'`` / ``username='name'`` in the message).
+    """
+    floor = LEVELS.index(level) if level in LEVELS else 0
+    entries: list[dict[str, Any]] = []
+    try:
+        files = list(Path(directory).glob("*.jsonl*"))
+    except OSError:
+        return []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        pid = path.name.split(".", 1)[0]
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            lvl = str(entry.get("level", "info"))
+            if (LEVELS.index(lvl) if lvl in LEVELS else 1) < floor:
+                continue
+            if user and not _matches_user(entry, user):
+                continue
+            entry.setdefault("pid", pid)
+            entries.append(entry)
+    entries.sort(key=lambda e: (str(e.get("time", "")), float(e.get("created", 0) or 0)))
+    return entries[-limit:] if limit else entries

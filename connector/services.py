@@ -10,7 +10,12 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from connector import __version__, metrics
 from connector.channel.agent import Agent
 from connector.channel.client import HubClient
 from connector.channel.commands import CommandVerifier, Dispatcher
@@ -24,6 +29,9 @@ from connector.settings import Settings
 from connector.web.guards import Csrf, Throttle
 
 log = logging.getLogger(__name__)
+
+#: How long an unusable keytab stays unused when its file does not change.
+KERBEROS_RETRY_SECONDS = 60.0
 
 
 def agent_id() -> str:
@@ -55,7 +63,16 @@ class Services:
         self.user_throttle = Throttle(settings.login_failures_per_user, window)
         self.address_throttle = Throttle(settings.login_failures_per_address, window)
         self._kerberos: KerberosAcceptor | None = None
-        self._kerberos_failed = False
+        # Operations (see start_reporter): set by the gunicorn hooks after the fork.
+        self.server_info: dict[str, Any] | None = None
+        self.reload_workers: Callable[[], None] | None = None
+        self.started = time.time()
+        self._reporter: threading.Thread | None = None
+        self._reporter_stop = threading.Event()
+        self._cache_counter = metrics.CacheCounter()
+        self._ldap_probes: dict[str, dict[str, Any]] = {}
+        self._ldap_probed = 0.0
+        self._kerberos_failure: tuple[float, tuple[int, ...] | None, str] | None = None
 
     def require_directory(self) -> Directory:
         """The directory, or a clear error if its settings are incomplete.
@@ -76,27 +93,58 @@ class Services:
 
     @property
     def kerberos(self) -> KerberosAcceptor | None:
-        """The SPNEGO acceptor, built on first use (after the fork); None if unusable."""
-        if self._kerberos is None and not self._kerberos_failed:
+        """The SPNEGO acceptor, built on first use (after the fork); None if unusable.
+
+        An unusable keytab (missing, unreadable, without the service principal) is tried
+        again as soon as the file changes, or after ``KERBEROS_RETRY_SECONDS``: installing
+        the right keytab needs no restart.
+        """
+        if self._kerberos is None and self._kerberos_may_retry():
             with self._lock:
-                if self._kerberos is None and not self._kerberos_failed:
-                    s = self.settings
-                    try:
-                        if not s.kerberos_keytab or not s.kerberos_realms:
-                            raise ValueError("KERBEROS_KEYTAB and KERBEROS_REALMS are required")
-                        self._kerberos = KerberosAcceptor(
-                            s.kerberos_keytab,
-                            s.kerberos_realms,
-                            principal_mapping=(
-                                "upn" if s.kerberos_principal_mapping == "upn" else "strip_realm"
-                            ),
-                            service_principal=s.kerberos_service_principal,
-                            replay_cache=s.kerberos_replay_cache,
-                        )
-                    except (ValueError, ConfigError) as exc:
-                        log.error("Kerberos sign-in disabled: %s", exc)
-                        self._kerberos_failed = True
+                if self._kerberos is None and self._kerberos_may_retry():
+                    self._build_kerberos()
         return self._kerberos
+
+    def _keytab_stamp(self) -> tuple[int, ...] | None:
+        path = (self.settings.kerberos_keytab or "").removeprefix("FILE:")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _kerberos_may_retry(self) -> bool:
+        if self._kerberos_failure is None:
+            return True
+        failed_at, stamp, _ = self._kerberos_failure
+        return (
+            time.monotonic() - failed_at >= KERBEROS_RETRY_SECONDS or self._keytab_stamp() != stamp
+        )
+
+    def _build_kerberos(self) -> None:
+        s = self.settings
+        stamp = self._keytab_stamp()
+        try:
+            if not s.kerberos_keytab or not s.kerberos_realms:
+                raise ValueError("KERBEROS_KEYTAB and KERBEROS_REALMS are required")
+            self._kerberos = KerberosAcceptor(
+                s.kerberos_keytab,
+                s.kerberos_realms,
+                principal_mapping=(
+                    "upn" if s.kerberos_principal_mapping == "upn" else "strip_realm"
+                ),
+                service_principal=s.kerberos_service_principal,
+                replay_cache=s.kerberos_replay_cache,
+            )
+        except (ValueError, ConfigError) as exc:
+            previous = self._kerberos_failure
+            if previous is None or previous[2] != str(exc):
+                log.error("Kerberos sign-in disabled (until the keytab changes): %s", exc)
+            self._kerberos_failure = (time.monotonic(), stamp, str(exc))
+            return
+        if self._kerberos_failure is not None:
+            log.info("Kerberos sign-in enabled again: keytab %s is usable", s.kerberos_keytab)
+        self._kerberos_failure = None
 
     def start_agent(self) -> Agent | None:
         """Start this process's poller (idempotent); None if the connector is not set up.
@@ -140,8 +188,103 @@ class Services:
             self.agent.start()
             return self.agent
 
+    # --- operations: status, metrics ---------------------------------------------------------
+
+    def ldap_health(self) -> dict[str, dict[str, Any]]:
+        """Each LDAP server: up or not, and why, from the last probe and the real traffic."""
+        out: dict[str, dict[str, Any]] = {}
+        seen = self.directory.servers.health() if self.directory is not None else {}
+        for url in self.settings.ldap_urls:
+            probe = self._ldap_probes.get(url, {})
+            used = seen.get(url, {})
+            up = bool(probe.get("up", True)) and bool(used.get("up", True))
+            error = used.get("last_error") if not used.get("up", True) else probe.get("error")
+            out[url] = {"up": up, "error": error, "checked": probe.get("checked")}
+        return out
+
+    def probe_ldap(self, force: bool = False) -> None:
+        """Probe every LDAP server if ``LDAP_HEALTH_SECONDS`` have passed (or ``force``)."""
+        every = self.settings.ldap_health_seconds
+        if self.directory is None or (
+            not force and (not every or time.monotonic() - self._ldap_probed < every)
+        ):
+            return
+        from connector.troubleshoot import probe_server
+
+        self._ldap_probed = time.monotonic()
+        for url in self.settings.ldap_urls:
+            error = probe_server(self.settings, url)
+            self._ldap_probes[url] = {"up": error is None, "error": error, "checked": time.time()}
+
+    def status(self) -> dict[str, Any]:
+        """This worker's status, as the console and ``connector check`` read it."""
+        directory = self.directory
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "updated": time.time(),
+            "version": __version__,
+            "hub_configured": self.settings.hub_configured,
+            "agent": self.agent.status() if self.agent is not None else None,
+            "ldap": self.ldap_health(),
+            "group_cache": (
+                {
+                    "hits": directory.cache.hits,
+                    "misses": directory.cache.misses,
+                    "entries": len(directory.cache),
+                }
+                if directory is not None
+                else None
+            ),
+            "server": self.server_info,
+        }
+
+    def sync_metrics(self) -> None:
+        """Bring this worker's gauges and cache counters up to date."""
+        metrics.worker_alive()
+        if self.directory is not None:
+            self._cache_counter.sync(self.directory.cache.hits, self.directory.cache.misses)
+        for url, health in self.ldap_health().items():
+            metrics.ldap_server(url, bool(health["up"]))
+
+    def write_status(self, run_dir: Path | None = None) -> None:
+        """Write this worker's status file (errors are logged once, not raised)."""
+        try:
+            metrics.write_status(run_dir or self.settings.run_dir, self.status())
+        except OSError as exc:
+            if not getattr(self, "_status_warned", False):
+                log.warning("cannot write the worker status in %s: %s", self.settings.run_dir, exc)
+                self._status_warned = True
+
+    def start_reporter(self, interval: float = 2.0) -> None:
+        """Every ``interval`` seconds: probe LDAP when due, update metrics, write the status."""
+        if self._reporter is not None:
+            return
+
+        def loop() -> None:
+            while not self._reporter_stop.is_set():
+                try:
+                    self.probe_ldap()
+                    self.sync_metrics()
+                    self.write_status()
+                except Exception:
+                    log.exception("worker status report failed")
+                self._reporter_stop.wait(interval)
+
+        self._reporter = threading.Thread(target=loop, name="status-report", daemon=True)
+        self._reporter.start()
+
+    def stop_reporter(self) -> None:
+        """Stop writing status and remove this worker's status file."""
+        self._reporter_stop.set()
+        if self._reporter is not None:
+            self._reporter.join(5)
+        metrics.remove_status(self.settings.run_dir, os.getpid())
+        metrics.hub_state(False)
+
     def drain(self, timeout: float = 60.0) -> None:
         """Stop the agent gracefully and close the directory pools."""
+        self.stop_reporter()
         if self.agent is not None:
             self.agent.drain(timeout)
         if self.directory is not None:

@@ -13,6 +13,7 @@ with mode 0600.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -91,6 +92,37 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 def _ldap_urls(value: Any) -> str | None:
     bad = [u for u in value if not u.lower().startswith(("ldap://", "ldaps://", "ldapi://"))]
     return f"not an LDAP URL: {', '.join(bad)}" if bad else None
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` as (host, port); None if it is not that shape."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (``localhost``, 127/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _console_bind(value: Any) -> str | None:
+    if value in ("", "off"):
+        return None
+    found = split_host_port(value)
+    if found is None:
+        return "must be host:port (e.g. 127.0.0.1:4001), or off"
+    if not is_loopback_host(found[0]):
+        return "the console listens on loopback only: use 127.0.0.1, [::1] or localhost"
+    return None
 
 
 def _filter_with_placeholder(value: Any) -> str | None:
@@ -344,6 +376,35 @@ class Settings:
     web_workers: int = _setting("WEB_WORKERS", 2, "gunicorn worker processes.", check=_positive)
     web_threads: int = _setting("WEB_THREADS", 8, "Threads per worker.", check=_positive)
 
+    # --- admin console and operations ------------------------------------------------------
+    console_bind: str = _setting(
+        "CONSOLE_BIND",
+        "",
+        "Loopback address:port of the admin console (default 127.0.0.1 and the sign-in port "
+        "+ 1, i.e. 127.0.0.1:4001); off disables it.",
+        check=_console_bind,
+    )
+    console_password: str = _setting(
+        "CONSOLE_PASSWORD",
+        "",
+        "Password of the admin console (stored encrypted as CONSOLE_CREDENTIALS); empty: "
+        "anyone who can reach the loopback port may use it.",
+        secret=True,
+    )
+    run_dir_setting: str = _setting(
+        "RUN_DIR",
+        "",
+        "Directory for the workers' shared runtime files (metrics, status, recent logs); "
+        "default: run/ beside config.json.",
+    )
+    ldap_health_seconds: float = _setting(
+        "LDAP_HEALTH_SECONDS",
+        30.0,
+        "Each worker probes every LDAP server this often for the status page and /metrics "
+        "(0: only real traffic tells).",
+        check=_not_negative,
+    )
+
     # --- process ------------------------------------------------------------------------------
     log_level: str = _setting(
         "LOG_LEVEL", "info", "Logging level.", check=_one_of("debug", "info", "warning", "error")
@@ -359,6 +420,7 @@ class Settings:
     config_path: str | None = dataclasses.field(default=None, metadata={"key": None})
     secret_key_file: str | None = dataclasses.field(default=None, metadata={"key": None})
     ignored_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
+    env_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
 
     @property
     def state_dir(self) -> Path:
@@ -374,6 +436,26 @@ class Settings:
     def hub_configured(self) -> bool:
         """Whether setup from a ticket has been done."""
         return bool(self.ad_hub and self.connection and self.realm and self.tenant_signing_key)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the workers share metrics, status and recent log lines (see ``RUN_DIR``)."""
+        return Path(self.run_dir_setting) if self.run_dir_setting else self.state_dir / "run"
+
+    @property
+    def main_bind(self) -> str:
+        """The sign-in endpoint's listening address (``BIND``, else ``0.0.0.0:PORT``)."""
+        return self.bind or f"0.0.0.0:{self.port}"
+
+    @property
+    def console_address(self) -> tuple[str, int] | None:
+        """(host, port) of the admin console's listener; None when it is off."""
+        if self.console_bind == "off":
+            return None
+        if self.console_bind:
+            return split_host_port(self.console_bind)
+        main = split_host_port(self.main_bind)
+        return "127.0.0.1", (main[1] if main else self.port) + 1
 
     @property
     def groups_base(self) -> str:
@@ -416,7 +498,19 @@ def declared() -> list[tuple[dataclasses.Field[Any], str, type | Any]]:
 KNOWN_KEYS = frozenset(key for _, key, _ in declared()) | {
     "LDAP_URLS",
     "LDAP_BIND_CREDENTIALS",
+    "CONSOLE_CREDENTIALS",
 }
+
+#: Plain secrets in config.json and the encrypted keys that replace them on first load.
+SEALED_KEYS = {
+    "LDAP_BIND_PASSWORD": "LDAP_BIND_CREDENTIALS",
+    "CONSOLE_PASSWORD": "CONSOLE_CREDENTIALS",
+}
+
+#: Keys whose values are never shown (the console, import reports).
+SECRET_KEYS = frozenset(
+    {*SEALED_KEYS, *SEALED_KEYS.values(), "TENANT_SIGNING_KEY", "PROVISIONING_TICKET"}
+)
 
 
 # --- coercion ------------------------------------------------------------------------------
@@ -549,23 +643,32 @@ def update_config_file(path: Path, changes: Mapping[str, Any]) -> None:
 
 
 def _encrypt_plain_password(path: Path, data: dict[str, Any], box: SecretBox) -> None:
-    """Replace a plain LDAP_BIND_PASSWORD in the file by LDAP_BIND_CREDENTIALS."""
-    plain = data.get("LDAP_BIND_PASSWORD")
+    """Replace plain passwords in the file by encrypted ones (see ``SEALED_KEYS``)."""
+    for plain_key, sealed_key in SEALED_KEYS.items():
+        _seal_plain(path, data, box, plain_key, sealed_key)
+
+
+def _seal_plain(
+    path: Path, data: dict[str, Any], box: SecretBox, plain_key: str, sealed_key: str
+) -> None:
+    """Replace a plain ``plain_key`` in the file by its encrypted ``sealed_key``."""
+    plain = data.get(plain_key)
     if not isinstance(plain, str) or not plain:
         return
     try:
         token = box.encrypt(plain)
-        update_config_file(path, {"LDAP_BIND_CREDENTIALS": token, "LDAP_BIND_PASSWORD": None})
+        update_config_file(path, {sealed_key: token, plain_key: None})
     except OSError as exc:
         log.warning(
-            "could not encrypt LDAP_BIND_PASSWORD in %s (%s); it stays in plain text there",
+            "could not encrypt %s in %s (%s); it stays in plain text there",
+            plain_key,
             path,
             exc.strerror or exc,
         )
         return
-    data["LDAP_BIND_CREDENTIALS"] = token
-    del data["LDAP_BIND_PASSWORD"]
-    log.info("LDAP_BIND_PASSWORD in %s replaced by encrypted LDAP_BIND_CREDENTIALS", path)
+    data[sealed_key] = token
+    del data[plain_key]
+    log.info("%s in %s replaced by encrypted %s", plain_key, path, sealed_key)
 
 
 def config_file(
@@ -574,6 +677,55 @@ def config_file(
     """The config.json in use: the one given, else ``$CONNECTOR_CONFIG``, else ./config.json."""
     env = os.environ if environ is None else environ
     return Path(config_path or env.get("CONNECTOR_CONFIG") or "config.json").absolute()
+
+
+def _convert(merged: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Coerce and check every known key present in ``merged``: (field values, problems)."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for field, key, kind in declared():
+        if key not in merged:
+            continue
+        try:
+            value = _coerce(merged[key], kind)
+        except _Invalid as exc:
+            problems.append(f"{key}: {exc}")
+            continue
+        check = field.metadata.get("check")
+        message = check(value) if check else None
+        if message:
+            problems.append(f"{key}: {message}")
+            continue
+        values[field.name] = value
+
+    # LDAP_URLS (a list) is a synonym of LDAP_URL with several URLs.
+    if "LDAP_URLS" in merged:
+        try:
+            urls = _coerce(merged["LDAP_URLS"], tuple[str, ...])
+        except _Invalid as exc:
+            problems.append(f"LDAP_URLS: {exc}")
+        else:
+            message = _ldap_urls(urls)
+            if message:
+                problems.append(f"LDAP_URLS: {message}")
+            else:
+                values["ldap_urls"] = tuple(dict.fromkeys((*values.get("ldap_urls", ()), *urls)))
+    return values, problems
+
+
+def refine(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+    """A copy of ``settings`` with some keys changed (plain values, as in config.json).
+
+    Nothing is written: the console tests candidate settings with this before saving them.
+    ``LDAP_URL`` / ``LDAP_URLS`` given replace the server list as a whole.
+
+    Raises:
+        ConfigError: a changed key is invalid (every problem listed).
+    """
+    values, problems = _convert(changes)
+    if problems:
+        raise ConfigError(problems, "the values entered")
+    return dataclasses.replace(settings, **values)
 
 
 def load_settings(
@@ -607,35 +759,7 @@ def load_settings(
         if key in env:
             merged[key] = env[key]
 
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    for field, key, kind in declared():
-        if key not in merged:
-            continue
-        try:
-            value = _coerce(merged[key], kind)
-        except _Invalid as exc:
-            problems.append(f"{key}: {exc}")
-            continue
-        check = field.metadata.get("check")
-        message = check(value) if check else None
-        if message:
-            problems.append(f"{key}: {message}")
-            continue
-        values[field.name] = value
-
-    # LDAP_URLS (a list) is a synonym of LDAP_URL with several URLs.
-    if "LDAP_URLS" in merged:
-        try:
-            urls = _coerce(merged["LDAP_URLS"], tuple[str, ...])
-        except _Invalid as exc:
-            problems.append(f"LDAP_URLS: {exc}")
-        else:
-            message = _ldap_urls(urls)
-            if message:
-                problems.append(f"LDAP_URLS: {message}")
-            else:
-                values["ldap_urls"] = tuple(dict.fromkeys((*values.get("ldap_urls", ()), *urls)))
+    values, problems = _convert(merged)
 
     # A shared-secret tenant key is stored sealed; a public key is stored as is.
     tenant_key = values.get("tenant_signing_key")
@@ -645,12 +769,16 @@ def load_settings(
         except SecretError as exc:
             problems.append(f"TENANT_SIGNING_KEY: {exc}")
 
-    # The password: plain in the environment, or encrypted in the file.
-    if not values.get("ldap_bind_password") and merged.get("LDAP_BIND_CREDENTIALS"):
-        try:
-            values["ldap_bind_password"] = box.decrypt(str(merged["LDAP_BIND_CREDENTIALS"]))
-        except SecretError as exc:
-            problems.append(f"LDAP_BIND_CREDENTIALS: {exc}")
+    # The passwords: plain in the environment, or encrypted in the file.
+    for name, sealed_key in (
+        ("ldap_bind_password", "LDAP_BIND_CREDENTIALS"),
+        ("console_password", "CONSOLE_CREDENTIALS"),
+    ):
+        if not values.get(name) and merged.get(sealed_key):
+            try:
+                values[name] = box.decrypt(str(merged[sealed_key]))
+            except SecretError as exc:
+                problems.append(f"{sealed_key}: {exc}")
 
     ignored = sorted(k for k in data if k not in KNOWN_KEYS and k not in _NODE_KEYS_IGNORED)
     settings = Settings(
@@ -658,7 +786,11 @@ def load_settings(
         config_path=str(path),
         secret_key_file=str(box.key_file),
         ignored_keys=tuple(ignored),
+        env_keys=tuple(sorted(k for k in KNOWN_KEYS if k in env)),
     )
+    console, main = settings.console_address, split_host_port(settings.main_bind)
+    if console is not None and main is not None and console[1] == main[1]:
+        problems.append(f"CONSOLE_BIND: port {console[1]} is the sign-in endpoint's; use another")
     if require_directory:
         problems.extend(p for p in settings.directory_problems() if p not in problems)
     if problems:

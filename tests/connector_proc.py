@@ -54,7 +54,9 @@ class ConnectorProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.threads = threads
-        self.extra_env = env or {}
+        # the admin console's listener (default: the sign-in port + 1) on a port of its own,
+        # so that connectors started side by side never collide
+        self.extra_env = {"CONSOLE_BIND": f"127.0.0.1:{free_port()}", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.state_dir / f"gunicorn-{self.port}.log"
 

@@ -23,12 +23,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from connector import metrics
 from connector.channel.client import HubClient, HubError, HubRejected, HubUnavailable
 from connector.channel.commands import Command, CommandRefused, CommandVerifier, Dispatcher
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+
+
+def _unavailable(result: dict[str, Any]) -> bool:
+    """Whether a result says the directory could not be reached (the hub may retry it)."""
+    err = result.get("err")
+    return isinstance(err, dict) and err.get("name") == "Unavailable"
 
 
 class Backoff:
@@ -167,15 +174,19 @@ class Agent:
                 with self._cond:
                     self._cond.wait(0.5)
                 continue
+            started = time.monotonic()
             try:
                 commands, _lease = self.client.poll(free, self.poll_wait)
             except HubError as exc:
+                metrics.hub_error("poll")
                 self._hub_failed(exc, backoff)
                 continue
             except Exception:
+                metrics.hub_error("poll")
                 log.exception("unexpected error while polling the hub")
                 self._stop.wait(backoff.next_delay())
                 continue
+            metrics.hub_poll(time.monotonic() - started)
             backoff.reset()
             self._hub_ok()
             for raw in commands:
@@ -190,6 +201,7 @@ class Agent:
         self.last_poll = now
         self.last_error = None
         offset = self.client.clock.offset
+        metrics.hub_state(True, offset)
         if abs(offset) > self.skew_warning and not self._skew_warned:
             log.warning(
                 "this machine's clock differs from the hub's by %.1f s: agent tokens are timed "
@@ -210,6 +222,7 @@ class Agent:
         self.connected = False
         self.connected_since = None
         self.last_error = message
+        metrics.hub_state(False)
         self._stop.wait(delay)
 
     def _accept(self, raw: Any) -> None:
@@ -219,8 +232,9 @@ class Agent:
         except CommandRefused as exc:
             cid = raw.get("id") if isinstance(raw, dict) else None
             self.refused += 1
+            metrics.command(raw.get("name") if isinstance(raw, dict) else None, "refused")
             log.warning(
-                "command refused id=%s name=%s: %s",
+                "command refused id=%.120r name=%.60r: %s",
                 cid,
                 raw.get("name") if isinstance(raw, dict) else None,
                 exc,
@@ -229,9 +243,20 @@ class Agent:
                 self._finish(cid, {"err": {"name": "Unexpected", "message": f"refused: {exc}"}})
             return
         with self._cond:
-            if command.id in self._inflight or command.id in self._outbox:
-                log.info("command %s redelivered while still ours; not run twice", command.id)
+            if command.id in self._inflight:
+                log.info("command %s redelivered while still running; not run twice", command.id)
                 return
+            pending = self._outbox.get(command.id)
+            if pending is not None and not _unavailable(pending):
+                log.info(
+                    "command %s redelivered while its result waits to be posted; not run twice",
+                    command.id,
+                )
+                return
+            if pending is not None:
+                # our Unavailable sent it back to the queue (protocol §4): the hub asks for
+                # another try, possibly before we have read its acknowledgement
+                del self._outbox[command.id]
             self._inflight.add(command.id)
         try:
             self._pool.submit(self._execute, command)
@@ -241,9 +266,15 @@ class Agent:
             log.info("command %s not started: draining (the hub will redeliver)", command.id)
 
     def _execute(self, command: Command) -> None:
+        started = time.monotonic()
         result = self.dispatcher.run(command)
         err = result.get("err")
-        self.outcomes[err["name"] if isinstance(err, dict) else "success"] += 1
+        outcome = err["name"] if isinstance(err, dict) else "success"
+        self.outcomes[outcome] += 1
+        elapsed = time.monotonic() - started
+        metrics.command(command.name, outcome, elapsed)
+        if command.name == "authenticate_user":
+            metrics.login("hub", outcome, elapsed)
         self._finish(command.id, result)
 
     def _finish(self, cid: str, result: dict[str, Any]) -> None:
@@ -263,9 +294,12 @@ class Agent:
                 if not self._outbox and self._poster_stop.is_set():
                     return
                 batch = [{"id": k, "result": v} for k, v in list(self._outbox.items())[:MAX_BATCH]]
+            started = time.monotonic()
             try:
                 acked = self.client.post_results(batch)
+                metrics.hub_request("results", time.monotonic() - started)
             except HubUnavailable as exc:
+                metrics.hub_error("results")
                 delay = backoff.next_delay(exc.retry_after)
                 log.warning(
                     "posting %d results failed: %s; retrying in %.1f s", len(batch), exc, delay
@@ -274,6 +308,7 @@ class Agent:
                     return
                 continue
             except HubError as exc:
+                metrics.hub_error("results")
                 delay = backoff.next_delay()
                 log.error(
                     "the hub refused %d results: %s; retrying in %.1f s", len(batch), exc, delay
@@ -288,8 +323,10 @@ class Agent:
                 continue
             backoff.reset()
             with self._cond:
-                for cid in acked:
-                    self._outbox.pop(cid, None)
+                for item in batch:
+                    # only the result we posted: a newer one (a retried command) stays
+                    if item["id"] in acked and self._outbox.get(item["id"]) is item["result"]:
+                        del self._outbox[item["id"]]
                 self._cond.notify_all()
             missing = {item["id"] for item in batch} - acked
             if missing:

@@ -89,10 +89,13 @@ def make_session(settings: Settings) -> requests.Session:
     """The one session used for the hub: connection-level retries only, explicit trust."""
     session = requests.Session()
     session.trust_env = False  # proxies and CAs come from the settings, not from stray env
+    # read=False, not 0: a read error is re-raised as itself, so a hub that accepted the
+    # request but answered too late is a Timeout ("did not answer in time"), not a
+    # MaxRetryError that requests would report as a ConnectionError ("cannot reach")
     retry = Retry(
         total=2,
         connect=2,
-        read=0,
+        read=False,
         status=0,
         other=0,
         backoff_factor=0.2,

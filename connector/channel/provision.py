@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connector import __version__
 from connector.channel.client import (
@@ -54,22 +55,35 @@ def _info(settings: Settings, ticket: str) -> dict[str, Any]:
     try:
         body, _, _ = request_json(session, settings, "GET", f"{ticket}/info", read_timeout=30)
     except HubUntrusted as exc:
-        raise SetupError("untrusted", str(exc)) from exc
+        raise SetupError("untrusted", _scrubbed(exc, ticket)) from None
     except HubUnavailable as exc:
-        raise SetupError("unreachable", f"{exc}; check the URL, DNS, proxy and firewall") from exc
+        raise SetupError(
+            "unreachable", f"{_scrubbed(exc, ticket)}; check the URL, DNS, proxy and firewall"
+        ) from None
     except HubRejected as exc:
         if exc.status in (401, 403, 404, 410):
             raise SetupError(
                 "ticket",
                 f"the hub does not know this ticket ({exc.status}): copy the ticket URL again "
                 "from the hub's connection settings",
-            ) from exc
-        raise SetupError("hub", str(exc)) from exc
+            ) from None
+        raise SetupError("hub", _scrubbed(exc, ticket)) from None
     finally:
         session.close()
     if not isinstance(body, dict):
         raise SetupError("hub", "the hub's ticket information is not an object")
     return body
+
+
+def _scrubbed(exc: Exception, ticket: str) -> str:
+    """The text of an error without the ticket URL: it is a bearer secret, and setup errors
+    end up in logs (a worker registering again at start). The errors are raised ``from
+    None`` for the same reason: a logged traceback would show the chained ones."""
+    text = str(exc)
+    for secret in (ticket, urlsplit(ticket).path):
+        if len(secret) > 1:
+            text = text.replace(secret, "<ticket>")
+    return text
 
 
 def _field(info: dict[str, Any], *path: str) -> str:
@@ -98,13 +112,17 @@ def register(
     try:
         data, _, _ = request_json(session, settings, "POST", ticket, json=body, read_timeout=30)
     except HubUntrusted as exc:
-        raise SetupError("untrusted", str(exc)) from exc
+        raise SetupError("untrusted", _scrubbed(exc, ticket)) from None
     except HubUnavailable as exc:
-        raise SetupError("unreachable", str(exc)) from exc
+        raise SetupError("unreachable", _scrubbed(exc, ticket)) from None
     except HubRejected as exc:
         if exc.status in (401, 403, 404, 410):
-            raise SetupError("ticket", f"the hub refused the ticket: {exc}") from exc
-        raise SetupError("hub", f"the hub refused the registration: {exc}") from exc
+            raise SetupError(
+                "ticket", f"the hub refused the ticket: {_scrubbed(exc, ticket)}"
+            ) from None
+        raise SetupError(
+            "hub", f"the hub refused the registration: {_scrubbed(exc, ticket)}"
+        ) from None
     finally:
         session.close()
     key = data.get("signingKey") if isinstance(data, dict) else None

@@ -1,4 +1,4 @@
-"""The web app (Flask app factory): sign-in endpoint, health and readiness."""
+"""The web app (Flask app factory): sign-in endpoint, health, readiness, metrics, console."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from connector.logs import configure
+from connector.logs import add_ring, configure
 from connector.services import Services
 from connector.settings import Settings, load_settings
 
@@ -19,14 +19,16 @@ def create_app(
         settings = load_settings(require_directory=False)
     if not (test_config or {}).get("TESTING"):
         configure(settings.log_level, settings.log_format)
+        add_ring(settings.run_dir / "logs")  # the console's view of every worker's log
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     if test_config:
         app.config.update(test_config)
     app.extensions["connector"] = Services(settings)
 
-    from connector.web import health, signin
+    from connector.web import console, health, signin
 
+    app.register_blueprint(console.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(signin.bp)
     return app

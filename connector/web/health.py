@@ -1,13 +1,13 @@
-"""``/health`` (the process is alive) and ``/ready`` (it can do its job) for load balancers."""
+"""``/health`` (alive) and ``/ready`` (can do its job) for load balancers; ``/metrics``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from connector import errors
+from connector import errors, metrics
 from connector.web import services
 
 bp = Blueprint("health", __name__)
@@ -44,3 +44,11 @@ def ready() -> ResponseReturnValue:
         if skew > svc.settings.clock_skew_warning_seconds:
             ok = False
     return jsonify(ready=ok, checks=checks), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def prometheus() -> ResponseReturnValue:
+    """Prometheus metrics of every worker, added up (see :mod:`connector.metrics`)."""
+    services(current_app).sync_metrics()
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,6 +24,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     make_response,
     redirect,
     render_template,
@@ -31,7 +33,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
-from connector import errors
+from connector import errors, metrics
 from connector.channel.client import HubError
 from connector.kerberos import KerberosRejected
 from connector.netpolicy import client_address
@@ -42,6 +44,13 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
 
 bp = Blueprint("signin", __name__)
+
+
+@bp.before_request
+def _start_clock() -> None:
+    """Metrics: when this sign-in request began."""
+    g.signin_started = time.monotonic()
+
 
 MESSAGES = {
     "WrongUsername": "The username or password is incorrect.",
@@ -116,6 +125,8 @@ def _error_page(title: str, message: str, status: int) -> Response:
 
 
 def _audit(method: str, user: str | None, outcome: str, addr: Any, correlation: str) -> None:
+    started = g.get("signin_started")
+    metrics.login(method, outcome, time.monotonic() - started if started else None)
     audit.info(
         "login method=%s user=%r outcome=%s client=%s correlation=%s",
         method,
@@ -150,8 +161,11 @@ def _hand_off(
     try:
         if svc.hub is None:
             raise HubError("the connector is not connected to a hub yet")
+        hub_started = time.monotonic()
         ref = svc.hub.create_session(params["wctx"], profile, method)
+        metrics.hub_request("sessions", time.monotonic() - hub_started)
     except HubError as exc:
+        metrics.hub_error("sessions")
         log.error("hand-off to the hub failed: %s", exc)
         _audit(method, user, "Unavailable", addr, correlation)
         return _error_page(
