@@ -35,3 +35,40 @@ def hostile(tmp_path_factory, slapd, mit_kdc) -> Iterator[Site]:
         site.check_logs()
     finally:
         site.stop()
+
+
+# --- the suite's table: hostile inputs tried and refused, by kind ---------------------------
+
+_KINDS = {
+    "test_hostile_ldap_injection.py": "LDAP injection (names, searches)",
+    "test_hostile_credentials.py": "unicode / NUL / long names and passwords",
+    "test_hostile_negotiate.py": "Negotiate headers (fuzzed, NTLM, replayed, huge)",
+    "test_hostile_commands.py": "command JWTs (forged, expired, none, oversized)",
+    "test_hostile_web.py": "redirects, CSRF, spoofed forwarding headers",
+    "test_hostile_secrets_at_rest.py": "secrets at rest",
+    "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",
+}
+_TALLY: dict[str, list[int]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" and not (report.when == "setup" and report.failed):
+        return
+    kind = _KINDS.get(Path(report.nodeid.split("::")[0]).name)
+    if kind is None:
+        return
+    tally = _TALLY.setdefault(kind, [0, 0])
+    tally[0 if report.passed else 1] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _TALLY:
+        return
+    terminalreporter.section("hostile input suite")
+    terminalreporter.write_line(f"{'kind':<52} {'cases':>6} {'refused':>8} {'failed':>7}")
+    for kind, (ok, bad) in _TALLY.items():
+        terminalreporter.write_line(f"{kind:<52} {ok + bad:>6} {ok:>8} {bad:>7}")
+    terminalreporter.write_line(
+        "a case passes when the input is refused with a clear error (or finds nobody), the "
+        "connector keeps serving, and nothing leaks into the logs; hypothesis cases count once."
+    )
