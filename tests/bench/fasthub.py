@@ -1,0 +1,97 @@
+"""The devhub under gunicorn (see ``hubapp.py``), with the admin helpers of ``tests/hubs.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from hubs import DevHubError, DevHubProcess
+from servers import _RUNNING, _tail, free_port
+
+HERE = Path(__file__).resolve().parent
+
+
+class GunicornDevHub(DevHubProcess):
+    """A :class:`DevHubProcess` whose server is gunicorn (1 worker, gthread, 64 threads)."""
+
+    def __init__(self, workdir: str | os.PathLike[str], **options: Any) -> None:
+        super().__init__(workdir, **options)
+        self._options = options
+
+    def start(self, timeout: float = 30.0) -> GunicornDevHub:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        cfg = {
+            "tenant": self.tenant,
+            "connection": self.connection,
+            "realm": self.realm,
+            "alg": self.alg,
+            "lease_seconds": self.lease_seconds,
+            "ticket": self.ticket,
+            "kerberos": bool(self._options.get("kerberos", False)),
+            "ip_ranges": list(self._options.get("ip_ranges", ())),
+        }
+        command = [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+            "--workers", "1", "--worker-class", "gthread", "--threads", "64",
+            "--timeout", "120", "--keep-alive", "30", "--log-level", "warning",
+            "--no-control-socket", "hubapp:app",
+        ]  # fmt: skip
+        with open(self.log_file, "wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=HERE,
+                env={**os.environ, "BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"},
+            )
+        _RUNNING.add(self)
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"devhub (gunicorn) exited:\n{_tail(self.log_file)}")
+            try:
+                self.state()
+                return self
+            except (requests.RequestException, DevHubError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"devhub (gunicorn) not ready in {timeout} s:\n{_tail(self.log_file)}")
+
+    def stop(self) -> None:
+        """SIGQUIT (quick shutdown: long polls are not waited for) to the master, then SIGKILL
+        to the master and its worker by PID if they are still there after 10 s."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            worker = self.worker_pid
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGQUIT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            if worker is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
+        _RUNNING.discard(self)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The one gunicorn worker (where the hub's CPU time goes)."""
+        if self.proc is None:
+            return None
+        from loadgen import children
+
+        found = children(self.proc.pid)
+        return found[0] if found else None

@@ -1,0 +1,19 @@
+"""The devhub's Flask app for gunicorn (``hubapp:app``), configured from ``BENCH_HUB_*``.
+
+The benchmark serves the reference hub with gunicorn (one process: the hub's state lives in
+memory; gthread workers; HTTP/1.1 keep-alive) instead of werkzeug's development server, so that
+the hub, which in production runs elsewhere, is not what limits the connector on a 2-core
+machine. The protocol code is the devhub's own (``connector.devhub.app.create_app``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from connector.devhub.app import create_app
+from connector.devhub.config import DevHubConfig
+
+_cfg = json.loads(os.environ["BENCH_HUB_CONFIG"])
+_cfg["ip_ranges"] = tuple(_cfg.get("ip_ranges", ()))
+app = create_app(DevHubConfig(**_cfg))
