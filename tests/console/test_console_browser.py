@@ -122,8 +122,15 @@ def test_first_run_from_the_console_alone(tmp_path, hub, slapd, browser, console
         lambda s: s["hub"]["connected"] and not s["directory_problems"] and s["ldap"]
     )
     assert status["ldap"][slapd.uri]["up"]
-    browser.get(proc.console + "/")
-    assert text_of(browser, "#hub-state").startswith("Connected")
+    # the page aggregates the workers' status files, written every 2 s: it may lag the reload
+    deadline = time.monotonic() + 30
+    while True:
+        browser.get(proc.console + "/")
+        hub_state = text_of(browser, "#hub-state")
+        if hub_state.startswith("Connected") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert hub_state.startswith("Connected"), hub_state
     assert "up" in text_of(browser, "#ldap")
 
     # a login through the hub works
