@@ -60,6 +60,7 @@ from connector.settings import (
     load_settings,
     read_config_file,
     write_config_file,
+    write_file_atomic,
 )
 
 MAGIC = b"CONNECTOR-EXPORT-1\n"
@@ -456,20 +457,6 @@ def _plan(data: bytes, passphrase: str, config_path: Path, secret_key_file: Path
     return _Plan(entries, new_config, report)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def import_archive(
     data: bytes,
     passphrase: str,
@@ -517,12 +504,12 @@ def import_archive(
         for path in existing:
             shutil.copy2(path, backup / path.name)
         report.backup = str(backup)
-    _write_atomic(secret, plan.entries[SECRET], 0o600)
-    _write_atomic(state / KEY_FILE, plan.entries[KEY_FILE], 0o600)
-    _write_atomic(state / CERT_FILE, plan.entries[CERT_FILE], 0o644)
+    write_file_atomic(secret, plan.entries[SECRET], 0o600)
+    write_file_atomic(state / KEY_FILE, plan.entries[KEY_FILE], 0o600)
+    write_file_atomic(state / CERT_FILE, plan.entries[CERT_FILE], 0o644)
     for name in CARRIED:
         if name in plan.entries:
-            _write_atomic(state / name, plan.entries[name], 0o644)
+            write_file_atomic(state / name, plan.entries[name], 0o644)
     write_config_file(config, plan.config)
     report.applied = True
     return report

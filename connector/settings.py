@@ -597,33 +597,39 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``config.json`` atomically (temp file, fsync, rename) with mode 0600.
+def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write a file atomically (temp file in the same directory, fsync, rename, fsync the dir).
 
     Raises:
         OSError: the directory is not writable.
     """
     path = Path(path)
-    text = json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``config.json`` atomically with mode 0600.
+
+    Raises:
+        OSError: the directory is not writable.
+    """
+    text = json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
+    write_file_atomic(Path(path), text.encode("utf-8"), 0o600)
 
 
 def update_config_file(path: Path, changes: Mapping[str, Any]) -> None:

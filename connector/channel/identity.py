@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from connector.secretbox import SecretBox
+from connector.settings import write_file_atomic
 
 KEY_FILE = "agent.key"
 CERT_FILE = "agent.crt"
@@ -104,8 +104,8 @@ class AgentIdentity:
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(box.passphrase(create=True)),
         )
-        _write_atomic(directory / KEY_FILE, key_pem, 0o600)
-        _write_atomic(
+        write_file_atomic(directory / KEY_FILE, key_pem, 0o600)
+        write_file_atomic(
             directory / CERT_FILE, self.cert.public_bytes(serialization.Encoding.PEM), 0o644
         )
 
@@ -130,17 +130,3 @@ class AgentIdentity:
             "jti": secrets.token_urlsafe(18),
         }
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
