@@ -501,7 +501,8 @@ class KerberosAcceptor:
                 extra={"code": e.code},
             )
             raise
-        log.info(
+        # DEBUG: the sign-in's audit line (connector.web.signin) records who signed in
+        log.debug(
             "kerberos: accepted %s as %s",
             result.principal,
             result.username,

@@ -6,6 +6,7 @@ agent starts only when :meth:`Services.start_agent` is called (after gunicorn fo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -149,8 +150,8 @@ class Services:
     def start_agent(self) -> Agent | None:
         """Start this process's poller (idempotent); None if the connector is not set up.
 
-        Raises:
-            SetupError: the certificate changed and could not be registered again.
+        A changed certificate is registered again by the poller before its first poll, retried
+        with backoff while the hub cannot be reached (the worker serves meanwhile).
         """
         with self._lock:
             if self.agent is not None:
@@ -169,7 +170,6 @@ class Services:
             if identity is None:
                 log.error("no agent key in %s: run `connector setup --ticket URL`", s.state_dir)
                 return None
-            ensure_registered(s, identity)
             self.hub = HubClient(s, identity, agent_id())
             verifier = CommandVerifier(
                 str(s.tenant_signing_key),
@@ -184,6 +184,7 @@ class Services:
                 concurrency=s.agent_concurrency,
                 poll_wait=s.poll_wait_seconds,
                 skew_warning=s.clock_skew_warning_seconds,
+                prepare=functools.partial(ensure_registered, s, identity),
             )
             self.agent.start()
             return self.agent

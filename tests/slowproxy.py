@@ -9,14 +9,18 @@ import time
 
 
 class SlowProxy:
-    """Listens on 127.0.0.1:<port> and forwards to ``target``, delaying replies by ``delay``."""
+    """Listens on 127.0.0.1:<port> and forwards to ``target``, delaying replies by ``delay``.
 
-    def __init__(self, target_host: str, target_port: int, delay: float) -> None:
+    ``port`` 0 (default) picks a free one; a given one lets a closed forwarder come back on the
+    same address (a server that went away and returned).
+    """
+
+    def __init__(self, target_host: str, target_port: int, delay: float, port: int = 0) -> None:
         self.target = (target_host, target_port)
         self.delay = delay
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self._stop = threading.Event()

@@ -2,10 +2,18 @@
 
 One agent runs per gunicorn worker (started after the fork). Two threads and a pool:
 
-* the **poller** asks for as many commands as it has free slots, verifies each, and hands the
-  valid ones to the pool (a refused one gets an error result at once, without running);
+* the **poller** keeps a window of commands in hand: the running ones plus a short queue, so
+  the pool never waits for a round trip to the hub. It polls again once half the window is
+  free, asking for that many; verifies each command and hands the valid ones to the pool (a
+  refused one gets an error result at once, without running). The queue is sized so that it
+  empties well within the hub's lease at the current command time (slow directory: no queue),
+  and a command that still waited longer than most of its lease is left to the hub to
+  redeliver rather than run late (it may be running elsewhere already);
 * the **pool** (``AGENT_CONCURRENCY`` threads) runs commands against the directory;
-* the **poster** sends finished results in batches and keeps each until the hub acknowledges it.
+* the **poster** sends finished results in batches (lingering a few milliseconds while more
+  are about to finish) and keeps each until the hub acknowledges it.
+
+The first poll after start-up or an outage does not wait, so readiness is known at once.
 
 Hub trouble (unreachable, 5xx, 429, resets) means exponential backoff with full jitter, never an
 exit. :meth:`Agent.drain` (on SIGTERM) stops polling, lets running commands finish and posts
@@ -30,6 +38,9 @@ from connector.channel.commands import Command, CommandRefused, CommandVerifier,
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+PREFETCH = 4  # window = AGENT_CONCURRENCY x this, at most, while commands are quick
+LINGER_SECONDS = 0.005  # the poster's wait for more results while commands are running
+STALE_FRACTION = 0.8  # of the lease: a command queued longer is left to the hub
 
 
 def _unavailable(result: dict[str, Any]) -> bool:
@@ -75,6 +86,7 @@ class Agent:
         concurrency: int = 4,
         poll_wait: float = 25.0,
         skew_warning: float = 30.0,
+        prepare: Callable[[], object] | None = None,
     ) -> None:
         self.client = client
         self.dispatcher = dispatcher
@@ -97,6 +109,9 @@ class Agent:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.refused = 0
         self._skew_warned = False
+        self._prepare = prepare  # run (and retried) in the poller before the first poll
+        self._lease = 30.0  # the hub's lease, from its poll answers
+        self._avg_seconds = 0.05  # running average of one command's time
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -162,21 +177,43 @@ class Agent:
 
     # --- polling ----------------------------------------------------------------------------
 
-    def _free_slots(self) -> int:
+    def window(self) -> int:
+        """How many commands to hold at once: the running ones and a queue that empties well
+        within the lease at the current average command time."""
+        c = self.concurrency
+        queue = int(c * (self._lease / (2 * max(self._avg_seconds, 1e-3)) - 1))
+        return c + max(0, min(queue, (PREFETCH - 1) * c))
+
+    def _wait_for_room(self) -> int:
+        """Block until half the window is free (or stopping); return how many to ask for."""
         with self._cond:
-            return self.concurrency - len(self._inflight)
+            while not self._stop.is_set():
+                window = self.window()
+                free = window - len(self._inflight)
+                if free >= max(1, window // 2):
+                    return min(free, MAX_BATCH)
+                self._cond.wait(0.5)
+        return 0
 
     def _poll_loop(self) -> None:
         backoff = Backoff()
         while not self._stop.is_set():
-            free = self._free_slots()
-            if free <= 0:
-                with self._cond:
-                    self._cond.wait(0.5)
-                continue
+            if self._prepare is not None:
+                try:
+                    self._prepare()
+                except Exception as exc:  # noqa: BLE001 - retried; the message says why
+                    self._prepare_failed(exc, backoff)
+                    continue
+                self._prepare = None
+                backoff.reset()
+            wanted = self._wait_for_room()
+            if wanted <= 0:
+                break
             started = time.monotonic()
             try:
-                commands, _lease = self.client.poll(free, self.poll_wait)
+                # a zero wait until connected: readiness is known at once after start-up
+                wait = self.poll_wait if self.connected else 0.0
+                commands, lease = self.client.poll(wanted, wait)
             except HubError as exc:
                 metrics.hub_error("poll")
                 self._hub_failed(exc, backoff)
@@ -188,9 +225,20 @@ class Agent:
                 continue
             metrics.hub_poll(time.monotonic() - started)
             backoff.reset()
+            if lease is not None and lease > 0:
+                self._lease = lease
             self._hub_ok()
             for raw in commands:
                 self._accept(raw)
+
+    def _prepare_failed(self, exc: Exception, backoff: Backoff) -> None:
+        delay = backoff.next_delay(getattr(exc, "retry_after", None))
+        message = f"cannot start polling: {exc}"
+        if message != self.last_error:
+            log.error("%s; retrying in %.1f s", message, delay)
+        self.last_error = message
+        metrics.hub_state(False)
+        self._stop.wait(delay)
 
     def _hub_ok(self) -> None:
         now = time.time()
@@ -259,19 +307,32 @@ class Agent:
                 del self._outbox[command.id]
             self._inflight.add(command.id)
         try:
-            self._pool.submit(self._execute, command)
+            self._pool.submit(self._execute, command, time.monotonic())
         except RuntimeError:  # pool shut down: drain has begun
             with self._cond:
                 self._inflight.discard(command.id)
             log.info("command %s not started: draining (the hub will redeliver)", command.id)
 
-    def _execute(self, command: Command) -> None:
+    def _execute(self, command: Command, polled: float) -> None:
         started = time.monotonic()
+        if started - polled > self._lease * STALE_FRACTION:
+            with self._cond:
+                self._inflight.discard(command.id)
+                self._cond.notify_all()
+            log.warning(
+                "command %s waited %.1f s here, most of its %.0f s lease: not run, the hub "
+                "will hand it out again",
+                command.id,
+                started - polled,
+                self._lease,
+            )
+            return
         result = self.dispatcher.run(command)
         err = result.get("err")
         outcome = err["name"] if isinstance(err, dict) else "success"
         self.outcomes[outcome] += 1
         elapsed = time.monotonic() - started
+        self._avg_seconds += (elapsed - self._avg_seconds) * 0.2
         metrics.command(command.name, outcome, elapsed)
         if command.name == "authenticate_user":
             metrics.login("hub", outcome, elapsed)
@@ -293,6 +354,13 @@ class Agent:
                     self._cond.wait(1.0)
                 if not self._outbox and self._poster_stop.is_set():
                     return
+                # while commands run, more results are about to come: one post for them all
+                linger_until = time.monotonic() + LINGER_SECONDS
+                while self._inflight and len(self._outbox) < MAX_BATCH:
+                    left = linger_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch = [{"id": k, "result": v} for k, v in list(self._outbox.items())[:MAX_BATCH]]
             started = time.monotonic()
             try:

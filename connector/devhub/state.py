@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
 import secrets
 import threading
 import time
@@ -219,6 +220,7 @@ class HubState:
         self._closed = False
         self._certs: collections.OrderedDict[str, Registration] = collections.OrderedDict()
         self._jtis: dict[str, float] = {}
+        self._jti_expiry: list[tuple[float, str]] = []  # a heap: the earliest to forget first
         self._commands: dict[str, _Command] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._leased: set[str] = set()
@@ -293,11 +295,15 @@ class HubState:
         """Record a token's ``jti`` until its ``exp``; False if it was seen before (replay)."""
         with self._cond:
             now = self.now()
-            for old in [j for j, until in self._jtis.items() if until < now]:
-                del self._jtis[old]
+            heap = self._jti_expiry
+            while heap and heap[0][0] < now:
+                until, old = heapq.heappop(heap)
+                if self._jtis.get(old) == until:
+                    del self._jtis[old]
             if jti in self._jtis:
                 return False
             self._jtis[jti] = exp
+            heapq.heappush(heap, (exp, jti))
             return True
 
     def count(self, counter: str, n: int = 1) -> None:
@@ -372,6 +378,7 @@ class HubState:
                         remaining = min(remaining, max(next_lapse - self._mono(), 0.0) + 0.001)
                     self._cond.wait(remaining)
                 count = min(max_commands, len(self._queue))
+                self._counters["largestPoll"] = max(self._counters["largestPoll"], count)
                 return [self._lease(self._queue.popleft(), agent) for _ in range(count)]
             finally:
                 agent.polling -= 1
@@ -397,6 +404,7 @@ class HubState:
         """
         with self._cond:
             self._agent(sub).results_posted += len(results)
+            self._counters["resultPosts"] += 1
             for cid, result in results:
                 self._counters["resultsReceived"] += 1
                 cmd = self._commands.get(cid)
@@ -408,7 +416,7 @@ class HubState:
                     self._counters["resultsDuplicate"] += 1
                     continue
                 self._leased.discard(cid)
-                if cid in self._queue:
+                if cmd.state == "queued":  # its lease lapsed: it waits in the queue again
                     self._queue.remove(cid)
                 err = result.get("err")
                 unavailable = isinstance(err, dict) and err.get("name") == "Unavailable"

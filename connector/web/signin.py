@@ -124,22 +124,32 @@ def _error_page(title: str, message: str, status: int) -> Response:
     return resp
 
 
-def _audit(method: str, user: str | None, outcome: str, addr: Any, correlation: str) -> None:
+def _audit(
+    method: str,
+    user: str | None,
+    outcome: str,
+    addr: Any,
+    correlation: str,
+    principal: str | None = None,
+) -> None:
+    """One line per sign-in attempt; Kerberos ones also name the ticket's principal."""
     started = g.get("signin_started")
     metrics.login(method, outcome, time.monotonic() - started if started else None)
     audit.info(
-        "login method=%s user=%r outcome=%s client=%s correlation=%s",
+        "login method=%s user=%r outcome=%s client=%s correlation=%s%s",
         method,
         user,
         outcome,
         addr,
         correlation,
+        "" if principal is None else f" principal={principal!r}",
         extra={
             "method": method,
             "user": user,
             "outcome": outcome,
             "client": str(addr),
             "correlation_id": correlation,
+            "principal": principal,
         },
     )
 
@@ -151,6 +161,7 @@ def _hand_off(
     target: str,
     audit_ctx: tuple[str, Any, str],
     extra_headers: dict[str, str] | None = None,
+    principal: str | None = None,
 ) -> BaseResponse:
     """Give the profile to the hub and send the browser back with the one-time reference.
 
@@ -167,7 +178,7 @@ def _hand_off(
     except HubError as exc:
         metrics.hub_error("sessions")
         log.error("hand-off to the hub failed: %s", exc)
-        _audit(method, user, "Unavailable", addr, correlation)
+        _audit(method, user, "Unavailable", addr, correlation, principal)
         return _error_page(
             "Sign-in unavailable",
             "The identity service cannot be reached right now. Try again in a moment.",
@@ -180,7 +191,7 @@ def _hand_off(
     for key, value in (extra_headers or {}).items():
         resp.headers[key] = value
     resp.headers["Cache-Control"] = "no-store"
-    _audit(method, user, "success", addr, correlation)
+    _audit(method, user, "success", addr, correlation, principal)
     return resp
 
 
@@ -233,7 +244,7 @@ def signin_get() -> ResponseReturnValue:
         by_upn = svc.settings.kerberos_principal_mapping == "upn"
         profile = svc.require_directory().get_profile(user, by_upn=by_upn)
     except errors.ConnectorError as exc:
-        _audit("kerberos", user, exc.wire_name, addr, correlation)
+        _audit("kerberos", user, exc.wire_name, addr, correlation, accepted.principal)
         return _render_form(params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]))
     return _hand_off(
         params,
@@ -242,6 +253,7 @@ def signin_get() -> ResponseReturnValue:
         target,
         (user, addr, correlation),
         {"WWW-Authenticate": accepted.www_authenticate},
+        accepted.principal,
     )
 
 
