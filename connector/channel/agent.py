@@ -332,7 +332,11 @@ class Agent:
         outcome = err["name"] if isinstance(err, dict) else "success"
         self.outcomes[outcome] += 1
         elapsed = time.monotonic() - started
-        self._avg_seconds += (elapsed - self._avg_seconds) * 0.2
+        # up at once (a slow directory shrinks the queue now), down gently
+        if elapsed > self._avg_seconds:
+            self._avg_seconds = elapsed
+        else:
+            self._avg_seconds += (elapsed - self._avg_seconds) * 0.2
         metrics.command(command.name, outcome, elapsed)
         if command.name == "authenticate_user":
             metrics.login("hub", outcome, elapsed)

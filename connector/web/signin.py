@@ -31,6 +31,7 @@ from flask import (
     request,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
 from connector import errors, metrics
@@ -50,6 +51,22 @@ bp = Blueprint("signin", __name__)
 def _start_clock() -> None:
     """Metrics: when this sign-in request began."""
     g.signin_started = time.monotonic()
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(exc: RequestEntityTooLarge) -> ResponseReturnValue:
+    """A sign-in post over MAX_CONTENT_LENGTH: a page that says so, and a log line."""
+    log.warning(
+        "refused a sign-in request of %s bytes from %s: over the %d-byte limit",
+        request.content_length,
+        _client(),
+        current_app.config["MAX_CONTENT_LENGTH"],
+    )
+    return _error_page(
+        "Sign-in request too large",
+        "This sign-in request is larger than the connector accepts. Go back and sign in again.",
+        413,
+    )
 
 
 MESSAGES = {

@@ -105,6 +105,9 @@ def test_empty_and_oversized_passwords(hostile, frank):
     hostile.secrets.append(huge)
     resp = hostile.submit("frank", huge)
     assert resp.status_code == 413, resp.status_code
+    assert message(resp.text) == (
+        "This sign-in request is larger than the connector accepts. Go back and sign in again."
+    )
     # a password of the wrong type over the channel: malformed, not run
     result = hostile.result(
         "authenticate_user", {"pid": "typed", "username": "frank", "password": 12345}
