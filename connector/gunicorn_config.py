@@ -54,7 +54,8 @@ threads = _settings.web_threads
 limit_request_field_size = 131072
 limit_request_line = 8190
 limit_request_fields = 100
-# A draining worker may wait for a long poll to return, then for running commands.
+# A draining worker cuts its waiting long poll, then waits for running commands and posts
+# their results; the margin covers a hub that is slow to take them.
 graceful_timeout = int(_settings.poll_wait_seconds) + 35
 timeout = 60
 keepalive = 5

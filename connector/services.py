@@ -27,7 +27,7 @@ from connector.errors import ConfigError
 from connector.kerberos import KerberosAcceptor
 from connector.netpolicy import Address, NegotiatePolicy, parse_networks
 from connector.settings import Settings
-from connector.web.guards import Csrf, Throttle
+from connector.web.guards import Csrf, SharedThrottle, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,20 @@ KERBEROS_RETRY_SECONDS = 60.0
 def agent_id() -> str:
     """This worker's agent id: host name and process id."""
     return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def _throttle(
+    settings: Settings, kind: str, limit: int, window: float
+) -> Throttle | SharedThrottle:
+    """Login failure counts shared by every worker (a table in the run directory); counts of
+    this process alone if that directory cannot be written."""
+    path = settings.run_dir / f"throttle-{kind}-{limit}.bin"  # a new limit, a new table
+    try:
+        settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return SharedThrottle(path, limit, window)
+    except OSError as exc:
+        log.warning("login throttling per worker: cannot keep shared counts in %s (%s)", path, exc)
+        return Throttle(limit, window)
 
 
 class Services:
@@ -61,8 +75,10 @@ class Services:
         )
         self.csrf = Csrf(settings.secret_box.passphrase(create=True))
         window = settings.login_throttle_seconds
-        self.user_throttle = Throttle(settings.login_failures_per_user, window)
-        self.address_throttle = Throttle(settings.login_failures_per_address, window)
+        self.user_throttle = _throttle(settings, "user", settings.login_failures_per_user, window)
+        self.address_throttle = _throttle(
+            settings, "address", settings.login_failures_per_address, window
+        )
         self._kerberos: KerberosAcceptor | None = None
         # Operations (see start_reporter): set by the gunicorn hooks after the fork.
         self.server_info: dict[str, Any] | None = None

@@ -16,8 +16,8 @@ One agent runs per gunicorn worker (started after the fork). Two threads and a p
 The first poll after start-up or an outage does not wait, so readiness is known at once.
 
 Hub trouble (unreachable, 5xx, 429, resets) means exponential backoff with full jitter, never an
-exit. :meth:`Agent.drain` (on SIGTERM) stops polling, lets running commands finish and posts
-their results before returning.
+exit. :meth:`Agent.drain` (on SIGTERM) stops polling (cutting a poll that waits for work), lets
+running commands finish and posts their results before returning.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ MAX_BATCH = 100
 PREFETCH = 4  # window = AGENT_CONCURRENCY x this, at most, while commands are quick
 LINGER_SECONDS = 0.005  # the poster's wait for more results while commands are running
 STALE_FRACTION = 0.8  # of the lease: a command queued longer is left to the hub
+DRAIN_GRACE_SECONDS = 0.3  # drain lets a returning poll land before cutting a waiting one
 
 
 def _unavailable(result: dict[str, Any]) -> bool:
@@ -137,7 +138,13 @@ class Agent:
         with self._cond:
             self._cond.notify_all()
         if self._poller is not None:
-            self._poller.join(max(0.0, deadline - time.monotonic()))
+            # a poll answered with commands returns within moments; one still out after that
+            # is an idle long poll: cut it rather than wait out its hold (POLL_WAIT_SECONDS)
+            self._poller.join(DRAIN_GRACE_SECONDS)
+            while self._poller.is_alive() and time.monotonic() < deadline:
+                if self.client.cut_polls():
+                    log.info("draining: cut the waiting poll")
+                self._poller.join(0.5)
         self._pool.shutdown(wait=True)
         with self._cond:
             while self._outbox and time.monotonic() < deadline:
@@ -215,6 +222,8 @@ class Agent:
                 wait = self.poll_wait if self.connected else 0.0
                 commands, lease = self.client.poll(wanted, wait)
             except HubError as exc:
+                if self._stop.is_set():
+                    break  # drain cut the poll
                 metrics.hub_error("poll")
                 self._hub_failed(exc, backoff)
                 continue

@@ -1,4 +1,4 @@
-"""HTTP calls to the hub: one requests session, explicit timeouts, agent tokens, hub clock.
+"""HTTP calls to the hub: requests sessions, explicit timeouts, agent tokens, hub clock.
 
 Errors are translated here, once: :class:`HubUnavailable` (connection refused or reset,
 timeouts, ``429``, ``5xx`` — retry later), :class:`HubRejected` (any other ``4xx`` — the hub
@@ -7,16 +7,20 @@ refuses what we sent), :class:`HubUntrusted` (its TLS certificate is not trusted
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json as jsonlib
 import logging
+import socket
 import threading
 import time
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.hooks import dispatch_hook
 from requests.utils import should_bypass_proxies
 from urllib3.util.retry import Retry
 
@@ -86,8 +90,58 @@ class HubClock:
             self.measured = True
 
 
-def make_session(settings: Settings) -> requests.Session:
-    """The one session used for the hub: connection-level retries only, explicit trust."""
+class CuttableAdapter(HTTPAdapter):
+    """An adapter whose open connections another thread can cut (:meth:`cut`): a long poll
+    blocked reading the hub's answer then fails at once instead of waiting out its hold.
+
+    Every connection its pools open (directly or through the proxy) is remembered weakly; the
+    pools are urllib3's own, given a connection class that records itself when it connects.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._live: weakref.WeakSet[Any] = weakref.WeakSet()
+        super().__init__(**kwargs)
+
+    def _tracked(self, manager: Any) -> Any:
+        live = self._live
+        classes: dict[str, Any] = {}
+        for scheme, pool_cls in manager.pool_classes_by_scheme.items():
+
+            class Connection(pool_cls.ConnectionCls):  # type: ignore[name-defined,misc]
+                def connect(self) -> None:
+                    super().connect()
+                    live.add(self)
+
+            classes[scheme] = type(pool_cls.__name__, (pool_cls,), {"ConnectionCls": Connection})
+        manager.pool_classes_by_scheme = classes
+        return manager
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._tracked(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        fresh = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        return self._tracked(manager) if fresh else manager
+
+    def cut(self) -> int:
+        """Shut down every open connection's socket; how many were cut."""
+        cut = 0
+        for conn in list(self._live):
+            sock = getattr(conn, "sock", None)
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+                cut += 1
+        return cut
+
+
+def make_session(settings: Settings, *, cuttable: bool = False) -> requests.Session:
+    """A session for the hub: connection-level retries only, explicit trust; with
+    ``cuttable`` its connections can be cut from another thread (see :class:`CuttableAdapter`).
+    """
     session = requests.Session()
     session.trust_env = False  # proxies and CAs come from the settings, not from stray env
     # read=False, not 0: a read error is re-raised as itself, so a hub that accepted the
@@ -103,7 +157,8 @@ def make_session(settings: Settings) -> requests.Session:
         allowed_methods=None,
         raise_on_status=False,
     )
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=8)
+    adapter_cls = CuttableAdapter if cuttable else HTTPAdapter
+    adapter = adapter_cls(max_retries=retry, pool_connections=2, pool_maxsize=8)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.verify = settings.hub_ca_file or True
@@ -139,8 +194,8 @@ def request_json(
     """
     sent = time.time()
     # Straight to the session's adapter (its pool and retries): Session.request's merging of
-    # environment, cookies, hooks and redirects is a fifth of a call's CPU and none of it
-    # applies here (trust_env is off, the hub sets no cookies, redirects are not followed).
+    # environment, cookies and redirects is a fifth of a call's CPU and none of it applies
+    # here (trust_env is off, the hub sets no cookies, redirects are not followed).
     merged = {**session.headers, **(headers or {})}
     data = None
     if json is not None:
@@ -167,6 +222,8 @@ def request_json(
     except requests.exceptions.RequestException as exc:
         raise HubUnavailable(f"cannot reach the hub at {_origin(url)}: {_reason(exc)}") from exc
     received = time.time()
+    # the session's response hooks still see it (the troubleshooter reads the Date header)
+    resp = dispatch_hook("response", session.hooks, resp)  # type: ignore[no-untyped-call]
     if resp.status_code == 429 or resp.status_code >= 500:
         raise HubUnavailable(f"the hub answered {resp.status_code}", retry_after=_retry_after(resp))
     try:
@@ -232,11 +289,23 @@ class HubClient:
         self.agent_id = agent_id
         self.clock = clock or HubClock()
         self.session = make_session(settings)
+        # long polls on their own connections, which drain can cut (see cut_polls)
+        self.poll_session = make_session(settings, cuttable=True)
         self.base = str(settings.ad_hub).rstrip("/")
 
     def close(self) -> None:
-        """Close the session's connections."""
+        """Close the sessions' connections."""
         self.session.close()
+        self.poll_session.close()
+
+    def cut_polls(self) -> int:
+        """Cut the connection of a poll in progress (it fails at once); how many were cut.
+
+        Commands the hub was handing out on it at that instant stay leased to us until the
+        lease lapses, then go to another agent: late, never lost.
+        """
+        adapter = self.poll_session.get_adapter(self.base)
+        return adapter.cut() if isinstance(adapter, CuttableAdapter) else 0
 
     def _headers(self) -> dict[str, str]:
         token = self.identity.token(
@@ -247,12 +316,14 @@ class HubClient:
         )
         return {"Authorization": f"Bearer {token}", "X-Connector-Protocol": PROTOCOL_VERSION}
 
-    def _call(self, path: str, body: Any, read_timeout: float) -> Any:
+    def _call(
+        self, path: str, body: Any, read_timeout: float, session: requests.Session | None = None
+    ) -> Any:
         url = f"{self.base}/agent/{path}"
         for attempt in (1, 2):
             try:
                 data, sent, received = request_json(
-                    self.session,
+                    session or self.session,
                     self.settings,
                     "POST",
                     url,
@@ -287,7 +358,12 @@ class HubClient:
         Raises:
             HubError: the poll failed.
         """
-        data = self._call("poll", {"max": max_commands, "wait": wait}, read_timeout=wait + 15)
+        data = self._call(
+            "poll",
+            {"max": max_commands, "wait": wait},
+            read_timeout=wait + 15,
+            session=self.poll_session,
+        )
         commands = data.get("commands")
         if not isinstance(commands, list):
             raise HubRejected("the hub's poll answer has no command list", 200)

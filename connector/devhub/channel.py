@@ -8,8 +8,11 @@ Every agent request goes through :func:`_agent_request`: an injected fault first
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
+import select
+import socket
 import time
 from typing import Any, NoReturn
 
@@ -175,6 +178,27 @@ def ticket_register(ticket: str) -> ResponseReturnValue:
 # ---- agent channel -----------------------------------------------------------------------------
 
 
+def _peer_gone(sock: Any) -> bool:
+    """Whether the agent closed the poll's connection (protocol §3: such a poll gets nothing).
+
+    Peeks at the TCP stream under any TLS layer: end of stream means the agent went away
+    (a stopping agent cuts its waiting poll); bytes waiting (a pipelined request) do not.
+    """
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        readable, _, _ = select.select([fd], [], [], 0)
+        if not readable:
+            return False
+        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as raw:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
 @agent.post("/poll")
 def agent_poll() -> ResponseReturnValue:
     """Protocol §3: long-poll for commands; each one handed out is leased to the agent."""
@@ -182,7 +206,9 @@ def agent_poll() -> ResponseReturnValue:
     max_commands = int_field(body, "max", 1, 100)
     wait = number_field(body, "wait", 0, 60)
     hub = current_hub()
-    commands = hub.state.take(sub, max_commands, wait)
+    sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
+    gone = functools.partial(_peer_gone, sock) if sock is not None else None
+    commands = hub.state.take(sub, max_commands, wait, gone=gone)
     for command in commands:
         log.info("command %s %s leased to %s", command["id"], command["name"], sub)
     return {

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from connector.devhub.tokens import AgentCert
 
+#: How often a waiting poll checks that its agent is still connected.
+GONE_CHECK_SECONDS = 1.0
 #: At most this many agent certificates are kept per connection; the oldest go first.
 MAX_CERTS = 20
 #: A result ``Unavailable`` sends its command back to the queue at most this many times.
@@ -356,8 +358,19 @@ class HubState:
                 upcoming = cmd.lease_deadline
         return upcoming
 
-    def take(self, sub: str, max_commands: int, wait: float) -> list[dict[str, str]]:
-        """A poll: lease up to ``max_commands`` to agent ``sub``, waiting up to ``wait`` s."""
+    def take(
+        self,
+        sub: str,
+        max_commands: int,
+        wait: float,
+        gone: Callable[[], bool] | None = None,
+    ) -> list[dict[str, str]]:
+        """A poll: lease up to ``max_commands`` to agent ``sub``, waiting up to ``wait`` s.
+
+        ``gone`` says whether the poll's connection has closed: checked at least every
+        ``GONE_CHECK_SECONDS`` while waiting and before leasing, so that a poll its agent
+        abandoned never takes commands with it (they would wait out a lease).
+        """
         with self._cond:
             start = self._mono()
             agent = self._agent(sub)
@@ -376,7 +389,14 @@ class HubState:
                         break
                     if next_lapse is not None:
                         remaining = min(remaining, max(next_lapse - self._mono(), 0.0) + 0.001)
+                    if gone is not None:
+                        if gone():
+                            return []
+                        remaining = min(remaining, GONE_CHECK_SECONDS)
                     self._cond.wait(remaining)
+                if gone is not None and self._queue and gone():
+                    self._counters["abandonedPolls"] += 1
+                    return []
                 count = min(max_commands, len(self._queue))
                 self._counters["largestPoll"] = max(self._counters["largestPoll"], count)
                 return [self._lease(self._queue.popleft(), agent) for _ in range(count)]

@@ -3,19 +3,25 @@
 CSRF uses the double-submit pattern with a keyed MAC: the browser holds a random value in a
 cookie, the form carries ``HMAC(key, value)``. The key is derived from the connector's secret
 key file, so every worker (and every instance sharing that file) agrees, and no secret sits in
-the source. Throttling counts failures per username and per client address in a sliding window
-(per process: each gunicorn worker keeps its own counts).
+the source. Throttling counts failures per username and per client address in a sliding window;
+under gunicorn the counts live in a table under the run directory that every worker shares
+(:class:`SharedThrottle`), so the limits hold whatever the number of workers.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import hashlib
 import hmac
+import os
 import secrets
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 CSRF_COOKIE = "connector_csrf"
 
@@ -95,3 +101,120 @@ class Throttle:
         """Forget ``key``'s failures (after a success)."""
         with self._lock:
             self._hits.pop(key, None)
+
+
+class SharedThrottle:
+    """:class:`Throttle`'s sliding windows, shared by every process that opens the same file.
+
+    The file holds a fixed table: a header (magic, salt, limit, slots) and ``slots`` records of
+    a 16-byte keyed hash of the key (no username or address is written) and ``limit`` failure
+    times. A key lives in one of ``PROBE`` records from its hash's slot; when all are taken the
+    one whose last failure is oldest gives way. Every read and update holds an exclusive
+    ``flock`` on the file (microseconds; failures only are written). Times are wall-clock
+    seconds: the table is meaningful across processes; a clock jump shifts windows, no more.
+    """
+
+    MAGIC = b"CTHR0001"
+    PROBE = 8
+    _HEADER = struct.Struct("<8s16sII")
+
+    def __init__(
+        self,
+        path: Path,
+        limit: int,
+        window: float,
+        slots: int = 8192,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.limit = limit
+        self.window = window
+        self.slots = slots
+        self._clock = clock
+        self._record = struct.Struct(f"<16s{limit}d")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._pid = os.getpid()
+        self._salt = self._prepare()
+
+    def _size(self) -> int:
+        return self._HEADER.size + (self.slots + self.PROBE) * self._record.size
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        if os.getpid() != self._pid:  # forked: same file, own descriptor (own lock)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield self._fd
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _prepare(self) -> bytes:
+        """The table's salt; (re)create the table if it is new or laid out differently."""
+        with self._locked() as fd:
+            head = os.pread(fd, self._HEADER.size, 0)
+            if len(head) == self._HEADER.size:
+                magic, salt, limit, slots = self._HEADER.unpack(head)
+                if (magic, limit, slots) == (self.MAGIC, self.limit, self.slots):
+                    if os.fstat(fd).st_size == self._size():
+                        return bytes(salt)
+            salt = secrets.token_bytes(16)
+            os.ftruncate(fd, 0)
+            os.ftruncate(fd, self._size())
+            os.pwrite(fd, self._HEADER.pack(self.MAGIC, salt, self.limit, self.slots), 0)
+            return salt
+
+    def _digest(self, key: str) -> bytes:
+        data = key.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, key=self._salt, digest_size=16).digest()
+
+    def _find(self, fd: int, digest: bytes) -> tuple[int, list[float] | None]:
+        """The offset of the key's record (and its failure times), or of the record to take
+        for it (and None)."""
+        first = int.from_bytes(digest[:4], "little") % self.slots
+        offset = self._HEADER.size + first * self._record.size
+        raw = os.pread(fd, self.PROBE * self._record.size, offset)
+        victim, victim_last = offset, float("inf")
+        for i in range(self.PROBE):
+            found, *times = self._record.unpack_from(raw, i * self._record.size)
+            at = offset + i * self._record.size
+            if found == digest:
+                return at, [t for t in times if t > 0]
+            last = max(times)
+            if last < victim_last:  # empty records (0) first, then the stalest
+                victim, victim_last = at, last
+        return victim, None
+
+    def _write(self, fd: int, at: int, digest: bytes, times: list[float]) -> None:
+        padded = (times + [0.0] * self.limit)[: self.limit]
+        os.pwrite(fd, self._record.pack(digest, *padded), at)
+
+    @contextlib.contextmanager
+    def _entry(self, key: str) -> Iterator[tuple[int, int, bytes, float, list[float]]]:
+        """Under the lock: (fd, record offset, digest, now, the key's failures in the window)."""
+        now = self._clock()
+        digest = self._digest(key)
+        with self._locked() as fd:
+            at, times = self._find(fd, digest)
+            yield fd, at, digest, now, sorted(t for t in times or () if t > now - self.window)
+
+    def blocked(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0 when it is not throttled)."""
+        with self._entry(key) as (_, _, _, now, recent):
+            if len(recent) < self.limit:
+                return 0.0
+            return max(0.0, recent[0] + self.window - now)
+
+    def failure(self, key: str) -> None:
+        """Count one failure for ``key``."""
+        with self._entry(key) as (fd, at, digest, now, recent):
+            self._write(fd, at, digest, [*recent, now][-self.limit :])
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``'s failures (after a success)."""
+        digest = self._digest(key)
+        with self._locked() as fd:
+            at, times = self._find(fd, digest)
+            if times is not None:
+                self._write(fd, at, b"\0" * 16, [])

@@ -140,3 +140,30 @@ def test_concurrent_pollers_never_get_the_same_command(hub):
     for t in threads:
         t.join(10)
     assert sorted(got) == sorted(ids)
+
+
+def test_a_poll_whose_agent_went_away_takes_nothing(hub, agent):
+    """An agent that stops cuts its waiting poll: the hub must not lease to that poll."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(hub.url("agent/poll"))
+    body = json.dumps({"max": 5, "wait": 20}).encode()
+    request = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {agent.token()}\r\nX-Connector-Protocol: 1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(request)
+        time.sleep(0.5)  # the hub holds it now
+    # the agent went away; a command queued now must wait for a live poll
+    time.sleep(0.2)
+    command_id = hub.queue("ping", {"pid": "after-gone"})
+    time.sleep(1.5)  # the abandoned poll noticed (it checks every second)
+    view = hub.command(command_id)
+    assert view["state"] == "queued" and view["deliveries"] == 0, view
+    [command] = agent.poll(max=5, wait=2)["commands"]
+    assert command["id"] == command_id
+    assert hub.command(command_id)["deliveries"] == 1

@@ -101,3 +101,28 @@ def test_new_certificate_is_registered_once_the_hub_is_back(tmp_path, slapd):
         proc.stop()
         forward.close()
         hub.stop()
+
+
+def test_sigterm_cuts_an_idle_long_poll(tmp_path, slapd):
+    hub = start_devhub(tmp_path / "hub")
+    state = tmp_path / "c"
+    setup_config(state, openldap_config(slapd), hub.ticket_url, POLL_WAIT_SECONDS=40)
+    proc = ConnectorProcess(state).start()
+    try:
+        assert hub.wait_done(hub.queue("ping", {"pid": "idle"}), 30)["resultCount"] == 1
+        time.sleep(1.0)  # the agent is back in a poll the hub may hold for 40 s
+        started = time.monotonic()
+        assert proc.terminate() == 0, proc.log()[-3000:]
+        took = time.monotonic() - started
+        assert took < 10, took  # not the 40 s hold
+        log = proc.log()
+        assert "draining: cut the waiting poll" in log
+        assert "agent drained: every result acknowledged" in log
+        assert "hub poll failed" not in log
+        # the next connector takes the work at once: nothing stayed leased to the old one
+        proc = ConnectorProcess(state).start()
+        done = hub.wait_done(hub.queue("ping", {"pid": "after"}), 30)
+        assert done["resultCount"] == 1 and done["deliveries"] == 1, done
+    finally:
+        proc.stop()
+        hub.stop()

@@ -156,3 +156,43 @@ def test_audit_lines_without_secrets(env):
     assert "login method=form user='erin' outcome=WrongPassword client=127.0.0.1" in log
     assert "login method=form user='erin' outcome=success client=127.0.0.1" in log
     assert "Erin-Wrong-Secret" not in log and "erinpw" not in log
+
+
+def test_the_username_throttle_holds_across_workers(tmp_path, slapd):
+    """Failures that land on different gunicorn workers add up (the counts are shared)."""
+    hub = start_devhub(tmp_path / "hub")
+    state = tmp_path / "c"
+    setup_config(state, openldap_config(slapd), hub.ticket_url, **FAST, LOGIN_FAILURES_PER_USER=4)
+    proc = ConnectorProcess(state, workers=2).start()
+    rings = state / "run" / "logs"
+
+    def failures_by_worker(user):
+        counts = {}
+        for ring in rings.glob("*.jsonl"):
+            text = ring.read_text(errors="replace")
+            counts[ring.stem] = text.count(f"user='{user}' outcome=Wrong")
+        return {pid: n for pid, n in counts.items() if n}
+
+    def attempt(user, password):
+        s = requests.Session()
+        s.headers["Connection"] = "close"  # each attempt on a new connection: any worker
+        _, token = form(s, proc)
+        return submit(s, proc, user, password, token)
+
+    try:
+        spread = None
+        for candidate in range(6):
+            user = "bob" if candidate == 0 else f"bob{candidate}"
+            for _ in range(4):
+                assert attempt(user, "wrong-pw").status_code == 401
+            if len(failures_by_worker(user)) == 2:
+                spread = user
+                break
+        assert spread is not None, "4 failures never reached both workers in 6 tries"
+        # each worker saw fewer than 4, together they saw 4: both workers refuse now
+        for _ in range(4):
+            resp = attempt(spread, "bobpw")
+            assert resp.status_code == 429 and "Too many failed attempts" in resp.text
+    finally:
+        proc.stop()
+        hub.stop()
