@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json as jsonlib
 import logging
 import socket
@@ -201,8 +202,9 @@ def request_json(
     if json is not None:
         data = jsonlib.dumps(json, separators=(",", ":"), allow_nan=False).encode()
         merged["Content-Type"] = "application/json"
-    prepared = requests.PreparedRequest()
-    prepared.prepare(method=method, url=url, headers=merged, data=data)
+    prepared = _prepared_url(method, url).copy()  # the URL parsed once per endpoint
+    prepared.prepare_headers(merged)
+    prepared.prepare_body(data, None)
     try:
         resp = session.get_adapter(url).send(
             prepared,
@@ -243,6 +245,14 @@ def request_json(
     if body is None:
         raise HubRejected(f"the hub's answer to {urlsplit(url).path} is not JSON", resp.status_code)
     return body, sent, received
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared_url(method: str, url: str) -> requests.PreparedRequest:
+    """A request with ``method`` and ``url`` prepared (parsed, quoted); copy it to use it."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare(method=method, url=url)
+    return prepared
 
 
 def _http_date(value: str | None) -> float | None:

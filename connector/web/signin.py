@@ -14,10 +14,12 @@ The web layer parses requests and calls services; it imports neither ``ldap`` no
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import (
@@ -38,6 +40,7 @@ from connector import errors, metrics
 from connector.channel.client import HubError
 from connector.kerberos import KerberosRejected
 from connector.netpolicy import client_address
+from connector.services import Services
 from connector.web import services
 from connector.web.guards import CSRF_COOKIE
 
@@ -230,16 +233,41 @@ def _precheck(params: dict[str, str]) -> str | Response:
     return target
 
 
-@bp.route("/wsfed", methods=["GET"])
-def signin_get() -> ResponseReturnValue:
-    """Start a sign-in: Negotiate for clients in range, the form for everyone else."""
-    svc = services(current_app)
+class _Begun(NamedTuple):
+    """What every sign-in request starts from, once its realm and return URL are accepted."""
+
+    svc: Services
+    params: dict[str, str]
+    target: str
+    addr: Any
+    correlation: str
+
+
+def _begin() -> _Begun | Response:
+    """The request's parameters checked (or the page refusing it), client and correlation id."""
     params = _params()
     target = _precheck(params)
     if isinstance(target, Response):
         return target
-    addr = _client()
-    correlation = secrets.token_hex(8)
+    return _Begun(services(current_app), params, target, _client(), secrets.token_hex(8))
+
+
+def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], ResponseReturnValue]:
+    """A sign-in view called with :func:`_begin`'s result, or the page refusing the request."""
+
+    @functools.wraps(view)
+    def wrapper() -> ResponseReturnValue:
+        begun = _begin()
+        return begun if isinstance(begun, Response) else view(begun)
+
+    return wrapper
+
+
+@bp.route("/wsfed", methods=["GET"])
+@_begun
+def signin_get(begun: _Begun) -> ResponseReturnValue:
+    """Start a sign-in: Negotiate for clients in range, the form for everyone else."""
+    svc, params, target, addr, correlation = begun
     offered = svc.offers_negotiate(addr, request.headers.get("User-Agent"))
     header = request.headers.get("Authorization", "")
     if not offered:
@@ -275,15 +303,10 @@ def signin_get() -> ResponseReturnValue:
 
 
 @bp.route("/wsfed", methods=["POST"])
-def signin_post() -> ResponseReturnValue:
+@_begun
+def signin_post(begun: _Begun) -> ResponseReturnValue:
     """The form: check the password, hand the profile over, or say precisely what is wrong."""
-    svc = services(current_app)
-    params = _params()
-    target = _precheck(params)
-    if isinstance(target, Response):
-        return target
-    addr = _client()
-    correlation = secrets.token_hex(8)
+    svc, params, target, addr, correlation = begun
     if not svc.csrf.check(request.cookies.get(CSRF_COOKIE), request.form.get("csrf_token")):
         log.warning("sign-in form refused: missing or wrong CSRF token (client %s)", addr)
         return _render_form(params, "Your session expired. Please sign in again.", status=400)
