@@ -188,9 +188,13 @@ def _peer_gone(sock: Any) -> bool:
         fd = sock.fileno()
         if fd < 0:
             return True
-        readable, _, _ = select.select([fd], [], [], 0)
-        if not readable:
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(fd, select.POLLIN | select.POLLRDHUP)
+        events = poller.poll(0)
+        if not events:
             return False
+        if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+            return True
         with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as raw:
             return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
