@@ -45,7 +45,7 @@ def _throttle(
 ) -> Throttle | SharedThrottle:
     """Login failure counts shared by every worker (a table in the run directory); counts of
     this process alone if that directory cannot be written."""
-    path = settings.run_dir / f"throttle-{kind}-{limit}.bin"  # a new limit, a new table
+    path = settings.run_dir / f"throttle-{kind}.bin"
     try:
         settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return SharedThrottle(path, limit, window)

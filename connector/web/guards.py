@@ -104,19 +104,24 @@ class Throttle:
 
 
 class SharedThrottle:
-    """:class:`Throttle`'s sliding windows, shared by every process that opens the same file.
+    """:class:`Throttle`'s windows, shared by every process that opens the same file.
 
-    The file holds a fixed table: a header (magic, salt, limit, slots) and ``slots`` records of
-    a 16-byte keyed hash of the key (no username or address is written) and ``limit`` failure
-    times. A key lives in one of ``PROBE`` records from its hash's slot; when all are taken the
-    one whose last failure is oldest gives way. Every read and update holds an exclusive
-    ``flock`` on the file (microseconds; failures only are written). Times are wall-clock
-    seconds: the table is meaningful across processes; a clock jump shifts windows, no more.
+    The file holds a fixed table: a header (magic, salt, window, slots) and ``slots`` records,
+    each a 16-byte keyed hash of the key (no username or address is written), the newest time
+    bucket used and failure counts for the last ``BUCKETS + 1`` buckets of ``window /
+    BUCKETS`` seconds. So a record's size does not depend on the limit, and a failure counts
+    for at least ``window`` seconds and at most one bucket longer. A key lives in one of
+    ``PROBE`` records from its hash's slot; when all are taken, the one used least recently
+    gives way. Every read and update holds an exclusive ``flock`` on the file (microseconds).
+    Times are wall-clock seconds: the table is meaningful across processes and restarts; a
+    clock jump shifts windows, no more.
     """
 
-    MAGIC = b"CTHR0001"
+    MAGIC = b"CTHR0002"
+    BUCKETS = 32
     PROBE = 8
-    _HEADER = struct.Struct("<8s16sII")
+    _HEADER = struct.Struct("<8s16sdI")
+    _RECORD = struct.Struct(f"<16sq{BUCKETS + 1}I")
 
     def __init__(
         self,
@@ -129,15 +134,15 @@ class SharedThrottle:
         self.path = Path(path)
         self.limit = limit
         self.window = window
+        self.width = window / self.BUCKETS
         self.slots = slots
         self._clock = clock
-        self._record = struct.Struct(f"<16s{limit}d")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._pid = os.getpid()
         self._salt = self._prepare()
 
     def _size(self) -> int:
-        return self._HEADER.size + (self.slots + self.PROBE) * self._record.size
+        return self._HEADER.size + (self.slots + self.PROBE) * self._RECORD.size
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -155,66 +160,75 @@ class SharedThrottle:
         with self._locked() as fd:
             head = os.pread(fd, self._HEADER.size, 0)
             if len(head) == self._HEADER.size:
-                magic, salt, limit, slots = self._HEADER.unpack(head)
-                if (magic, limit, slots) == (self.MAGIC, self.limit, self.slots):
-                    if os.fstat(fd).st_size == self._size():
-                        return bytes(salt)
+                magic, salt, window, slots = self._HEADER.unpack(head)
+                same = (magic, window, slots) == (self.MAGIC, self.window, self.slots)
+                if same and os.fstat(fd).st_size == self._size():
+                    return bytes(salt)
             salt = secrets.token_bytes(16)
             os.ftruncate(fd, 0)
             os.ftruncate(fd, self._size())
-            os.pwrite(fd, self._HEADER.pack(self.MAGIC, salt, self.limit, self.slots), 0)
+            os.pwrite(fd, self._HEADER.pack(self.MAGIC, salt, self.window, self.slots), 0)
             return salt
 
     def _digest(self, key: str) -> bytes:
         data = key.encode("utf-8", "surrogatepass")
         return hashlib.blake2b(data, key=self._salt, digest_size=16).digest()
 
-    def _find(self, fd: int, digest: bytes) -> tuple[int, list[float] | None]:
-        """The offset of the key's record (and its failure times), or of the record to take
-        for it (and None)."""
-        first = int.from_bytes(digest[:4], "little") % self.slots
-        offset = self._HEADER.size + first * self._record.size
-        raw = os.pread(fd, self.PROBE * self._record.size, offset)
-        victim, victim_last = offset, float("inf")
-        for i in range(self.PROBE):
-            found, *times = self._record.unpack_from(raw, i * self._record.size)
-            at = offset + i * self._record.size
-            if found == digest:
-                return at, [t for t in times if t > 0]
-            last = max(times)
-            if last < victim_last:  # empty records (0) first, then the stalest
-                victim, victim_last = at, last
-        return victim, None
-
-    def _write(self, fd: int, at: int, digest: bytes, times: list[float]) -> None:
-        padded = (times + [0.0] * self.limit)[: self.limit]
-        os.pwrite(fd, self._record.pack(digest, *padded), at)
+    def _alive(self, newest: int, counts: tuple[int, ...], now: int) -> list[tuple[int, int]]:
+        """(bucket, failures) of the buckets still inside the window at bucket ``now``."""
+        ring = self.BUCKETS + 1
+        return [
+            (b, counts[b % ring])
+            for b in range(max(newest - ring + 1, now - self.BUCKETS), newest + 1)
+            if counts[b % ring]
+        ]
 
     @contextlib.contextmanager
-    def _entry(self, key: str) -> Iterator[tuple[int, int, bytes, float, list[float]]]:
-        """Under the lock: (fd, record offset, digest, now, the key's failures in the window)."""
-        now = self._clock()
+    def _entry(self, key: str) -> Iterator[tuple[int, int, bytes, int, list[tuple[int, int]]]]:
+        """Under the lock: (fd, record offset, digest, bucket now, live (bucket, count))."""
+        now = int(self._clock() // self.width)
         digest = self._digest(key)
         with self._locked() as fd:
-            at, times = self._find(fd, digest)
-            yield fd, at, digest, now, sorted(t for t in times or () if t > now - self.window)
+            first = int.from_bytes(digest[:4], "little") % self.slots
+            offset = self._HEADER.size + first * self._RECORD.size
+            raw = os.pread(fd, self.PROBE * self._RECORD.size, offset)
+            victim, victim_newest, alive = offset, None, []
+            for i in range(self.PROBE):
+                found, newest, *counts = self._RECORD.unpack_from(raw, i * self._RECORD.size)
+                at = offset + i * self._RECORD.size
+                if found == digest:
+                    victim, alive = at, self._alive(newest, tuple(counts), now)
+                    break
+                empty = not any(counts)
+                if victim_newest is None or empty or newest < victim_newest:
+                    victim, victim_newest = at, (-1 if empty else newest)
+            yield fd, victim, digest, now, alive
 
     def blocked(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 when it is not throttled)."""
-        with self._entry(key) as (_, _, _, now, recent):
-            if len(recent) < self.limit:
+        with self._entry(key) as (_, _, _, _, alive):
+            total = sum(n for _, n in alive)
+            if total < self.limit:
                 return 0.0
-            return max(0.0, recent[0] + self.window - now)
+            for bucket, n in alive:  # oldest first: when enough have left the window
+                total -= n
+                if total < self.limit:
+                    leaves = (bucket + self.BUCKETS + 1) * self.width
+                    return max(0.0, leaves - self._clock())
+            return 0.0
 
     def failure(self, key: str) -> None:
         """Count one failure for ``key``."""
-        with self._entry(key) as (fd, at, digest, now, recent):
-            self._write(fd, at, digest, [*recent, now][-self.limit :])
+        with self._entry(key) as (fd, at, digest, now, alive):
+            counts = [0] * (self.BUCKETS + 1)
+            for bucket, n in alive:
+                counts[bucket % len(counts)] = n
+            slot = now % len(counts)
+            counts[slot] = min(counts[slot] + 1, 0xFFFFFFFF)
+            os.pwrite(fd, self._RECORD.pack(digest, now, *counts), at)
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s failures (after a success)."""
-        digest = self._digest(key)
-        with self._locked() as fd:
-            at, times = self._find(fd, digest)
-            if times is not None:
-                self._write(fd, at, b"\0" * 16, [])
+        with self._entry(key) as (fd, at, _, _, alive):
+            if alive:
+                os.pwrite(fd, self._RECORD.pack(b"\0" * 16, 0, *[0] * (self.BUCKETS + 1)), at)
