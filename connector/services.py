@@ -45,7 +45,9 @@ def _throttle(
 ) -> Throttle | SharedThrottle:
     """Login failure counts shared by every worker (a table in the run directory); counts of
     this process alone if that directory cannot be written."""
-    path = settings.run_dir / f"throttle-{kind}.bin"
+    # per limit: instances sharing a state directory with other limits keep apart, and a
+    # changed limit starts counting afresh
+    path = settings.run_dir / f"throttle-{kind}-{limit}.bin"
     try:
         settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return SharedThrottle(path, limit, window)

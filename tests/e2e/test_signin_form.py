@@ -162,37 +162,48 @@ def test_the_username_throttle_holds_across_workers(tmp_path, slapd):
     """Failures that land on different gunicorn workers add up (the counts are shared)."""
     hub = start_devhub(tmp_path / "hub")
     state = tmp_path / "c"
-    setup_config(state, openldap_config(slapd), hub.ticket_url, **FAST, LOGIN_FAILURES_PER_USER=4)
+    setup_config(
+        state,
+        openldap_config(slapd),
+        hub.ticket_url,
+        **FAST,
+        LOGIN_FAILURES_PER_USER=4,
+        LOGIN_FAILURES_PER_ADDRESS=1000,
+    )
     proc = ConnectorProcess(state, workers=2).start()
     rings = state / "run" / "logs"
 
-    def failures_by_worker(user):
-        counts = {}
-        for ring in rings.glob("*.jsonl"):
-            text = ring.read_text(errors="replace")
-            counts[ring.stem] = text.count(f"user='{user}' outcome=Wrong")
-        return {pid: n for pid, n in counts.items() if n}
-
-    def attempt(user, password):
-        s = requests.Session()
-        s.headers["Connection"] = "close"  # each attempt on a new connection: any worker
-        _, token = form(s, proc)
-        return submit(s, proc, user, password, token)
+    def worker_that_logged(user):
+        found = [r.stem for r in rings.glob("*.jsonl") if f"user='{user}'" in r.read_text()]
+        assert len(found) == 1, found
+        return found[0]
 
     try:
-        spread = None
-        for candidate in range(6):
-            user = "bob" if candidate == 0 else f"bob{candidate}"
-            for _ in range(4):
-                assert attempt(user, "wrong-pw").status_code == 401
-            if len(failures_by_worker(user)) == 2:
-                spread = user
+        # one kept-alive connection (a session) bound to each worker, found by a probe login
+        bound = {}
+        for i in range(60):
+            s = requests.Session()
+            _, token = form(s, proc)
+            assert submit(s, proc, f"probe{i}", "x", token).status_code == 401
+            bound.setdefault(worker_that_logged(f"probe{i}"), (s, token))
+            if len(bound) == 2:
                 break
-        assert spread is not None, "4 failures never reached both workers in 6 tries"
-        # each worker saw fewer than 4, together they saw 4: both workers refuse now
-        for _ in range(4):
-            resp = attempt(spread, "bobpw")
+        assert len(bound) == 2, "never reached the second worker"
+        # two failures on each worker: fewer than 4 each, 4 together
+        for s, token in bound.values():
+            for _ in range(2):
+                assert submit(s, proc, "bob", "wrong-pw", token).status_code == 401
+        for s, token in bound.values():
+            resp = submit(s, proc, "bob", "bobpw", token)
             assert resp.status_code == 429 and "Too many failed attempts" in resp.text
+        # and the failures did land two on each worker (the directory's own lockout may
+        # name the last one AccountLocked: still a failure)
+        failures = []
+        for ring in rings.glob("*.jsonl"):
+            text = ring.read_text()
+            attempts = text.count("user='bob' outcome=")
+            failures.append(attempts - text.count("user='bob' outcome=throttled"))
+        assert sorted(failures) == [2, 2], failures
     finally:
         proc.stop()
         hub.stop()

@@ -228,7 +228,8 @@ def test_repeated_forwarded_for_headers(hostile):
 
 def test_spoofed_addresses_do_not_escape_the_address_throttle(hostile):
     """``outside`` throttles an address after 3 failures; new X-Forwarded-For values each
-    time change nothing (one worker: its counts are per process)."""
+    time change nothing (its counts are its own: the inside connector, which shares the state
+    directory, throttles at another limit and so keeps another table)."""
     audit = re.compile(r"login method=form user='(spoof-\d)' outcome=(\w+) client=(\S+)")
     statuses = []
     hostile.secrets.append("Spoof-Password-1")
