@@ -60,6 +60,11 @@ class ConnectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.state_dir / f"gunicorn-{self.port}.log"
 
+    def command(self) -> list[str]:
+        """The command line started (gunicorn the documented way; subclasses may wrap it)."""
+        return [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "wsgi:app"]  # fmt: skip
+
     def start(self, wait: bool = True) -> ConnectorProcess:
         env = {
             **os.environ,
@@ -72,14 +77,7 @@ class ConnectorProcess:
         log = open(self.log_path, "ab")
         self._log = log
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "deploy" / "gunicorn.conf.py"),
-                "wsgi:app",
-            ],
+            self.command(),
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -243,22 +243,18 @@ class _Begun(NamedTuple):
     correlation: str
 
 
-def _begin() -> _Begun | Response:
-    """The request's parameters checked (or the page refusing it), client and correlation id."""
-    params = _params()
-    target = _precheck(params)
-    if isinstance(target, Response):
-        return target
-    return _Begun(services(current_app), params, target, _client(), secrets.token_hex(8))
-
-
 def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], ResponseReturnValue]:
-    """A sign-in view called with :func:`_begin`'s result, or the page refusing the request."""
+    """A sign-in view, called once the realm and return URL are accepted (else the page
+    refusing the request is the answer) with the client and a fresh correlation id."""
 
     @functools.wraps(view)
     def wrapper() -> ResponseReturnValue:
-        begun = _begin()
-        return begun if isinstance(begun, Response) else view(begun)
+        params = _params()
+        target = _precheck(params)
+        if isinstance(target, Response):
+            return target
+        svc = services(current_app)
+        return view(_Begun(svc, params, target, _client(), secrets.token_hex(8)))
 
     return wrapper
 

@@ -415,11 +415,21 @@ class Bench:
         d = self.site.directory
         assert apache is not None and d is not None
         port = apache.port
-        keep = self.args.keepalive
         cred = base64.b64encode(f"{uid}:{d.password}".encode()).decode()
         raw = (
             f"GET /ldap/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {cred}\r\n\r\n"
         ).encode()
+        return self.same_request_setup(port, raw, "apache basic")
+
+    def health_setup(self) -> Any:
+        conn = self.site.connector
+        assert conn is not None
+        raw = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{conn.port}\r\n\r\n".encode()
+        return self.same_request_setup(conn.port, raw, "/health")
+
+    def same_request_setup(self, port: int, raw: bytes, what: str) -> Any:
+        """Clients that send ``raw`` to ``port`` again and again and expect a 200."""
+        keep = self.args.keepalive
 
         def setup(index: int) -> Callable[[int], float | None]:
             client = HttpClient("127.0.0.1", port, keepalive=keep)
@@ -427,27 +437,7 @@ class Bench:
             def op(n: int) -> float | None:
                 status, _, body = client.request(raw)
                 if status != 200:
-                    raise RuntimeError(f"apache basic answered {status}: {body[:120]!r}")
-                return None
-
-            return op
-
-        return setup
-
-    def health_setup(self) -> Any:
-        conn = self.site.connector
-        assert conn is not None
-        port = conn.port
-        keep = self.args.keepalive
-        raw = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-
-        def setup(index: int) -> Callable[[int], float | None]:
-            client = HttpClient("127.0.0.1", port, keepalive=keep)
-
-            def op(n: int) -> float | None:
-                status, _, _ = client.request(raw)
-                if status != 200:
-                    raise RuntimeError(f"/health answered {status}")
+                    raise RuntimeError(f"{what} answered {status}: {body[:120]!r}")
                 return None
 
             return op

@@ -28,8 +28,6 @@ import os
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +36,7 @@ from typing import Any
 
 import requests
 import spnego
-from connector_proc import ROOT, ConnectorProcess, setup_config
+from connector_proc import ConnectorProcess, setup_config
 from hubs import DevHubError, DevHubProcess
 from servers import free_port
 
@@ -117,36 +115,10 @@ class ReadOnlyStateConnector(ConnectorProcess):
     gunicorn's master. The log file is opened here, before the mount, so it stays writable.
     """
 
-    def start(self, wait: bool = True) -> ConnectorProcess:
-        env = {
-            **os.environ,
-            "CONNECTOR_CONFIG": str(self.state_dir / "config.json"),
-            "BIND": f"127.0.0.1:{self.port}",
-            "WEB_WORKERS": str(self.workers),
-            "WEB_THREADS": str(self.threads),
-            **self.extra_env,
-        }
-        gunicorn = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "deploy" / "gunicorn.conf.py"),
-        ]
+    def command(self) -> list[str]:
         script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-        args = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
-        log = open(self.log_path, "ab")
-        self._log = log
-        self.proc = subprocess.Popen(
-            [*args, str(self.state_dir), *gunicorn, "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_ready()
-        return self
+        unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+        return [*unshare, str(self.state_dir), *super().command()]
 
 
 def wait_log(
