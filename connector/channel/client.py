@@ -212,6 +212,7 @@ def request_json(
             verify=True if session.verify is None else session.verify,
             proxies=proxies_for(url, settings),
         )
+        _ = resp.content  # read the body here: a connection cut mid-answer is a RequestException
     except requests.exceptions.SSLError as exc:
         raise HubUntrusted(
             f"the hub's TLS certificate is not trusted ({_reason(exc)}); "
