@@ -6,6 +6,7 @@
     ├── ConfigError                      settings missing or invalid (lists every problem)
     │   └── KeytabError                  the Kerberos keytab is unusable
     ├── KerberosRejected                 a Negotiate token was refused (``code`` says why)
+    ├── LoginThrottled                   too many recent failures (``wait`` seconds); form only
     ├── DirectoryError                   infrastructure broke: not the user's fault
     │   ├── DirectoryUnavailable         no configured server answered in time   -> Unavailable
     │   └── DirectoryFailure             the server answered with an unexpected error -> Unexpected
@@ -158,6 +159,15 @@ class KerberosRejected(ConnectorError):
 
     def __repr__(self) -> str:
         return f"KerberosRejected({self.reason!r}, code={self.code!r})"
+
+
+class LoginThrottled(ConnectorError):
+    """Too many recent failed sign-ins for a name, an entry or an address; ``wait`` is the
+    number of seconds until another attempt is allowed. Never sent over the channel."""
+
+    def __init__(self, wait: float, **context: object) -> None:
+        super().__init__("too many failed attempts", **context)
+        self.wait = wait
 
 
 class KeytabError(ConfigError):

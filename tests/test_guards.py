@@ -1,11 +1,12 @@
 """Login throttling shared between processes (gunicorn workers) through the run directory."""
 
+import ipaddress
 import multiprocessing
 import os
 
 import pytest
 
-from connector.web.guards import SharedThrottle, Throttle
+from connector.web.guards import SharedThrottle, Throttle, address_key, user_key
 
 
 class Clock:
@@ -101,17 +102,90 @@ def test_no_key_is_written_to_disk(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_full_neighbourhood_gives_up_its_stalest_key(tmp_path):
+def test_a_full_neighbourhood_gives_up_its_stalest_unblocked_key(tmp_path):
     clock = Clock()
     t = SharedThrottle(tmp_path / "t.bin", 2, 600.0, slots=1, clock=clock)
     keys = [f"user{i}" for i in range(SharedThrottle.PROBE + 1)]
-    for key in keys:
+    for key in keys[:-1]:
         clock.now += 600.0 / SharedThrottle.BUCKETS + 1  # each in a later bucket
         t.failure(key)
-        t.failure(key)
-    # PROBE records: the first key (stalest) made room for the last one
-    assert t.blocked(keys[0]) == 0.0
-    assert all(t.blocked(k) > 0 for k in keys[1:])
+    t.failure(keys[1])  # blocked: it keeps its record
+    clock.now += 600.0 / SharedThrottle.BUCKETS + 1
+    t.failure(keys[-1])
+    t.failure(keys[-1])
+    # PROBE records: the stalest key that was not blocked (keys[0]) made room for the last
+    assert t.blocked(keys[-1]) > 0 and t.blocked(keys[1]) > 0
+    t.failure(keys[0])
+    assert t.blocked(keys[0]) == 0.0  # its earlier failure was forgotten
+
+
+def test_blocked_keys_are_never_evicted_a_new_key_is_refused_instead(tmp_path):
+    clock = Clock()
+    t = SharedThrottle(tmp_path / "t.bin", 1, 600.0, slots=1, clock=clock)
+    keys = [f"user{i}" for i in range(SharedThrottle.PROBE)]
+    for key in keys:
+        assert t.acquire(key) == 0.0
+    assert t.acquire("newcomer") > 0  # no record it may take: refused, not tracked blindly
+    assert all(t.blocked(k) > 0 for k in keys)
+    clock.now += 600.0 + 600.0 / SharedThrottle.BUCKETS + 1  # the windows end: records free
+    assert t.acquire("newcomer") == 0.0
+
+
+def test_acquire_counts_and_release_gives_back(tmp_path):
+    for t in (SharedThrottle(tmp_path / "t.bin", 2, 60.0), Throttle(2, 60.0)):
+        assert t.acquire("gina") == 0.0
+        t.release("gina")
+        assert t.acquire("gina") == 0.0
+        assert t.acquire("gina") == 0.0
+        assert t.acquire("gina") > 0  # two held: the third waits
+        t.release("gina")
+        assert t.blocked("gina") == 0.0
+
+
+def _acquire_in_child(path, key, start, results):
+    throttle = SharedThrottle(path, 5, 60.0)
+    start.wait(10)
+    results.put(sum(1 for _ in range(20) if throttle.acquire(key) == 0.0))
+    results.close()
+    results.join_thread()
+    os._exit(0)
+
+
+def test_parallel_acquires_in_processes_grant_exactly_the_limit(tmp_path):
+    path = tmp_path / "t.bin"
+    SharedThrottle(path, 5, 60.0)
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    children = [
+        ctx.Process(target=_acquire_in_child, args=(path, "hank", start, results))
+        for _ in range(4)
+    ]
+    for child in children:
+        child.start()
+    start.set()
+    granted = sum(results.get(timeout=30) for _ in children)
+    for child in children:
+        child.join(30)
+    assert granted == 5
+
+
+def test_in_process_throttle_keeps_blocked_keys():
+    clock = Clock()
+    t = Throttle(1, 60.0, max_keys=3, clock=clock)
+    assert t.acquire("victim") == 0.0
+    for i in range(10):
+        t.acquire(f"junk{i}")
+        t.release(f"junk{i}")
+    assert t.blocked("victim") > 0
+
+
+def test_keys_fold_names_and_group_ipv6():
+    assert user_key("\uff41lice") == user_key("ALICE ") == user_key("alice")
+    assert address_key(ipaddress.ip_address("2001:db8::1")) == "2001:db8::/64"
+    assert address_key(ipaddress.ip_address("2001:db8::ffff:1")) == "2001:db8::/64"
+    assert address_key(ipaddress.ip_address("2001:db8:0:1::1")) == "2001:db8:0:1::/64"
+    assert address_key(ipaddress.ip_address("::ffff:192.0.2.7")) == "192.0.2.7"
+    assert address_key(ipaddress.ip_address("192.0.2.7")) == "192.0.2.7"
 
 
 def test_a_new_layout_replaces_the_table(tmp_path):

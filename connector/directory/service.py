@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ldap
@@ -245,9 +246,17 @@ class Directory:
         return False
 
     def authenticate(
-        self, username: str, password: str, *, escaped: bool = False
+        self,
+        username: str,
+        password: str,
+        *,
+        escaped: bool = False,
+        before_bind: Callable[[Entry], None] | None = None,
     ) -> dict[str, Any]:
         """Check a username and password; return the profile with its groups.
+
+        ``before_bind`` sees the entry found before its password is tried, and may raise to
+        stop there (the sign-in form's throttle, keyed on the entry, does).
 
         Raises:
             AuthError: the precise reason the login is refused (WrongPassword, AccountLocked…).
@@ -260,6 +269,8 @@ class Directory:
         if len(password) > MAX_PASSWORD_LENGTH:
             raise errors.WrongPassword("wrong username or password", username=username)
         user = self.find_user(username, escaped=escaped)
+        if before_bind is not None:
+            before_bind(user)
         try:
             self._check_password(user, username, password)
         except errors.AuthError as outcome:

@@ -15,15 +15,22 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import ipaddress
+import logging
 import os
 import secrets
 import struct
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from connector import errors
+
 CSRF_COOKIE = "connector_csrf"
+
+log = logging.getLogger(__name__)
 
 
 class Csrf:
@@ -48,8 +55,34 @@ class Csrf:
         return hmac.compare_digest(self.token(cookie), token)
 
 
+def user_key(username: str) -> str:
+    """The throttle key of a typed username: NFKC-normalised and case-folded, so that forms a
+    directory matches as one name (fullwidth ``alice``, ``ALICE``, ``alice``) share a count."""
+    return "name:" + unicodedata.normalize("NFKC", username).casefold().strip()
+
+
+def entry_key(dn: str) -> str:
+    """The throttle key of the directory entry a name led to (whatever was typed)."""
+    return "dn:" + unicodedata.normalize("NFKC", dn).casefold()
+
+
+def address_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The throttle key of a client address: IPv4 per address, IPv6 per /64 (one host
+    usually holds a whole /64), an IPv4-mapped IPv6 address as its IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class Throttle:
-    """Sliding-window failure counts per key, bounded in memory."""
+    """Sliding-window failure counts per key, bounded in memory.
+
+    A key that is blocked is never evicted to make room for another: when every key held is
+    blocked, a new key is refused (blocked for the window) rather than let a flood of junk
+    keys wash a victim's count out.
+    """
 
     def __init__(
         self,
@@ -75,27 +108,60 @@ class Throttle:
             hits.popleft()
         return hits
 
+    def _wait(self, hits: collections.deque[float], now: float) -> float:
+        if len(hits) < self.limit:
+            return 0.0
+        return max(0.0, hits[0] + self.window - now)
+
     def blocked(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 when it is not throttled)."""
         now = self._clock()
         with self._lock:
-            hits = self._recent(key, now)
-            if len(hits) < self.limit:
-                return 0.0
-            return max(0.0, hits[0] + self.window - now)
+            return self._wait(self._recent(key, now), now)
+
+    def _make_room(self, now: float) -> bool:
+        """Evict the stalest keys that are not blocked until there is room; False if none."""
+        for old in list(self._hits):
+            if len(self._hits) < self.max_keys:
+                return True
+            if not self._wait(self._recent(old, now), now):
+                del self._hits[old]
+        return len(self._hits) < self.max_keys
+
+    def _count(self, key: str, now: float) -> bool:
+        if key not in self._hits and not self._make_room(now):
+            return False
+        hits = self._hits.setdefault(key, collections.deque())
+        self._recent(key, now)
+        hits.append(now)
+        self._hits.move_to_end(key)
+        while len(hits) > self.limit:
+            hits.popleft()
+        return True
 
     def failure(self, key: str) -> None:
         """Count one failure for ``key``."""
         now = self._clock()
         with self._lock:
-            hits = self._hits.setdefault(key, collections.deque())
-            self._recent(key, now)
-            hits.append(now)
-            self._hits.move_to_end(key)
-            while len(hits) > self.limit:
-                hits.popleft()
-            while len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
+            self._count(key, now)
+
+    def acquire(self, key: str) -> float:
+        """Reserve one attempt for ``key``: 0 if it was free (and is now counted), else the
+        seconds to wait. Check and count are one step, so parallel attempts cannot all pass a
+        check that only one of them should have passed."""
+        now = self._clock()
+        with self._lock:
+            wait = self._wait(self._recent(key, now), now)
+            if wait:
+                return wait
+            return 0.0 if self._count(key, now) else self.window
+
+    def release(self, key: str) -> None:
+        """Give back the attempt :meth:`acquire` counted (it turned out not to be a failure)."""
+        with self._lock:
+            hits = self._hits.get(key)
+            if hits:
+                hits.pop()
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s failures (after a success)."""
@@ -112,7 +178,9 @@ class SharedThrottle:
     BUCKETS`` seconds. So a record's size does not depend on the limit, and a failure counts
     for at least ``window`` seconds and at most one bucket longer. A key lives in one of
     ``PROBE`` records from its hash's slot; when all are taken, the one used least recently
-    gives way. Every read and update holds an exclusive ``flock`` on the file (microseconds).
+    whose key is not blocked gives way (a blocked key keeps its record until its window ends;
+    with none to give, the new key is refused). Every read and update holds an exclusive
+    ``flock`` on the file (microseconds).
     Times are wall-clock seconds: the table is meaningful across processes and restarts; a
     clock jump shifts windows, no more.
     """
@@ -183,52 +251,138 @@ class SharedThrottle:
             if counts[b % ring]
         ]
 
+    def _wait(self, alive: list[tuple[int, int]]) -> float:
+        """Seconds until enough of ``alive``'s failures leave the window (0: not blocked)."""
+        total = sum(n for _, n in alive)
+        if total < self.limit:
+            return 0.0
+        for bucket, n in alive:  # oldest first: when enough have left the window
+            total -= n
+            if total < self.limit:
+                leaves = (bucket + self.BUCKETS + 1) * self.width
+                return max(0.0, leaves - self._clock())
+        return 0.0
+
     @contextlib.contextmanager
-    def _entry(self, key: str) -> Iterator[tuple[int, int, bytes, int, list[tuple[int, int]]]]:
-        """Under the lock: (fd, record offset, digest, bucket now, live (bucket, count))."""
+    def _entry(
+        self, key: str
+    ) -> Iterator[tuple[int, int | None, bytes, int, list[tuple[int, int]]]]:
+        """Under the lock: (fd, record offset, digest, bucket now, live (bucket, count)).
+
+        The offset is the key's own record, else an empty or expired one, else the least
+        recently used record whose key is not blocked; ``None`` when every record the key may
+        use holds a blocked key (a blocked key is never evicted before its window ends).
+        """
         now = int(self._clock() // self.width)
         digest = self._digest(key)
         with self._locked() as fd:
             first = int.from_bytes(digest[:4], "little") % self.slots
             offset = self._HEADER.size + first * self._RECORD.size
             raw = os.pread(fd, self.PROBE * self._RECORD.size, offset)
-            victim, victim_newest, alive = offset, None, []
+            victim: int | None = None
+            victim_newest: int | None = None
+            alive: list[tuple[int, int]] = []
             for i in range(self.PROBE):
                 found, newest, *counts = self._RECORD.unpack_from(raw, i * self._RECORD.size)
                 at = offset + i * self._RECORD.size
+                held = self._alive(newest, tuple(counts), now)
                 if found == digest:
-                    victim, alive = at, self._alive(newest, tuple(counts), now)
+                    victim, alive = at, held
                     break
-                empty = not any(counts)
-                if victim_newest is None or empty or newest < victim_newest:
-                    victim, victim_newest = at, (-1 if empty else newest)
+                if held and self._wait(held):
+                    continue  # blocked: keeps its record until its window ends
+                stamp = newest if held else -1
+                if victim_newest is None or stamp < victim_newest:
+                    victim, victim_newest = at, stamp
             yield fd, victim, digest, now, alive
 
     def blocked(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 when it is not throttled)."""
         with self._entry(key) as (_, _, _, _, alive):
-            total = sum(n for _, n in alive)
-            if total < self.limit:
-                return 0.0
-            for bucket, n in alive:  # oldest first: when enough have left the window
-                total -= n
-                if total < self.limit:
-                    leaves = (bucket + self.BUCKETS + 1) * self.width
-                    return max(0.0, leaves - self._clock())
-            return 0.0
+            return self._wait(alive)
+
+    def _write(
+        self, fd: int, at: int, digest: bytes, now: int, alive: list[tuple[int, int]], add: int
+    ) -> None:
+        counts = [0] * (self.BUCKETS + 1)
+        for bucket, n in alive:
+            counts[bucket % len(counts)] = n
+        slot = now % len(counts)
+        if add < 0 and not counts[slot] and alive:  # give back from the newest bucket
+            slot = alive[-1][0] % len(counts)
+        counts[slot] = max(0, min(counts[slot] + add, 0xFFFFFFFF))
+        os.pwrite(fd, self._RECORD.pack(digest, now, *counts), at)
 
     def failure(self, key: str) -> None:
         """Count one failure for ``key``."""
         with self._entry(key) as (fd, at, digest, now, alive):
-            counts = [0] * (self.BUCKETS + 1)
-            for bucket, n in alive:
-                counts[bucket % len(counts)] = n
-            slot = now % len(counts)
-            counts[slot] = min(counts[slot] + 1, 0xFFFFFFFF)
-            os.pwrite(fd, self._RECORD.pack(digest, now, *counts), at)
+            if at is None:
+                log.warning("login throttle table full of blocked keys: a failure not counted")
+                return
+            self._write(fd, at, digest, now, alive, +1)
+
+    def acquire(self, key: str) -> float:
+        """Reserve one attempt for ``key``: 0 if it was free (and is now counted), else the
+        seconds to wait. Check and count happen under one lock, so parallel attempts (in any
+        worker) cannot all pass a check that only some of them should have passed. When the
+        table has no room that a blocked key does not hold, the attempt is refused."""
+        with self._entry(key) as (fd, at, digest, now, alive):
+            wait = self._wait(alive)
+            if wait:
+                return wait
+            if at is None:
+                log.warning("login throttle table full of blocked keys: attempt refused")
+                return self.window
+            self._write(fd, at, digest, now, alive, +1)
+            return 0.0
+
+    def release(self, key: str) -> None:
+        """Give back the attempt :meth:`acquire` counted (it turned out not to be a failure)."""
+        with self._entry(key) as (fd, at, digest, now, alive):
+            if at is not None and alive:
+                self._write(fd, at, digest, now, alive, -1)
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s failures (after a success)."""
         with self._entry(key) as (fd, at, _, _, alive):
-            if alive:
+            if at is not None and alive:
                 os.pwrite(fd, self._RECORD.pack(b"\0" * 16, 0, *[0] * (self.BUCKETS + 1)), at)
+
+
+class Attempt:
+    """One sign-in attempt's reservations across throttles.
+
+    :meth:`reserve` takes one attempt from a throttle for a key, or raises
+    :class:`~connector.errors.LoginThrottled`; the outcome then settles them all: a failure
+    keeps them counted; :meth:`cancel` (nothing was tried, or the directory broke) gives them
+    back; :meth:`succeeded` gives back the address's and forgets the name's and the entry's.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[tuple[Throttle | SharedThrottle, str, bool]] = []
+
+    def reserve(self, throttle: Throttle | SharedThrottle, key: str, *, forget: bool) -> None:
+        """Reserve an attempt for ``key``; ``forget``: reset its count on success.
+
+        Raises:
+            LoginThrottled: ``key`` has used up its attempts for now.
+        """
+        wait = throttle.acquire(key)
+        if wait:
+            raise errors.LoginThrottled(wait)
+        self._held.append((throttle, key, forget))
+
+    def cancel(self) -> None:
+        """Give every reserved attempt back."""
+        for throttle, key, _ in self._held:
+            throttle.release(key)
+        self._held.clear()
+
+    def succeeded(self) -> None:
+        """Settle a successful sign-in."""
+        for throttle, key, forget in self._held:
+            if forget:
+                throttle.reset(key)
+            else:
+                throttle.release(key)
+        self._held.clear()

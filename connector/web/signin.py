@@ -42,7 +42,7 @@ from connector.kerberos import KerberosRejected
 from connector.netpolicy import client_address
 from connector.services import Services
 from connector.web import services
-from connector.web.guards import CSRF_COOKIE
+from connector.web.guards import CSRF_COOKIE, Attempt, address_key, entry_key, user_key
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
@@ -310,29 +310,39 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
     password = request.form.get("password", "")
     if not username or not password:
         return _render_form(params, "Enter your username and password.", username, status=400)
-    user_key, addr_key = username.casefold(), str(addr)
-    wait = max(svc.user_throttle.blocked(user_key), svc.address_throttle.blocked(addr_key))
-    if wait:
+    # One attempt is reserved (checked and counted in one step) per typed name, per address
+    # and, once the search found it, per directory entry: a name spelled another way that the
+    # directory matches, or requests sent in parallel, cannot get past the limits.
+    attempt = Attempt()
+    try:
+        attempt.reserve(svc.address_throttle, address_key(addr), forget=False)
+        attempt.reserve(svc.user_throttle, user_key(username), forget=True)
+        profile = svc.require_directory().authenticate(
+            username,
+            password,
+            before_bind=lambda entry: attempt.reserve(
+                svc.user_throttle, entry_key(entry.dn), forget=True
+            ),
+        )
+    except errors.LoginThrottled as exc:
+        attempt.cancel()  # a throttled attempt tried nothing: it counts against nobody
         _audit("form", username, "throttled", addr, correlation)
         return _render_form(
             params,
-            f"Too many failed attempts. Try again in {int(wait) + 1} seconds.",
+            f"Too many failed attempts. Try again in {int(exc.wait) + 1} seconds.",
             username,
             status=429,
         )
-    try:
-        profile = svc.require_directory().authenticate(username, password)
-    except errors.AuthError as exc:
-        svc.user_throttle.failure(user_key)
-        svc.address_throttle.failure(addr_key)
+    except errors.AuthError as exc:  # the reserved attempts stay counted: failures
         _audit("form", username, exc.wire_name, addr, correlation)
         return _render_form(
             params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=401
         )
     except errors.ConnectorError as exc:
+        attempt.cancel()  # the directory broke: not the user's failure
         _audit("form", username, exc.wire_name, addr, correlation)
         return _render_form(
             params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=503
         )
-    svc.user_throttle.reset(user_key)
+    attempt.succeeded()
     return _hand_off(params, profile, "form", target, (username, addr, correlation))
