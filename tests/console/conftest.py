@@ -1,7 +1,10 @@
 """Fixtures of the console tests: connectors under gunicorn with a console port, a browser.
 
 * ``console_connector(state, **opts)``  a started :class:`ConsoleConnector` (stopped at the end
-  of the test); ``state`` may hold no config.json at all (first run).
+  of the test); ``state`` may hold no config.json at all (first run). Its console password
+  is made before it starts (``connector console-password``'s function): ``proc.password``;
+  ``proc.session()`` is a requests session signed in to its console.
+* ``sign_in(client, password)``         signs a Flask test client in to the console.
 * ``hub``                               a devhub for the module.
 * ``browser``                           headless Chromium (tests/e2e/kerberos_clients.Chromium)
                                         that saves downloads in its work directory.
@@ -28,8 +31,38 @@ from hubs import DevHubProcess, start_devhub  # noqa: E402
 from kerberos_clients import Chromium  # noqa: E402
 from servers import free_port  # noqa: E402
 
+from connector import consolepw  # noqa: E402
+
 FAST = {"POLL_WAIT_SECONDS": 2, "AGENT_CONCURRENCY": 4, "LDAP_HEALTH_SECONDS": 1}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+CONSOLE_URL = "http://127.0.0.1:4001"  # the Flask test client's console (test_console_access)
+
+
+def sign_in(client: Any, password: str, base_url: str = CONSOLE_URL) -> Any:
+    """Sign a Flask test client in to the console; the sign-in's answer."""
+    page = client.get("/console/login", base_url=base_url)
+    token = CSRF.search(page.text).group(1)
+    resp = client.post(
+        "/console/login", base_url=base_url, data={"csrf_token": token, "password": password}
+    )
+    assert resp.status_code == 303, resp.text
+    return resp
+
+
+def sign_in_session(console: str, password: str) -> requests.Session:
+    """A requests session signed in to the console at ``console`` (…/console)."""
+    s = requests.Session()
+    s.trust_env = False
+    page = s.get(console + "/login", timeout=10)
+    token = CSRF.search(page.text).group(1)
+    resp = s.post(
+        console + "/login",
+        data={"csrf_token": token, "password": password},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert resp.status_code == 303, resp.text
+    return s
 
 
 class ConsoleConnector(ConnectorProcess):
@@ -40,10 +73,21 @@ class ConsoleConnector(ConnectorProcess):
         env = {"CONSOLE_BIND": f"127.0.0.1:{self.console_port}", **options.pop("env", {})}
         super().__init__(state_dir, env=env, **options)
         self.console = f"http://127.0.0.1:{self.console_port}/console"
+        self.password = consolepw.create(self.state_dir)
+        self._session: requests.Session | None = None
+
+    def session(self) -> requests.Session:
+        """A session signed in to the console (signed in again once it has ended)."""
+        if self._session is None:
+            self._session = sign_in_session(self.console, self.password)
+        return self._session
 
     def status(self) -> dict[str, Any]:
-        """The console's status.json."""
-        resp = requests.get(self.console + "/status.json", timeout=10)
+        """The console's status.json (behind the console's sign-in)."""
+        resp = self.session().get(self.console + "/status.json", allow_redirects=False, timeout=10)
+        if resp.is_redirect:  # the session ended (workers with another secret key): again
+            self._session = None
+            resp = self.session().get(self.console + "/status.json", timeout=10)
         resp.raise_for_status()
         return dict(resp.json())
 

@@ -10,9 +10,8 @@ markup injection through its parameters.
 * ``wctx``/``wreply``/``username`` come back HTML-escaped, and ``wctx`` URL-encoded in the
   redirect (no header splitting).
 
-Not covered, because it does not exist yet: the local admin console (CSRF on its forms,
-requests from non-loopback addresses) and configuration import archives (path traversal,
-huge entries).
+The admin console is asked without its password in ``test_hostile_console.py``; its CSRF,
+non-loopback peers and import archives are tested in ``tests/console/``.
 """
 
 from __future__ import annotations
