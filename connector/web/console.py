@@ -80,7 +80,7 @@ from connector.settings import (
 )
 from connector.troubleshoot import keytab_principals, run_checks
 from connector.web import services
-from connector.web.guards import Csrf
+from connector.web.guards import Csrf, csrf_cookie_name, set_csrf_cookie
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
@@ -135,7 +135,7 @@ class ConsoleKeys:
     def __init__(self, svc: Services) -> None:
         s = svc.settings
         material = s.secret_box.passphrase(create=True)
-        self.csrf = Csrf(material + b"/console")
+        self.csrf = Csrf(material + b"/console", max_age=SESSION_SECONDS)
         self._mac_key = hashlib.sha256(b"connector-console-session-v1" + material).digest()
         self.sessions = URLSafeTimedSerializer(self._mac_key, salt="connector-console")
         self.throttle = shared_throttle(s, "console-login", LOGIN_FAILURES, THROTTLE_SECONDS)
@@ -247,9 +247,10 @@ def _console_request() -> ResponseReturnValue | None:
     keys = _keys(current_app)
     if request.endpoint == "console.import_archive":
         request.max_content_length = MAX_ARCHIVE_BYTES + 64 * 1024
-    cookie = request.cookies.get(CSRF_COOKIE)
-    g.console_csrf_new = not cookie or len(cookie) > 200
-    g.console_csrf_cookie = keys.csrf.new_cookie() if g.console_csrf_new else cookie
+    sent = request.cookies.get(csrf_cookie_name(CSRF_COOKIE, request.is_secure))
+    cookie = keys.csrf.reuse(sent)
+    g.console_csrf_new = cookie is None
+    g.console_csrf_cookie = cookie or keys.csrf.new_cookie()
     g.console_credential = Credential.in_force(svc.settings)
     g.console_session = _session_id(keys, g.console_credential)
     g.console_logged_in = g.console_session is not None
@@ -257,9 +258,7 @@ def _console_request() -> ResponseReturnValue | None:
         if request.method == "GET":
             return redirect(url_for("console.login", next=request.path))
         return redirect(url_for("console.login"), code=303)
-    if request.method == "POST" and not keys.csrf.check(
-        request.cookies.get(CSRF_COOKIE), request.form.get("csrf_token")
-    ):
+    if request.method == "POST" and not keys.csrf.check(sent, request.form.get("csrf_token")):
         log.warning("console: a change was refused: missing or wrong CSRF token")
         return _page(
             "console/message.html",
@@ -274,12 +273,13 @@ def _console_request() -> ResponseReturnValue | None:
 @bp.after_request
 def _console_headers(resp: Response) -> Response:
     if g.get("console_csrf_new"):
-        resp.set_cookie(
+        set_csrf_cookie(
+            resp,
             CSRF_COOKIE,
             g.console_csrf_cookie,
-            httponly=True,
+            secure=request.is_secure,
             samesite="Strict",
-            path="/console",
+            max_age=SESSION_SECONDS,
         )
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"

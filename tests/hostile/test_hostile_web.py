@@ -172,9 +172,11 @@ def test_csrf_cookie_attributes(hostile):
     resp = requests.get(hostile.url(), params={"wtrealm": REALM_URL, "wctx": "c"}, timeout=30)
     cookie = resp.headers["Set-Cookie"]
     assert cookie.startswith("connector_csrf=")
-    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/"):
+    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=3600"):
         assert attribute in cookie, cookie
     assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
 
 
 # --------------------------------------------------------------------------------------
