@@ -141,6 +141,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console_password(args: argparse.Namespace) -> int:
+    """Make a new admin console password and print it once (only its hash is kept)."""
+    from connector import consolepw
+
+    settings = _settings(args, require_directory=False)
+    if settings.console_password:
+        print(
+            "error: CONSOLE_PASSWORD is set (in the environment, or sealed in config.json as "
+            "CONSOLE_CREDENTIALS): the console asks for that one. Remove it to use a generated "
+            "password instead.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    password = consolepw.create(settings.state_dir)
+    print(f"console password: {password}")
+    address = settings.console_address
+    if address is not None:
+        print(f"console: {consolepw.console_url(address)} (on this machine, or through ssh -L)")
+    print(
+        f"Shown only now: {consolepw.record_path(settings.state_dir)} keeps its hash. "
+        "Running this again makes a new one and signs everyone out."
+    )
+    return EXIT_OK
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """Provision from a ticket URL: register with the hub and store the result."""
     from connector.channel.provision import setup_from_ticket
@@ -216,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ticket", required=True, help="the ticket URL the hub gave you")
     p.add_argument("--sign-in-endpoint", default=None, help="public URL of this connector")
     p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser(
+        "console-password",
+        help="make a new admin console password and print it (once)",
+        description="Generate a random password for the admin console, print it, and keep only "
+        "its hash (console-password in the state directory, mode 0600). Run it as the "
+        "connector's user. A new password applies at once and ends every console session. "
+        "Not used when CONSOLE_PASSWORD is set.",
+    )
+    p.set_defaults(func=cmd_console_password)
 
     p = sub.add_parser("run", help="serve the sign-in endpoint and poll the hub (gunicorn)")
     p.set_defaults(func=cmd_run)

@@ -6,7 +6,7 @@
   the port of the socket a request came in on (WSGI ``SERVER_PORT``);
 * ``on_starting`` (master, before the fork) prepares the run directory the workers share:
   Prometheus multiprocess files, worker status, recent log lines; and creates the secret key
-  once, so workers never race to create it;
+  once, so workers never race to create it; it says how to get the console's password;
 * ``post_worker_init`` starts one hub poller and one status reporter per worker, after the fork;
 * ``worker_exit`` drains it on SIGTERM: stop polling, finish held commands, post their results;
   ``child_exit`` (master) forgets a dead worker's live metrics and status.
@@ -109,6 +109,28 @@ def on_starting(server: Any) -> None:
         _settings.secret_box.passphrase(create=True)
     except Exception as exc:  # noqa: BLE001 - a read-only state directory is not fatal here
         server.log.warning("the secret key could not be prepared: %s", exc)
+    _say_how_to_sign_in(server)
+
+
+def _say_how_to_sign_in(server: Any) -> None:
+    """Where the console's password comes from (never the password)."""
+    from connector import consolepw
+
+    address = _settings.console_address
+    if address is None:
+        return
+    url = consolepw.console_url(address)
+    if _settings.console_password:
+        server.log.info("admin console %s: the password is CONSOLE_PASSWORD", url)
+    elif consolepw.read_record(_settings.state_dir):
+        server.log.info("admin console %s: password made by `connector console-password`", url)
+    else:
+        server.log.warning(
+            "admin console %s: no password yet; make one (it is printed once) with: "
+            "connector --config %s console-password",
+            url,
+            _settings.config_path,
+        )
 
 
 def post_worker_init(worker: Any) -> None:

@@ -40,7 +40,7 @@ def agent_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-def _throttle(
+def shared_throttle(
     settings: Settings, kind: str, limit: int, window: float
 ) -> Throttle | SharedThrottle:
     """Login failure counts shared by every worker (a table in the run directory); counts of
@@ -77,8 +77,10 @@ class Services:
         )
         self.csrf = Csrf(settings.secret_box.passphrase(create=True))
         window = settings.login_throttle_seconds
-        self.user_throttle = _throttle(settings, "user", settings.login_failures_per_user, window)
-        self.address_throttle = _throttle(
+        self.user_throttle = shared_throttle(
+            settings, "user", settings.login_failures_per_user, window
+        )
+        self.address_throttle = shared_throttle(
             settings, "address", settings.login_failures_per_address, window
         )
         self._kerberos: KerberosAcceptor | None = None

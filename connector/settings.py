@@ -387,8 +387,8 @@ class Settings:
     console_password: str = _setting(
         "CONSOLE_PASSWORD",
         "",
-        "Password of the admin console (stored encrypted as CONSOLE_CREDENTIALS); empty: "
-        "anyone who can reach the loopback port may use it.",
+        "Password of the admin console (stored encrypted as CONSOLE_CREDENTIALS); empty: the "
+        "one `connector console-password` made (until then, nobody signs in).",
         secret=True,
     )
     run_dir_setting: str = _setting(

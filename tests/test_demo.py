@@ -3,7 +3,8 @@
 The command is started as a subprocess in a temporary ``--dir``; once it prints its ready
 line, a demo user logs in at the devhub's login page (the Try page must show the profile
 with the nested groups) and another signs in seamlessly with exactly the ``kinit`` and
-``curl --negotiate`` commands it printed. Then SIGINT: it must exit 0 and leave none of the
+``curl --negotiate`` commands it printed; the admin console answers at the address printed
+and its printed password signs in. Then SIGINT: it must exit 0 and leave none of the
 processes it started (``pids.json``: children and their descendants) running.
 """
 
@@ -178,6 +179,9 @@ def test_demo_signs_in_through_the_hub_and_with_kerberos_then_stops_cleanly(demo
     for group in ("engineering", "staff"):
         assert f"<li>{group}</li>" in done.stdout
 
+    # the admin console: at the printed address, behind the printed password
+    _console_signs_in_with_what_was_printed(out, facts)
+
     # Ctrl-C: everything stops, children first, status 0, nothing left behind
     t1 = time.monotonic()
     assert demo.stop(signal.SIGINT) == 0, demo.report()
@@ -186,6 +190,32 @@ def test_demo_signs_in_through_the_hub_and_with_kerberos_then_stops_cleanly(demo
     assert order == ["connector", "devhub", "krb5kdc", "slapd"], demo.report()
     assert not _alive(recorded), f"left running: {_alive(recorded)}"
     print(f"demo ready in {started:.1f} s, stopped in {stopping:.1f} s")
+
+
+def _console_signs_in_with_what_was_printed(out: str, facts: dict) -> None:
+    printed = re.search(r"^\s+(http://127\.0\.0\.1:\d+/console/)\s+password (\S+)$", out, re.M)
+    assert printed, out
+    url, password = printed.groups()
+    assert url == facts["console"]["url"] and password not in json.dumps(facts)
+    console = requests.Session()
+    console.trust_env = False
+    closed = console.get(url + "status.json", allow_redirects=False, timeout=10)
+    assert closed.status_code == 302 and "/console/login" in closed.headers["Location"]
+    page = console.get(url + "login", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and token, page.text
+    wrong = console.post(url + "login", data={"csrf_token": token.group(1), "password": "x"})
+    assert wrong.status_code == 401
+    signed = console.post(
+        url + "login",
+        data={"csrf_token": token.group(1), "password": password},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert signed.status_code == 303, signed.text
+    status = console.get(url + "status.json", timeout=10).json()
+    assert status["hub"]["configured"] and status["console_password"] == "generated"
+    assert password not in Path(facts["config"]).parent.joinpath("gunicorn.log").read_text()
 
 
 def test_demo_failing_step_is_named_and_stops_what_it_started(tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
-"""Login throttling shared between processes (gunicorn workers) through the run directory."""
+"""Request guards: CSRF cookies (minted here, expiring, ``__Host-`` over https), no framing,
+and login throttling shared between processes (gunicorn workers) through the run directory."""
 
 import ipaddress
+import json
 import multiprocessing
 import os
+import re
 
 import pytest
 
-from connector.web.guards import SharedThrottle, Throttle, address_key, user_key
+from connector import consolepw
+from connector.settings import load_settings
+from connector.web import create_app
+from connector.web.guards import Csrf, SharedThrottle, Throttle, address_key, user_key
 
 
 class Clock:
@@ -157,8 +163,7 @@ def test_parallel_acquires_in_processes_grant_exactly_the_limit(tmp_path):
     ctx = multiprocessing.get_context("fork")
     start, results = ctx.Event(), ctx.Queue()
     children = [
-        ctx.Process(target=_acquire_in_child, args=(path, "hank", start, results))
-        for _ in range(4)
+        ctx.Process(target=_acquire_in_child, args=(path, "hank", start, results)) for _ in range(4)
     ]
     for child in children:
         child.start()
@@ -203,3 +208,104 @@ def test_in_process_throttle_still_available():
     t.failure("x")
     t.failure("x")
     assert t.blocked("x") == pytest.approx(60.0)
+
+
+# --- CSRF cookies and framing ---------------------------------------------------------------
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+AFTER = "https://app.example/after"
+FORM = {"wtrealm": "urn:app", "wctx": "c", "wreply": AFTER}
+
+
+def test_a_csrf_cookie_is_ours_or_refused_and_it_expires():
+    clock = Clock()
+    csrf = Csrf(b"k" * 32, max_age=3600, clock=clock)
+    cookie = csrf.new_cookie()
+    assert csrf.check(cookie, csrf.token(cookie)) and csrf.reuse(cookie) == cookie
+    # a value the client chose, even with the right token for it, is neither used nor accepted
+    for chosen in ("attacker-chosen-value", cookie + "x", cookie.replace(".", "-")):
+        assert csrf.reuse(chosen) is None and not csrf.check(chosen, csrf.token(chosen))
+    # another key's cookie (another connector) neither
+    other = Csrf(b"o" * 32, clock=clock).new_cookie()
+    assert not csrf.check(other, csrf.token(other))
+    # half-way through its life a new form gets a new cookie; at the end the old one is refused
+    clock.now += 1800
+    assert csrf.reuse(cookie) is None and csrf.check(cookie, csrf.token(cookie))
+    clock.now += 1800
+    assert not csrf.check(cookie, csrf.token(cookie))
+
+
+def signin_app(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"BIND": "127.0.0.1:4000", "WREPLY_ALLOWED": [AFTER]}))
+    return create_app(load_settings(path, environ={}, require_directory=False), {"TESTING": True})
+
+
+def set_cookies(resp):
+    return resp.headers.getlist("Set-Cookie")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_sign_in_form_cookie_and_framing(tmp_path, scheme):
+    app = signin_app(tmp_path)
+    client = app.test_client()
+    base = f"{scheme}://sso.example"
+    page = client.get("/wsfed", base_url=base, query_string=FORM)
+    assert page.status_code == 200
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    (cookie,) = set_cookies(page)
+    attributes = [a.strip() for a in cookie.split(";")]
+    assert "HttpOnly" in attributes and "Path=/" in attributes and "SameSite=Lax" in attributes
+    assert any(a.startswith("Max-Age=") for a in attributes) and "Expires=" in cookie
+    if scheme == "https":
+        assert cookie.startswith("__Host-connector_csrf=") and "Secure" in attributes
+        assert "Domain" not in cookie
+    else:
+        assert cookie.startswith("connector_csrf=") and "Secure" not in attributes
+    # the same page again reuses the cookie (no new Set-Cookie)
+    assert not set_cookies(client.get("/wsfed", base_url=base, query_string=FORM))
+
+
+def test_a_client_chosen_csrf_cookie_is_replaced_not_adopted(tmp_path):
+    app = signin_app(tmp_path)
+    csrf = app.extensions["connector"].csrf
+    client = app.test_client()
+    client.set_cookie("__Host-connector_csrf", "attacker-chosen-value", domain="sso.example")
+    page = client.get("/wsfed", base_url="https://sso.example", query_string=FORM)
+    (cookie,) = set_cookies(page)
+    assert "attacker-chosen-value" not in cookie
+    assert TOKEN.search(page.text).group(1) != csrf.token("attacker-chosen-value")
+    # the attacker's pair (their value, the token they would need) is refused
+    attacker = app.test_client()
+    attacker.set_cookie("__Host-connector_csrf", "attacker-chosen-value", domain="sso.example")
+    data = {
+        **FORM,
+        "username": "u",
+        "password": "p",
+        "csrf_token": csrf.token("attacker-chosen-value"),
+    }
+    resp = attacker.post("/wsfed", base_url="https://sso.example", data=data)
+    assert resp.status_code == 400 and "Your session expired" in resp.text
+    # over https the unprefixed name is not read at all
+    plain = app.test_client()
+    value = csrf.new_cookie()
+    plain.set_cookie("connector_csrf", value, domain="sso.example")
+    data = {**FORM, "username": "u", "password": "p", "csrf_token": csrf.token(value)}
+    assert plain.post("/wsfed", base_url="https://sso.example", data=data).status_code == 400
+
+
+def test_the_console_csrf_cookie_and_framing(tmp_path):
+    app = signin_app(tmp_path)
+    consolepw.create(tmp_path)
+    client = app.test_client()
+    console = "http://127.0.0.1:4001"
+    client.set_cookie("connector_console_csrf", "attacker-chosen-value", domain="127.0.0.1")
+    page = client.get("/console/login", base_url=console)
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    (cookie,) = set_cookies(page)
+    attributes = [a.strip() for a in cookie.split(";")]
+    assert cookie.startswith("connector_console_csrf=") and "attacker-chosen" not in cookie
+    assert "HttpOnly" in attributes and "SameSite=Strict" in attributes
+    assert "Max-Age=28800" in attributes

@@ -1,7 +1,9 @@
 """Start the demo step by step, print how to use it, and stop it all on a signal or a failure.
 
 Steps: prerequisites, directory (slapd), kerberos (krb5kdc), hub (the devhub), setup (the
-connector's ``setup_from_ticket`` into ``config.json``), connector (gunicorn). A failing
+connector's ``setup_from_ticket`` into ``config.json``, and a console password, as
+``connector console-password`` makes it), connector (gunicorn: the sign-in endpoint and the
+admin console on its own loopback port, both printed, with the console's password). A failing
 step stops whatever was started and is named in the message; SIGINT, SIGTERM or SIGHUP stop
 the children last-started first (connector, devhub, KDC, slapd) and end with status 0.
 """
@@ -28,6 +30,7 @@ from typing import Any, NoReturn, TextIO
 import requests
 
 import connector
+from connector import consolepw
 from connector.channel.provision import setup_from_ticket
 from connector.demo import kdc as kdc_mod
 from connector.demo.directory import BASE, USERS, Directory, groups_of, start_directory
@@ -123,6 +126,7 @@ class Demo:
         self.step = "prerequisites"
         self.env = _child_env()
         self.started = time.monotonic()
+        self.console_password = ""  # printed once it is ready; never written to demo.json
 
     def say(self, text: str = "") -> None:
         """Print a line now (the output may be a pipe, or a terminal that has gone away)."""
@@ -155,7 +159,10 @@ class Demo:
             port = pick_port(self.options.port, DEFAULT_PORT, ipv6=ipv6_loopback())
             if self.options.port and not port_free(port, ipv6=ipv6_loopback()):
                 raise DemoError("prerequisites", f"port {port} (--port) is in use")
-            done.append(f"{', '.join(tools)} found; connector port {port}")
+            console_port = pick_port(None, port + 1)
+            while console_port == port:
+                console_port = pick_port(0)
+            done.append(f"{', '.join(tools)} found; connector port {port}, console {console_port}")
         with self._step("directory") as done:
             directory = start_directory(self.children, self.workdir / "slapd", tools["slapd"])
             done.append(f"slapd {directory.url} (StartTLS, demo CA), {len(USERS)} users")
@@ -168,12 +175,18 @@ class Demo:
             hub, ticket_url = self._start_hub()
             done.append(f"devhub {hub}")
         with self._step("setup") as done:
-            config = self._setup(directory, kdc, ticket_url, port)
-            done.append(f"connector setup --ticket {hub}/tickets/… -> {config}")
+            config = self._setup(directory, kdc, ticket_url, port, console_port)
+            self.console_password = consolepw.create(config.parent)
+            done.append(f"connector setup --ticket {hub}/tickets/… -> {config}; console password")
         with self._step("connector") as done:
-            conf, workers = self._start_connector(config, kdc, port, hub)
+            conf, workers = self._start_connector(config, kdc, port, console_port, hub)
             done.append(f"gunicorn -c {conf}: http://localhost:{port}, {len(workers)} worker")
-        return self._facts(directory, kdc, hub, config, port)
+        facts = self._facts(directory, kdc, hub, config, port)
+        facts["console"] = {
+            "url": consolepw.console_url(("127.0.0.1", console_port)),
+            "passwordHash": str(consolepw.record_path(config.parent)),
+        }
+        return facts
 
     def _start_hub(self) -> tuple[str, str]:
         hub_dir = self.workdir / "hub"
@@ -196,7 +209,14 @@ class Demo:
         url = self.children.wait_for(child, serving, f"devhub on port {port}", timeout=30)
         return url, f"{url}/tickets/{ticket}"
 
-    def _setup(self, directory: Directory, kdc: kdc_mod.Kdc | None, ticket: str, port: int) -> Path:
+    def _setup(
+        self,
+        directory: Directory,
+        kdc: kdc_mod.Kdc | None,
+        ticket: str,
+        port: int,
+        console_port: int,
+    ) -> Path:
         state = self.workdir / "connector"
         state.mkdir()
         config = state / "config.json"
@@ -204,6 +224,7 @@ class Demo:
             **directory.connector_settings(),
             "PORT": port,
             "BIND": f"127.0.0.1:{port}",
+            "CONSOLE_BIND": f"127.0.0.1:{console_port}",
             "SERVER_URL": f"http://localhost:{port}/wsfed",
             "WEB_WORKERS": 1,
             "WEB_THREADS": 8,
@@ -226,13 +247,15 @@ class Demo:
         return config
 
     def _start_connector(
-        self, config: Path, kdc: kdc_mod.Kdc | None, port: int, hub: str
+        self, config: Path, kdc: kdc_mod.Kdc | None, port: int, console_port: int, hub: str
     ) -> tuple[str, list[int]]:
         shipped = Path(connector.__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
         conf = str(shipped) if shipped.is_file() else "python:connector.gunicorn_config"
         argv = [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}"]
         if ipv6_loopback():
             argv += ["--bind", f"[::1]:{port}"]
+        # --bind on the command line replaces the configuration's listeners: the console's too
+        argv += ["--bind", f"127.0.0.1:{console_port}"]
         argv.append("connector.web:create_app()")
         env = {**self.env, "CONNECTOR_CONFIG": str(config), **(kdc.env if kdc else {})}
         log = config.parent / "gunicorn.log"
@@ -315,6 +338,10 @@ class Demo:
             f"    start page {hub['index']}",
             "  connector sign-in (Kerberos, or its password form)",
             f"    {sign_in}",
+            "  connector admin console (setup, status, users, logs; this machine only)",
+            f"    {facts['console']['url']}   password {self.console_password}",
+            f"    a new password: connector --config {shlex.quote(facts['config'])} "
+            "console-password",
             "",
             "  users        password        groups (nested ones included)",
         ]

@@ -35,6 +35,8 @@ AD_CAPABILITY_OID = "1.2.840.113556.1.4.800"
 USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid"]
 MAX_USERNAME_LENGTH = 1024
 MAX_PASSWORD_LENGTH = 4096
+#: The entry a decoy bind names (see Directory._decoy_bind): nobody is called this.
+DECOY_RDN = "cn=connector-decoy-no-such-user"
 
 
 class Directory:
@@ -237,6 +239,16 @@ class Directory:
 
         self.bind_pool.run(bind)
 
+    def _decoy_bind(self, username: str, password: str) -> None:
+        """For a name that finds nobody, the bind a wrong password costs (against a DN that
+        does not exist): the two take the same LDAP operations, so the same time."""
+        base = self.settings.ldap_base
+        decoy = Entry(f"{DECOY_RDN},{base}" if base else DECOY_RDN, {})
+        try:
+            self._check_password(decoy, username, password)
+        except errors.ConnectorError:
+            pass  # the expected refusal, or an outage the caller learns of soon enough
+
     def _policy(self, outcome: errors.AuthError) -> bool:
         """Whether an account state still counts as a successful login (the one policy place)."""
         if isinstance(outcome, errors.PasswordExpired):
@@ -268,7 +280,11 @@ class Directory:
             raise errors.WrongPassword("an empty password is never accepted", username=username)
         if len(password) > MAX_PASSWORD_LENGTH:
             raise errors.WrongPassword("wrong username or password", username=username)
-        user = self.find_user(username, escaped=escaped)
+        try:
+            user = self.find_user(username, escaped=escaped)
+        except errors.WrongUsername:
+            self._decoy_bind(username, password)
+            raise
         if before_bind is not None:
             before_bind(user)
         try:

@@ -9,10 +9,14 @@ Plain server-rendered HTML under ``/console/``, answered only when all of these 
 * the ``Host`` header names loopback (``localhost``, 127/8, ``[::1]``): a web page that
   rebinds its own name to 127.0.0.1 cannot drive the console from a browser on this machine.
 
-Every change is a POST carrying a CSRF token (double submit: cookie + HMAC keyed from
-``secret.key``). With ``CONSOLE_PASSWORD`` set, every page but the login asks for a signed,
-8-hour session cookie first. On the console's listener only ``/health``, ``/ready`` and
-``/metrics`` are served besides the console.
+Every page but the sign-in asks for a signed, 8-hour session cookie first (without one: a
+redirect to the sign-in, whatever the method, and nothing else). The password is
+``CONSOLE_PASSWORD`` when set, else the one ``connector console-password`` generated (only its
+hash is stored: :mod:`connector.consolepw`); with neither, nobody signs in. Sign-ins are
+throttled for every worker together, and so is "try a login", per session and in all. Every
+change is a POST carrying a CSRF token (double submit: cookie + HMAC keyed from
+``secret.key``). On the console's listener only ``/health``, ``/ready`` and ``/metrics`` are
+served besides the console.
 
 Pages: status, setup (ticket, then the directory tested live before saving), troubleshoot,
 users (search, lookup, try a login), profile mapper, logs, export / import. Saving settings or
@@ -53,7 +57,7 @@ from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
-from connector import __version__, errors, metrics
+from connector import __version__, consolepw, errors, metrics
 from connector.archive import (
     MAX_ARCHIVE_BYTES,
     MIN_PASSPHRASE,
@@ -66,7 +70,7 @@ from connector.directory.check import Check, check_directory
 from connector.logs import LEVELS, read_recent
 from connector.netpolicy import parse_address
 from connector.profiles import default_profile, entry_to_raw_profile
-from connector.services import Services
+from connector.services import Services, shared_throttle
 from connector.settings import (
     Settings,
     is_loopback_host,
@@ -76,7 +80,7 @@ from connector.settings import (
 )
 from connector.troubleshoot import keytab_principals, run_checks
 from connector.web import services
-from connector.web.guards import Csrf, Throttle
+from connector.web.guards import Csrf, csrf_cookie_name, set_csrf_cookie
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
@@ -86,6 +90,12 @@ bp = Blueprint("console", __name__, url_prefix="/console")
 CSRF_COOKIE = "connector_console_csrf"
 SESSION_COOKIE = "connector_console"
 SESSION_SECONDS = 8 * 3600
+#: Wrong console passwords allowed per window (every worker together).
+LOGIN_FAILURES = 5
+#: "Try a login" attempts allowed per window: per console session, and in all.
+TRIES_PER_SESSION = 10
+TRIES_IN_ALL = 30
+THROTTLE_SECONDS = 300.0
 ALSO_ON_CONSOLE = ("/health", "/ready", "/metrics")
 TLS_CHOICES = ("demand", "hard", "allow", "try", "never")
 #: What the setup page writes: set in the environment, they would override it.
@@ -120,18 +130,52 @@ NAV = (
 
 
 class ConsoleKeys:
-    """The console's CSRF checker, session signer and login throttle (one per app)."""
+    """The console's CSRF checker, session signer and throttles (one per app)."""
 
     def __init__(self, svc: Services) -> None:
-        material = svc.settings.secret_box.passphrase(create=True)
-        self.csrf = Csrf(material + b"/console")
+        s = svc.settings
+        material = s.secret_box.passphrase(create=True)
+        self.csrf = Csrf(material + b"/console", max_age=SESSION_SECONDS)
         self._mac_key = hashlib.sha256(b"connector-console-session-v1" + material).digest()
         self.sessions = URLSafeTimedSerializer(self._mac_key, salt="connector-console")
-        self.throttle = Throttle(5, 300.0)
+        self.throttle = shared_throttle(s, "console-login", LOGIN_FAILURES, THROTTLE_SECONDS)
+        self.tries_per_session = shared_throttle(
+            s, "console-try-session", TRIES_PER_SESSION, THROTTLE_SECONDS
+        )
+        self.tries_in_all = shared_throttle(s, "console-try-all", TRIES_IN_ALL, THROTTLE_SECONDS)
 
-    def fingerprint(self, password: str) -> str:
+    def fingerprint(self, credential: Credential) -> str:
         """Binds a session to the password in force: changing it ends every session."""
-        return hmac.new(self._mac_key, password.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        material = f"{credential.kind}:{credential.secret}".encode()
+        return hmac.new(self._mac_key, material, hashlib.sha256).hexdigest()[:32]
+
+
+class Credential:
+    """The console password in force: ``CONSOLE_PASSWORD``, or the generated one's hash."""
+
+    def __init__(self, kind: str, secret: str) -> None:
+        self.kind = kind  # "setting" (secret: the password) or "generated" (secret: its record)
+        self.secret = secret
+
+    def __repr__(self) -> str:
+        return f"Credential({self.kind!r})"
+
+    @classmethod
+    def in_force(cls, settings: Settings) -> Credential | None:
+        """The one that applies now (the generated one is read afresh: a reset applies at once)."""
+        if settings.console_password:
+            return cls("setting", settings.console_password)
+        record = consolepw.read_record(settings.state_dir)
+        return cls("generated", record) if record else None
+
+    def matches(self, given: str) -> bool:
+        """Whether ``given`` is the password."""
+        if self.kind == "generated":
+            return consolepw.verify(self.secret, given)
+        return hmac.compare_digest(
+            hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
+            hashlib.sha256(self.secret.encode("utf-8", "surrogatepass")).digest(),
+        )
 
 
 def _keys(app: Flask) -> ConsoleKeys:
@@ -180,34 +224,41 @@ def _listener_guard() -> ResponseReturnValue | None:
     return None
 
 
-def _logged_in(keys: ConsoleKeys, password: str) -> bool:
+def _session_id(keys: ConsoleKeys, credential: Credential | None) -> str | None:
+    """The id of the signed-in session this request carries (None: not signed in)."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie or len(cookie) > 500:
-        return False
+    if credential is None or not cookie or len(cookie) > 500:
+        return None
     try:
         data = keys.sessions.loads(cookie, max_age=SESSION_SECONDS)
     except BadSignature:
-        return False
-    return isinstance(data, dict) and hmac.compare_digest(
-        str(data.get("f", "")), keys.fingerprint(password)
-    )
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("s"), str):
+        return None
+    if not hmac.compare_digest(str(data.get("f", "")), keys.fingerprint(credential)):
+        return None
+    return str(data["s"])
 
 
 @bp.before_request
 def _console_request() -> ResponseReturnValue | None:
-    """CSRF on every change; the password (if set) on every page but the login."""
+    """A session on every page but the sign-in (before anything else); CSRF on every change."""
     svc = services(current_app)
     keys = _keys(current_app)
     if request.endpoint == "console.import_archive":
         request.max_content_length = MAX_ARCHIVE_BYTES + 64 * 1024
-    cookie = request.cookies.get(CSRF_COOKIE)
-    g.console_csrf_new = not cookie or len(cookie) > 200
-    g.console_csrf_cookie = keys.csrf.new_cookie() if g.console_csrf_new else cookie
-    password = svc.settings.console_password
-    g.console_logged_in = not password or _logged_in(keys, password)
-    if request.method == "POST" and not keys.csrf.check(
-        request.cookies.get(CSRF_COOKIE), request.form.get("csrf_token")
-    ):
+    sent = request.cookies.get(csrf_cookie_name(CSRF_COOKIE, request.is_secure))
+    cookie = keys.csrf.reuse(sent)
+    g.console_csrf_new = cookie is None
+    g.console_csrf_cookie = cookie or keys.csrf.new_cookie()
+    g.console_credential = Credential.in_force(svc.settings)
+    g.console_session = _session_id(keys, g.console_credential)
+    g.console_logged_in = g.console_session is not None
+    if not g.console_logged_in and request.endpoint != "console.login":
+        if request.method == "GET":
+            return redirect(url_for("console.login", next=request.path))
+        return redirect(url_for("console.login"), code=303)
+    if request.method == "POST" and not keys.csrf.check(sent, request.form.get("csrf_token")):
         log.warning("console: a change was refused: missing or wrong CSRF token")
         return _page(
             "console/message.html",
@@ -216,20 +267,19 @@ def _console_request() -> ResponseReturnValue | None:
             message="This form was not sent from this console page, or it expired "
             "(CSRF check failed). Reload the page and try again.",
         )
-    if not g.console_logged_in and request.endpoint not in ("console.login", "static"):
-        return redirect(url_for("console.login", next=request.path))
     return None
 
 
 @bp.after_request
 def _console_headers(resp: Response) -> Response:
     if g.get("console_csrf_new"):
-        resp.set_cookie(
+        set_csrf_cookie(
+            resp,
             CSRF_COOKIE,
             g.console_csrf_cookie,
-            httponly=True,
+            secure=request.is_secure,
             samesite="Strict",
-            path="/console",
+            max_age=SESSION_SECONDS,
         )
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"
@@ -274,7 +324,6 @@ def _page(
         csrf_token=_keys(current_app).csrf.token(g.console_csrf_cookie),
         nav=NAV,
         version=__version__,
-        password_set=bool(svc.settings.console_password),
         logged_in=g.get("console_logged_in", False),
         **context,
     )
@@ -294,40 +343,43 @@ def _fresh_settings(svc: Services) -> Settings:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """Ask for ``CONSOLE_PASSWORD`` (only when one is set)."""
+    """Ask for the console password (``CONSOLE_PASSWORD``, or the generated one)."""
     svc = services(current_app)
     keys = _keys(current_app)
-    password = svc.settings.console_password
+    credential: Credential | None = g.console_credential
     target = request.values.get("next", "")
     if not target.startswith("/console/") or target.startswith("//"):
         target = url_for("console.status")
-    if not password or g.console_logged_in:
+    if g.console_logged_in:
         return redirect(target)
-    if request.method == "GET":
-        return _page("console/login.html", next=target)
-    wait = keys.throttle.blocked("console")
-    if wait:
+
+    def form(status: int = 200, error: str | None = None) -> BaseResponse:
         return _page(
             "console/login.html",
-            status=429,
+            status=status,
             next=target,
-            error=f"Too many wrong passwords. Try again in {int(wait) + 1} seconds.",
+            error=error,
+            credential=credential.kind if credential else None,
+            config_path=svc.settings.config_path,
         )
-    given = request.form.get("password", "")
-    ok = hmac.compare_digest(
-        hashlib.sha256(given.encode("utf-8")).digest(),
-        hashlib.sha256(password.encode("utf-8")).digest(),
-    )
-    if not ok:
-        keys.throttle.failure("console")
+
+    if request.method == "GET":
+        return form()
+    if credential is None:
+        return form(403, "No console password yet: make one with connector console-password.")
+    wait = keys.throttle.acquire("console")  # checked and counted at once: parallel guesses too
+    if wait:
+        log.warning("console: sign-in throttled (client %s)", request.remote_addr)
+        return form(429, f"Too many wrong passwords. Try again in {int(wait) + 1} seconds.")
+    if not credential.matches(request.form.get("password", "")[:1024]):
         log.warning("console: wrong password (client %s)", request.remote_addr)
-        return _page("console/login.html", status=401, next=target, error="Wrong password.")
+        return form(401, "Wrong password.")
     keys.throttle.reset("console")
     log.info("console: signed in (client %s)", request.remote_addr)
     resp = redirect(target, code=303)
     resp.set_cookie(
         SESSION_COOKIE,
-        keys.sessions.dumps({"f": keys.fingerprint(password)}),
+        keys.sessions.dumps({"f": keys.fingerprint(credential), "s": secrets.token_urlsafe(16)}),
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="Strict",
@@ -429,8 +481,13 @@ def overview(svc: Services) -> dict[str, Any]:
         ],
         "env_keys": [k for k in s.env_keys if k != "RUN_DIR"],  # RUN_DIR: set by the master
         "ignored_keys": list(s.ignored_keys),
-        "console_password": bool(s.console_password),
+        "console_password": _password_kind(s),
     }
+
+
+def _password_kind(settings: Settings) -> str:
+    credential = Credential.in_force(settings)
+    return credential.kind if credential else "none"
 
 
 @bp.get("/")
@@ -673,13 +730,23 @@ def try_login() -> ResponseReturnValue:
     context: dict[str, Any] = {"q": "", "lookup": "", "try_user": username}
     started = time.monotonic()
     correlation = secrets.token_hex(8)
-    try:
-        context["try_profile"] = svc.require_directory().authenticate(username, password)
-        outcome = "success"
-    except errors.ConnectorError as exc:
-        outcome = exc.wire_name
-        context["try_error"] = {"name": exc.wire_name, "message": str(exc)}
-    metrics.login("console", outcome, time.monotonic() - started)
+    status = 200
+    wait = _reserve_try(_keys(current_app), g.console_session)
+    if wait:
+        outcome = "throttled"
+        status = 429
+        context["try_error"] = {
+            "name": "Throttled",
+            "message": f"Too many logins tried from the console. Try again in {int(wait) + 1} s.",
+        }
+    else:
+        try:
+            context["try_profile"] = svc.require_directory().authenticate(username, password)
+            outcome = "success"
+        except errors.ConnectorError as exc:
+            outcome = exc.wire_name
+            context["try_error"] = {"name": exc.wire_name, "message": str(exc)}
+        metrics.login("console", outcome, time.monotonic() - started)
     audit.info(
         "login method=console user=%r outcome=%s client=%s correlation=%s",
         username,
@@ -694,7 +761,18 @@ def try_login() -> ResponseReturnValue:
             "correlation_id": correlation,
         },
     )
-    return _page("console/users.html", **context)
+    return _page("console/users.html", status=status, **context)
+
+
+def _reserve_try(keys: ConsoleKeys, session: str) -> float:
+    """Count one "try a login" (before the bind); seconds to wait instead, if over a limit."""
+    wait = keys.tries_per_session.acquire(f"session:{session}")
+    if wait:
+        return wait
+    wait = keys.tries_in_all.acquire("all")
+    if wait:
+        keys.tries_per_session.release(f"session:{session}")
+    return wait
 
 
 # --- profile mapper ---------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Request guards for the sign-in form: CSRF tokens and login throttling.
+"""Request guards for the sign-in form and the console: CSRF, framing, login throttling.
 
 CSRF uses the double-submit pattern with a keyed MAC: the browser holds a random value in a
-cookie, the form carries ``HMAC(key, value)``. The key is derived from the connector's secret
-key file, so every worker (and every instance sharing that file) agrees, and no secret sits in
-the source. Throttling counts failures per username and per client address in a sliding window;
-under gunicorn the counts live in a table under the run directory that every worker shares
+cookie (minted and MACed by us, with its time: a value the client chose is never adopted;
+``__Host-`` and ``Secure`` over https), the form carries ``HMAC(key, value)``. The key is
+derived from the connector's secret key file, so every worker (and every instance sharing that
+file) agrees, and no secret sits in the source. Pages with forms are never framed.
+
+Throttling counts failures per username and per client address in a sliding window; under
+gunicorn the counts live in a table under the run directory that every worker shares
 (:class:`SharedThrottle`), so the limits hold whatever the number of workers.
 """
 
@@ -25,33 +28,66 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from connector import errors
 
 CSRF_COOKIE = "connector_csrf"
+#: How long a CSRF cookie (and the forms made for it) stays valid.
+CSRF_SECONDS = 3600
 
 log = logging.getLogger(__name__)
 
 
 class Csrf:
-    """Issue and check CSRF tokens bound to a cookie value."""
+    """Issue and check CSRF cookies and the form tokens bound to them.
 
-    def __init__(self, key: bytes) -> None:
+    A cookie is ``random.issued.mac``: only a value this key minted, less than ``max_age``
+    seconds ago, is ever used, so a value the client chose (set by a sibling site, say) is
+    replaced, never adopted, and its forms are refused.
+    """
+
+    def __init__(
+        self, key: bytes, max_age: float = CSRF_SECONDS, clock: Callable[[], float] = time.time
+    ) -> None:
         self._key = hashlib.sha256(b"connector-csrf-v1" + key).digest()
+        self._cookie_key = hashlib.sha256(b"connector-csrf-cookie-v1" + key).digest()
+        self.max_age = max_age
+        self._clock = clock
 
-    @staticmethod
-    def new_cookie() -> str:
-        """A fresh random cookie value."""
-        return secrets.token_urlsafe(24)
+    def _cookie_mac(self, body: str) -> str:
+        return hmac.new(self._cookie_key, body.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+    def new_cookie(self) -> str:
+        """A fresh cookie value, minted now."""
+        body = f"{secrets.token_urlsafe(24)}.{int(self._clock())}"
+        return f"{body}.{self._cookie_mac(body)}"
+
+    def _age(self, cookie: str | None) -> float | None:
+        """Seconds since this key minted ``cookie``; None if it did not (or it is malformed)."""
+        if not cookie or len(cookie) > 200 or not cookie.isascii():
+            return None
+        body, _, mac = cookie.rpartition(".")
+        issued = body.rpartition(".")[2]
+        if not issued.isdigit() or not hmac.compare_digest(self._cookie_mac(body), mac):
+            return None
+        age = self._clock() - int(issued)
+        return age if -60 <= age < self.max_age else None
+
+    def reuse(self, cookie: str | None) -> str | None:
+        """``cookie`` when a new form may use it (ours, and in the first half of its life)."""
+        age = self._age(cookie)
+        return cookie if age is not None and age < self.max_age / 2 else None
 
     def token(self, cookie: str) -> str:
         """The form token for a cookie value."""
         return hmac.new(self._key, cookie.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def check(self, cookie: str | None, token: str | None) -> bool:
-        """Whether the form token matches the cookie (constant-time)."""
-        if not cookie or not token or len(cookie) > 200 or len(token) > 200:
+        """Whether the cookie is one we minted, unexpired, and the token is its (constant-time)."""
+        if self._age(cookie) is None or not token or len(token) > 200:
             return False
+        assert cookie is not None
         return hmac.compare_digest(self.token(cookie), token)
 
 
@@ -74,6 +110,37 @@ def address_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+def csrf_cookie_name(base: str, secure: bool) -> str:
+    """Over https the cookie is ``__Host-`` prefixed: only this host, over TLS, may set it."""
+    return f"__Host-{base}" if secure else base
+
+
+def set_csrf_cookie(
+    resp: Any, base: str, value: str, *, secure: bool, samesite: str, max_age: float
+) -> None:
+    """Send a CSRF cookie: ``HttpOnly``, an expiry; over https ``Secure``, ``__Host-``, ``/``."""
+    resp.set_cookie(
+        csrf_cookie_name(base, secure),
+        value,
+        max_age=int(max_age),
+        httponly=True,
+        secure=secure,
+        samesite=samesite,
+        path="/",
+    )
+
+
+def no_framing(resp: Any) -> Any:
+    """Forbid framing the page (added to a CSP already set, else one of its own)."""
+    resp.headers["X-Frame-Options"] = "DENY"
+    csp = resp.headers.get("Content-Security-Policy")
+    if not csp:
+        resp.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    elif "frame-ancestors" not in csp:
+        resp.headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'"
+    return resp
 
 
 class Throttle:

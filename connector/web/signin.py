@@ -42,12 +42,22 @@ from connector.kerberos import KerberosRejected
 from connector.netpolicy import client_address
 from connector.services import Services
 from connector.web import services
-from connector.web.guards import CSRF_COOKIE, Attempt, address_key, entry_key, user_key
+from connector.web.guards import (
+    CSRF_COOKIE,
+    Attempt,
+    address_key,
+    csrf_cookie_name,
+    entry_key,
+    no_framing,
+    set_csrf_cookie,
+    user_key,
+)
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
 
 bp = Blueprint("signin", __name__)
+bp.after_request(no_framing)  # the form is never shown in a frame (clickjacking)
 
 
 @bp.before_request
@@ -118,9 +128,8 @@ def _render_form(
     negotiate: bool = False,
 ) -> Response:
     svc = services(current_app)
-    cookie = request.cookies.get(CSRF_COOKIE)
-    if not cookie or len(cookie) > 200:
-        cookie = svc.csrf.new_cookie()
+    sent = request.cookies.get(csrf_cookie_name(CSRF_COOKIE, request.is_secure))
+    cookie = svc.csrf.reuse(sent) or svc.csrf.new_cookie()
     html = render_template(
         "signin.html",
         params=params,
@@ -129,9 +138,15 @@ def _render_form(
         csrf_token=svc.csrf.token(cookie),
     )
     resp = make_response(html, status)
-    resp.set_cookie(
-        CSRF_COOKIE, cookie, httponly=True, samesite="Lax", secure=request.is_secure, path="/"
-    )
+    if cookie != sent:
+        set_csrf_cookie(
+            resp,
+            CSRF_COOKIE,
+            cookie,
+            secure=request.is_secure,
+            samesite="Lax",
+            max_age=svc.csrf.max_age,
+        )
     resp.headers["Cache-Control"] = "no-store"
     if negotiate:
         resp.headers["WWW-Authenticate"] = "Negotiate"
@@ -303,7 +318,8 @@ def signin_get(begun: _Begun) -> ResponseReturnValue:
 def signin_post(begun: _Begun) -> ResponseReturnValue:
     """The form: check the password, hand the profile over, or say precisely what is wrong."""
     svc, params, target, addr, correlation = begun
-    if not svc.csrf.check(request.cookies.get(CSRF_COOKIE), request.form.get("csrf_token")):
+    sent = request.cookies.get(csrf_cookie_name(CSRF_COOKIE, request.is_secure))
+    if not svc.csrf.check(sent, request.form.get("csrf_token")):
         log.warning("sign-in form refused: missing or wrong CSRF token (client %s)", addr)
         return _render_form(params, "Your session expired. Please sign in again.", status=400)
     username = request.form.get("username", "").strip()[:1024]

@@ -12,7 +12,9 @@ import json
 import re
 
 import pytest
+from consolekit import sign_in
 
+from connector import consolepw
 from connector.errors import ConfigError
 from connector.settings import load_settings, refine
 from connector.web import create_app
@@ -33,22 +35,32 @@ def make_app(tmp_path, **cfg):
 
 @pytest.fixture
 def app(tmp_path):
-    return make_app(tmp_path)[0]
+    app, path = make_app(tmp_path)
+    app.console_password = consolepw.create(path.parent)
+    return app
+
+
+def signed_in(app):
+    """A test client signed in to the console."""
+    client = app.test_client()
+    sign_in(client, app.console_password)
+    return client
 
 
 def test_the_console_answers_on_its_port_from_loopback(app):
-    client = app.test_client()
+    client = signed_in(app)
     resp = client.get("/console/", base_url=CONSOLE)
     assert resp.status_code == 200
     assert "Not set up" in resp.text or "not set up" in resp.text
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    # reached (its sign-in), not hidden, from the other loopback forms
     ipv6 = client.get(
         "/console/",
         base_url="http://[::1]:4001",
         environ_overrides={"REMOTE_ADDR": "::1", "SERVER_PORT": "4001"},  # werkzeug: not [::1]
     )
-    assert ipv6.status_code == 200
+    assert ipv6.status_code == 302 and "/console/login" in ipv6.headers["Location"]
     mapped = client.get(
         "/console/", base_url=CONSOLE, environ_overrides={"REMOTE_ADDR": "::ffff:127.0.0.1"}
     )
@@ -91,7 +103,7 @@ def test_a_rebound_host_name_gets_404(app):
     client = app.test_client()
     resp = client.get("/console/", base_url="http://evil.example:4001")
     assert resp.status_code == 404
-    assert client.get("/console/", base_url="http://localhost:4001").status_code == 200
+    assert client.get("/console/", base_url="http://localhost:4001").status_code == 302
 
 
 def test_the_console_port_serves_nothing_else(app):
@@ -104,7 +116,7 @@ def test_the_console_port_serves_nothing_else(app):
 
 
 def test_a_change_without_the_csrf_token_is_refused(app):
-    client = app.test_client()
+    client = signed_in(app)
     page = client.get("/console/setup", base_url=CONSOLE)
     token = CSRF.search(page.text).group(1)
     for data in ({}, {"csrf_token": "forged"}, {"csrf_token": token + "x"}):
@@ -115,7 +127,7 @@ def test_a_change_without_the_csrf_token_is_refused(app):
     resp = client.post("/console/setup/ticket", base_url=CONSOLE, data={"csrf_token": token})
     assert resp.status_code == 400 and "Paste the ticket URL" in resp.text
     # a token for another browser's cookie does not pass either
-    other = app.test_client()
+    other = signed_in(app)
     other.get("/console/setup", base_url=CONSOLE)
     resp = other.post("/console/setup/ticket", base_url=CONSOLE, data={"csrf_token": token})
     assert "CSRF check failed" in resp.text

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from configs import openldap_config
-from conftest import FAST
 from connector_proc import setup_config
+from consolekit import FAST
 
 WRONG_BIND = "Wrong-Bind-Secret-9"
 PASSPHRASE = "Clone-Passphrase-2024!"
@@ -46,6 +46,14 @@ def text_of(browser, css):
     return browser.wait_for(css).text
 
 
+def sign_in(browser, proc):
+    """Sign in to ``proc``'s console with its password (made before it started)."""
+    browser.get(proc.console + "/login")
+    fill(browser, "password", proc.password)
+    click(browser, "sign-in")
+    browser.wait_for("#sign-out")
+
+
 def no_secrets(texts, secrets):
     for secret in secrets:
         for name, text in texts.items():
@@ -67,6 +75,15 @@ def test_first_run_from_the_console_alone(tmp_path, hub, slapd, browser, console
     state = tmp_path / "first"
     proc = console_connector(state, env={k: str(v) for k, v in FAST.items()})
     assert not (state / "config.json").exists()
+
+    # nothing without the console password: the sign-in says how to get one
+    browser.get(proc.console + "/")
+    assert "console-password" in text_of(browser, "#password-help")
+    fill(browser, "password", proc.password + "-wrong")
+    click(browser, "sign-in")
+    assert text_of(browser, "#login-error") == "Wrong password."
+    fill(browser, "password", proc.password)
+    click(browser, "sign-in")
 
     # status says what is missing and where to go
     browser.get(proc.console + "/")
@@ -171,6 +188,7 @@ def test_first_run_from_the_console_alone(tmp_path, hub, slapd, browser, console
             "Carol-Typo-77",
             "carolpw",
             hub.ticket,
+            proc.password,
             *secret_lines(state),
         ],
     )
@@ -206,6 +224,7 @@ def test_export_then_import_clones_an_instance_that_serves_logins(
     # export from A's console
     for old in browser.downloads.iterdir():
         old.unlink()
+    sign_in(browser, a)
     browser.get(a.console + "/archive")
     fill(browser, "export-passphrase", PASSPHRASE)
     fill(browser, "export-passphrase2", PASSPHRASE + "x")
@@ -220,6 +239,7 @@ def test_export_then_import_clones_an_instance_that_serves_logins(
     # B starts empty; a wrong passphrase is refused; a dry run writes nothing
     b_state = tmp_path / "b"
     b = console_connector(b_state)
+    sign_in(browser, b)
     browser.get(b.console + "/archive")
     browser.wait_for("#archive-file").send_keys(str(exported))
     fill(browser, "import-passphrase", "not-the-passphrase")
@@ -246,12 +266,18 @@ def test_export_then_import_clones_an_instance_that_serves_logins(
     stored = json.loads((b_state / "config.json").read_text())
     assert stored["PROFILE_MAPPER"] == str(b_state / "profile_mapper.py")
 
-    # B's mapper page shows the carried mapper at work (once the browser's kept-alive
-    # connection no longer reaches a worker that is still finishing with the old settings)
+    # B kept its own console password; A's secret key, now B's, ends the sessions signed with
+    # B's old one: B's mapper page shows the carried mapper at work once signed in again (and
+    # once the browser's kept-alive connection no longer reaches a worker that is still
+    # finishing with the old settings)
+    assert (b_state / "console-password").exists()
     carried = str(b_state / "profile_mapper.py")
     deadline = time.monotonic() + 20
     while True:
         browser.get(b.console + "/mapper?user=alice")
+        if "/console/login" in browser.driver.current_url:
+            sign_in(browser, b)
+            continue
         if carried in text_of(browser, "#mapper-active") or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -274,7 +300,15 @@ def test_export_then_import_clones_an_instance_that_serves_logins(
             "A's log ring": a.run_files_text(),
             "B's log ring": b.run_files_text(),
         },
-        [PASSPHRASE, slapd.bind_pw, "alicepw", hub.ticket, *secret_lines(a_state)],
+        [
+            PASSPHRASE,
+            slapd.bind_pw,
+            "alicepw",
+            hub.ticket,
+            a.password,
+            b.password,
+            *secret_lines(a_state),
+        ],
     )
 
 

@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 from configs import openldap_config
-from conftest import CSRF, FAST, ConsoleConnector, wait_agents
 from connector_proc import setup_config
+from consolekit import CSRF, FAST, ConsoleConnector, wait_agents
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,16 @@ def test_gunicorn_sets_server_port_from_the_socket_not_the_host_header(running):
     assert requests.post(proc.url + "/console/export", timeout=10).status_code == 404
     # the console's own listener answers, whatever the Host header says about ports
     other = {"Host": f"127.0.0.1:{proc.port}"}
-    assert requests.get(proc.console + "/", headers=other, timeout=10).status_code == 200
-    assert requests.get(proc.console + "/", timeout=10).status_code == 200
+    signed_in = proc.session()
+    assert signed_in.get(proc.console + "/", headers=other, timeout=10).status_code == 200
+    assert signed_in.get(proc.console + "/", timeout=10).status_code == 200
     # and serves neither the sign-in endpoint nor anything else
     console_root = proc.console.rsplit("/console", 1)[0]
     assert requests.get(console_root + "/wsfed", timeout=10).status_code == 404
     assert requests.get(console_root + "/health", timeout=10).status_code == 200
+    # the start-up log says where the console's password comes from, never the password
+    assert "password made by `connector console-password`" in proc.log()
+    assert proc.password not in proc.log() + proc.run_files_text()
 
 
 def form_login(proc, username, password):
@@ -213,7 +217,7 @@ def test_ready_follows_the_directory(tmp_path, hub, slapd_factory, console_conne
 
 def test_try_a_login_and_logs_on_the_console(running):
     proc = running
-    s = requests.Session()
+    s = proc.session()
     page = s.get(proc.console + "/users", timeout=10)
     token = CSRF.search(page.text).group(1)
     bad = s.post(

@@ -45,6 +45,7 @@ _KINDS = {
     "test_hostile_negotiate.py": "Negotiate headers (fuzzed, NTLM, replayed, huge)",
     "test_hostile_commands.py": "command JWTs (forged, expired, none, oversized)",
     "test_hostile_web.py": "redirects, CSRF, spoofed forwarding headers",
+    "test_hostile_console.py": "console: no session, forged cookies, GET-only SSRF",
     "test_hostile_secrets_at_rest.py": "secrets at rest",
     "test_hostile_throttle.py": "throttle bypass (spellings, IPv6, bursts, floods)",
     "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",

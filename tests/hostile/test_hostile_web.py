@@ -10,9 +10,8 @@ markup injection through its parameters.
 * ``wctx``/``wreply``/``username`` come back HTML-escaped, and ``wctx`` URL-encoded in the
   redirect (no header splitting).
 
-Not covered, because it does not exist yet: the local admin console (CSRF on its forms,
-requests from non-loopback addresses) and configuration import archives (path traversal,
-huge entries).
+The admin console is asked without its password in ``test_hostile_console.py``; its CSRF,
+non-loopback peers and import archives are tested in ``tests/console/``.
 """
 
 from __future__ import annotations
@@ -173,9 +172,11 @@ def test_csrf_cookie_attributes(hostile):
     resp = requests.get(hostile.url(), params={"wtrealm": REALM_URL, "wctx": "c"}, timeout=30)
     cookie = resp.headers["Set-Cookie"]
     assert cookie.startswith("connector_csrf=")
-    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/"):
+    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=3600"):
         assert attribute in cookie, cookie
     assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
 
 
 # --------------------------------------------------------------------------------------
