@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from connector.headcap import MAX_REQUEST_HEAD, cap_request_head
 from connector.listener import start_notes, write_server_pem
 from connector.netpolicy import parse_networks
 from connector.settings import load_settings
@@ -72,6 +73,8 @@ threads = _settings.web_threads
 # Kerberos tokens exceed 8 KB for users in many groups. The app refuses an Authorization
 # value over 64 KB (connector.kerberos.MAX_HEADER_LENGTH) with the form and a clear reason;
 # gunicorn's per-line limit is twice that so such a header reaches the app (not a bare 431).
+# The whole head is capped too (connector.headcap, installed in post_fork): one such field
+# and 64 KB for the rest, not 100 fields of 128 KB.
 limit_request_field_size = 131072
 limit_request_line = 8190
 limit_request_fields = 100
@@ -134,6 +137,21 @@ def on_starting(server: Any) -> None:
         server.log.warning("the secret key could not be prepared: %s", exc)
 
 
+_head_capped = False  # set in each worker by post_fork
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, first: cap the size of a whole request head (see :mod:`connector.headcap`)."""
+    global _head_capped
+    _head_capped = cap_request_head(MAX_REQUEST_HEAD)
+    if not _head_capped:
+        worker.log.warning(
+            "this gunicorn's parser cannot be capped at %d bytes per request head; only "
+            "limit_request_fields x limit_request_field_size bound it",
+            MAX_REQUEST_HEAD,
+        )
+
+
 def post_worker_init(worker: Any) -> None:
     """Start this worker's status reporter and hub poller (after the fork, app loaded)."""
     services = _services(worker)
@@ -145,6 +163,7 @@ def post_worker_init(worker: Any) -> None:
         "limit_request_field_size": cfg.limit_request_field_size,
         "limit_request_line": cfg.limit_request_line,
         "limit_request_fields": cfg.limit_request_fields,
+        "max_request_head": MAX_REQUEST_HEAD if _head_capped else None,
         "workers": cfg.workers,
         "threads": cfg.threads,
         "bind": list(cfg.bind),
