@@ -17,12 +17,15 @@ key, Fernet: AES-128-CBC + HMAC-SHA256). File layout::
     {"kdf": "scrypt", "n": 32768, "r": 8, "p": 1, "salt": "<base64>"}\\n
     <Fernet token>
 
-Import checks everything before writing anything: the passphrase, the size of the whole and of
-each entry (1 MB), only known entry names (no directories, links, paths or duplicates),
+Import checks everything before writing anything: the key derivation's cost (no more than
+export asks: a header asking scrypt for gigabytes is refused before deriving), the passphrase,
+the size of the whole and of each entry (1 MB), only known entry names (no directories, links,
+paths or duplicates),
 ``config.json`` valid, the agent key opening with the archive's ``secret.key`` and matching
 its certificate. It then reports what changes (keys added, changed, removed; certificate,
-secret key, mapper), keeps the replaced files in ``backup-<time>/`` beside ``config.json``, and
-writes each new file atomically, ``config.json`` last. Files carried for ``PROFILE_MAPPER``,
+secret key, mapper), keeps the replaced files in ``backup-<time>/`` beside ``config.json`` (the
+last ``KEEP_BACKUPS`` of them: each holds an old ``secret.key``), and writes each new file
+atomically, ``config.json`` last. Files carried for ``PROFILE_MAPPER``,
 ``LDAP_CA_FILE`` and ``HUB_CA_FILE`` land beside ``config.json`` and those keys point there.
 """
 
@@ -68,7 +71,12 @@ MAX_ARCHIVE_BYTES = 8 * 1024 * 1024
 MAX_ENTRY_BYTES = 1024 * 1024
 MAX_PLAIN_BYTES = 6 * 1024 * 1024
 MIN_PASSPHRASE = 12
+#: What export asks of scrypt (128 * n * r bytes of memory: 32 MB), and the most import accepts.
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+#: The lowest cost import accepts (what export wrote is never below it).
+MIN_SCRYPT_N = 2**14
+#: How many ``backup-*`` folders an import keeps (the newest).
+KEEP_BACKUPS = 3
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
@@ -126,12 +134,36 @@ def decrypt(data: bytes, passphrase: str) -> bytes:
         n, r, p = int(header["n"]), int(header["r"]), int(header["p"])
     except (ValueError, KeyError, TypeError):
         raise ArchiveError("the archive's header is damaged") from None
-    if header.get("kdf") != "scrypt" or not (2**10 <= n <= 2**20 and 1 <= r <= 16 and p == 1):
-        raise ArchiveError("the archive's key derivation parameters are not accepted")
+    if header.get("kdf") != "scrypt":
+        raise ArchiveError("the archive's key derivation is not scrypt")
+    _check_cost(n, r, p)
     try:
         return _fernet(passphrase, salt, n, r, p).decrypt(token.strip())
     except InvalidToken:
         raise ArchiveError("wrong passphrase, or the archive is damaged") from None
+
+
+def _check_cost(n: int, r: int, p: int) -> None:
+    """Refuse scrypt parameters other than export's kind: a header must not choose our cost.
+
+    Raises:
+        ArchiveError: n is not a power of two in [MIN_SCRYPT_N, SCRYPT n], or r or p is more
+            than export writes.
+    """
+    most = SCRYPT
+    if (
+        MIN_SCRYPT_N <= n <= most["n"]
+        and n & (n - 1) == 0
+        and 1 <= r <= most["r"]
+        and 1 <= p <= most["p"]
+    ):
+        return
+    shown = f"n={n}" if n < 2**64 else "n=(huge)"
+    raise ArchiveError(
+        f"the archive asks scrypt for {shown}, r={r}, p={p}; this connector exports with and "
+        f"accepts at most n={most['n']} (a power of two, at least {MIN_SCRYPT_N}), "
+        f"r={most['r']}, p={most['p']}: refused without deriving a key"
+    )
 
 
 # --- the tar.gz inside -----------------------------------------------------------------------
@@ -263,6 +295,7 @@ class ImportReport:
     warnings: list[str] = dataclasses.field(default_factory=list)
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     backup: str | None = None
+    pruned: list[str] = dataclasses.field(default_factory=list)
     applied: bool = False
 
     @property
@@ -296,6 +329,11 @@ class ImportReport:
         out += [f"warning: {w}" for w in self.warnings]
         if self.backup:
             out.append(f"previous files kept in {self.backup}")
+        if self.pruned:
+            out.append(
+                f"older backups removed (the last {KEEP_BACKUPS} are kept): "
+                + ", ".join(self.pruned)
+            )
         return out
 
 
@@ -457,6 +495,18 @@ def _plan(data: bytes, passphrase: str, config_path: Path, secret_key_file: Path
     return _Plan(entries, new_config, report)
 
 
+def _prune_backups(state: Path) -> list[str]:
+    """Remove all but the newest ``KEEP_BACKUPS`` backup folders; the names removed.
+
+    Names sort by time (``backup-YYYYmmdd-HHMMSS[-micro]``); links and files are left alone.
+    """
+    found = sorted(p for p in state.glob("backup-*") if p.is_dir() and not p.is_symlink())
+    old = found[:-KEEP_BACKUPS] if len(found) > KEEP_BACKUPS else []
+    for folder in old:
+        shutil.rmtree(folder)
+    return [f.name for f in old]
+
+
 def import_archive(
     data: bytes,
     passphrase: str,
@@ -486,7 +536,7 @@ def import_archive(
         return report
     state = config.parent
     state.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     backup = state / f"backup-{stamp}"
     existing = [
         p
@@ -504,6 +554,7 @@ def import_archive(
         for path in existing:
             shutil.copy2(path, backup / path.name)
         report.backup = str(backup)
+        report.pruned = _prune_backups(state)
     write_file_atomic(secret, plan.entries[SECRET], 0o600)
     write_file_atomic(state / KEY_FILE, plan.entries[KEY_FILE], 0o600)
     write_file_atomic(state / CERT_FILE, plan.entries[CERT_FILE], 0o644)

@@ -1,6 +1,10 @@
 """gunicorn settings and hooks for the connector (``deploy/gunicorn.conf.py`` imports this).
 
 * gthread workers; header limits sized for Kerberos tokens of users in many groups;
+* https when a certificate is configured (``SSL_PFX``, see :mod:`connector.listener`): its key
+  and certificates are written to ``tls-server.pem`` (0600) in the run directory for
+  ``certfile``; without one, the sign-in endpoint listens on loopback only unless ``BIND``
+  says otherwise, and the master says so at start;
 * two listeners: the sign-in endpoint (``BIND``) and the admin console on loopback
   (``CONSOLE_BIND``, default 127.0.0.1 at the sign-in port + 1); the app tells them apart by
   the port of the socket a request came in on (WSGI ``SERVER_PORT``);
@@ -23,6 +27,7 @@ Settings (bind address, workers, threads) come from the connector's own settings
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -30,10 +35,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from connector.headcap import MAX_REQUEST_HEAD, cap_request_head
+from connector.listener import start_notes, write_server_pem
 from connector.netpolicy import parse_networks
 from connector.settings import load_settings
 
 _settings = load_settings(require_directory=False, encrypt_in_place=False)
+
+
+def _server_pem() -> tuple[Path | None, Any]:
+    """Write SSL_PFX's key and certificates for gunicorn (None: no certificate configured)."""
+    if not _settings.ssl_pfx:
+        return None, None
+    try:
+        return write_server_pem(_settings, _settings.run_dir)
+    except OSError:  # a read-only state directory: a private temporary one
+        return write_server_pem(_settings, Path(tempfile.mkdtemp(prefix="connector-tls-")))
+
+
+# Read once, when the master imports this module (a reload keeps the file and the values).
+_tls_pem, _tls_cert = _server_pem()
+certfile = keyfile = str(_tls_pem) if _tls_pem is not None else None
 
 bind = [_settings.main_bind]
 _console = _settings.console_address
@@ -51,6 +73,8 @@ threads = _settings.web_threads
 # Kerberos tokens exceed 8 KB for users in many groups. The app refuses an Authorization
 # value over 64 KB (connector.kerberos.MAX_HEADER_LENGTH) with the form and a clear reason;
 # gunicorn's per-line limit is twice that so such a header reaches the app (not a bare 431).
+# The whole head is capped too (connector.headcap, installed in post_fork): one such field
+# and 64 KB for the rest, not 100 fields of 128 KB.
 limit_request_field_size = 131072
 limit_request_line = 8190
 limit_request_fields = 100
@@ -89,6 +113,8 @@ def _writable_run_dir() -> Path:
 def on_starting(server: Any) -> None:
     """Master, before the workers: the shared run directory and the secret key."""
     global _run_dir
+    for level, note in start_notes(_settings, _tls_cert):
+        (server.log.warning if level >= logging.WARNING else server.log.info)(note)
     run = _run_dir = _writable_run_dir()
     if run != _settings.run_dir:
         server.log.warning("%s is not writable; runtime files go to %s", _settings.run_dir, run)
@@ -133,6 +159,21 @@ def _say_how_to_sign_in(server: Any) -> None:
         )
 
 
+_head_capped = False  # set in each worker by post_fork
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, first: cap the size of a whole request head (see :mod:`connector.headcap`)."""
+    global _head_capped
+    _head_capped = cap_request_head(MAX_REQUEST_HEAD)
+    if not _head_capped:
+        worker.log.warning(
+            "this gunicorn's parser cannot be capped at %d bytes per request head; only "
+            "limit_request_fields x limit_request_field_size bound it",
+            MAX_REQUEST_HEAD,
+        )
+
+
 def post_worker_init(worker: Any) -> None:
     """Start this worker's status reporter and hub poller (after the fork, app loaded)."""
     services = _services(worker)
@@ -144,6 +185,7 @@ def post_worker_init(worker: Any) -> None:
         "limit_request_field_size": cfg.limit_request_field_size,
         "limit_request_line": cfg.limit_request_line,
         "limit_request_fields": cfg.limit_request_fields,
+        "max_request_head": MAX_REQUEST_HEAD if _head_capped else None,
         "workers": cfg.workers,
         "threads": cfg.threads,
         "bind": list(cfg.bind),
@@ -169,6 +211,10 @@ def on_exit(server: Any) -> None:
     """Master, last: remove a temporary run directory (one under the state dir stays)."""
     if _run_dir is not None and _run_dir != _settings.run_dir:
         shutil.rmtree(_run_dir, ignore_errors=True)
+    if _tls_pem is not None:  # the unencrypted key is on disk only while gunicorn runs
+        _tls_pem.unlink(missing_ok=True)
+        if _tls_pem.parent.name.startswith("connector-tls-"):
+            shutil.rmtree(_tls_pem.parent, ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:

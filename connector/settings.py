@@ -44,8 +44,6 @@ _NODE_KEYS_IGNORED = frozenset(
         "ALLOW_KERBEROS_CLIENTS",
         "ANALYTICS",
         "CONNECTIONS_POOL_SIZE",
-        "SSL_PFX",
-        "SSL_KEY_PASSWORD",
         "SSL_ENABLE_EMPTY_SUBJECT",
         "LDAP_AUTH_POOL_SIZE",
         "LDAP_SEARCH_POOL_SIZE",
@@ -158,6 +156,11 @@ class Settings:
         "LDAP_CA_FILE", None, "PEM file of the CA(s) that issued the LDAP servers' certificates."
     )
     ldap_starttls: bool = _setting("LDAP_STARTTLS", False, "Use StartTLS on ldap:// URLs.")
+    ldap_allow_cleartext: bool = _setting(
+        "LDAP_ALLOW_CLEARTEXT",
+        False,
+        "Allow binds (passwords) over ldap:// without StartTLS; refused unless set (logged).",
+    )
     ldap_tls_require_cert: str = _setting(
         "LDAP_TLS_REQUIRE_CERT",
         "demand",
@@ -372,7 +375,22 @@ class Settings:
     kerberos_auth: bool = _setting("KERBEROS_AUTH", False, "Offer Kerberos (Negotiate) sign-in.")
     port: int = _setting("PORT", 4000, "Port of the sign-in endpoint.", check=_positive)
     server_url: str | None = _setting("SERVER_URL", None, "Public URL of the sign-in endpoint.")
-    bind: str = _setting("BIND", "", "Address:port gunicorn listens on (default 0.0.0.0:PORT).")
+    bind: str = _setting(
+        "BIND",
+        "",
+        "Address:port gunicorn listens on (default 0.0.0.0:PORT with SSL_PFX, else "
+        "127.0.0.1:PORT).",
+    )
+    ssl_pfx: str | None = _setting(
+        "SSL_PFX",
+        None,
+        "TLS certificate and key of the sign-in endpoint: a PKCS#12 (.pfx) file's path, or "
+        "its content in base64 (the Node connector's form); served by gunicorn over https.",
+        secret=True,
+    )
+    ssl_key_password: str = _setting(
+        "SSL_KEY_PASSWORD", "", "Password of the SSL_PFX file (if it has one).", secret=True
+    )
     web_workers: int = _setting("WEB_WORKERS", 2, "gunicorn worker processes.", check=_positive)
     web_threads: int = _setting("WEB_THREADS", 8, "Threads per worker.", check=_positive)
 
@@ -444,8 +462,14 @@ class Settings:
 
     @property
     def main_bind(self) -> str:
-        """The sign-in endpoint's listening address (``BIND``, else ``0.0.0.0:PORT``)."""
-        return self.bind or f"0.0.0.0:{self.port}"
+        """The sign-in endpoint's listening address.
+
+        ``BIND`` when set; else every address when a certificate is configured (``SSL_PFX``)
+        and loopback only when not: plain http is for a TLS proxy on the same host.
+        """
+        if self.bind:
+            return self.bind
+        return f"0.0.0.0:{self.port}" if self.ssl_pfx else f"127.0.0.1:{self.port}"
 
     @property
     def console_address(self) -> tuple[str, int] | None:
@@ -509,7 +533,14 @@ SEALED_KEYS = {
 
 #: Keys whose values are never shown (the console, import reports).
 SECRET_KEYS = frozenset(
-    {*SEALED_KEYS, *SEALED_KEYS.values(), "TENANT_SIGNING_KEY", "PROVISIONING_TICKET"}
+    {
+        *SEALED_KEYS,
+        *SEALED_KEYS.values(),
+        "TENANT_SIGNING_KEY",
+        "PROVISIONING_TICKET",
+        "SSL_PFX",
+        "SSL_KEY_PASSWORD",
+    }
 )
 
 

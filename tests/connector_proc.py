@@ -52,6 +52,7 @@ class ConnectorProcess:
         self.state_dir = Path(state_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.verify: bool | str = True  # the CA file, for a connector serving https itself
         self.workers = workers
         self.threads = threads
         # the admin console's listener (default: the sign-in port + 1) on a port of its own,
@@ -93,7 +94,8 @@ class ConnectorProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                answer = requests.get(self.url + "/health", timeout=1, verify=self.verify)
+                if answer.status_code == 200:
                     return
             except requests.RequestException:
                 pass

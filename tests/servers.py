@@ -841,6 +841,31 @@ ppolicy_hash_cleartext
             conn.unbind_s()
 
 
+class MonitoredSlapd(Slapd):
+    """The test slapd plus ``cn=Monitor`` (readable by anyone), for operation counts."""
+
+    def _write_conf(self) -> None:
+        super()._write_conf()
+        with open(self.conf_file, "a") as conf:
+            conf.write('\ndatabase monitor\naccess to dn.subtree="cn=Monitor"\n  by * read\n')
+
+
+def ldap_ops(conn: Any) -> dict[str, int]:
+    """Completed operations by kind (Bind, Search, Compare, Extended, ...) from cn=Monitor."""
+    ldap = _ldap()
+    found = conn.search_s(
+        "cn=Operations,cn=Monitor",
+        ldap.SCOPE_ONELEVEL,
+        "(objectClass=*)",
+        ["monitorOpCompleted"],
+    )
+    out: dict[str, int] = {}
+    for dn, attrs in found:
+        name = dn.split(",", 1)[0].split("=", 1)[1]
+        out[name] = int(attrs["monitorOpCompleted"][0])
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Samba AD DC
 # --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import ldap
 from ldap.filter import escape_filter_chars
 
 from connector.directory import ldaperrors
-from connector.directory.connections import Connection, ServerSet
+from connector.directory.connections import Connection, ServerSet, is_cleartext
 from connector.directory.search import search
 from connector.settings import Settings
 
@@ -85,6 +85,16 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
             return out
         step("tcp", True, f"connected to {host}:{port}", t0=t0)
 
+    if is_cleartext(settings, url) and not settings.ldap_allow_cleartext:
+        step(
+            "tls",
+            False,
+            "not used: ldap:// without StartTLS, so binds are refused (passwords would travel "
+            "in clear text)",
+            "use ldaps:// or LDAP_STARTTLS=true with LDAP_CA_FILE; LDAP_ALLOW_CLEARTEXT=true "
+            "accepts the risk",
+        )
+        return out
     servers = ServerSet(settings)
     t0 = time.monotonic()
     try:
@@ -116,7 +126,10 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
         step(
             "tls",
             True,
-            "not used: passwords travel in clear text; use ldaps:// or LDAP_STARTTLS",
+            "WARNING, not used: LDAP_ALLOW_CLEARTEXT is set and passwords travel in clear "
+            "text; use ldaps:// or LDAP_STARTTLS"
+            if is_cleartext(settings, url)
+            else "not used (a local socket)",
             t0=t0,
         )
     try:

@@ -35,6 +35,42 @@ _REQUIRE_CERT = {
     "never": ldap.OPT_X_TLS_NEVER,
 }
 
+CLEARTEXT_REFUSED = (
+    "refusing to bind over ldap:// without TLS (passwords would cross the network in clear "
+    "text): use ldaps:// or LDAP_STARTTLS=true with LDAP_CA_FILE, or set "
+    "LDAP_ALLOW_CLEARTEXT=true to accept the risk"
+)
+
+
+def is_cleartext(settings: Settings, url: str) -> bool:
+    """Whether binds to ``url`` would send passwords unprotected over the network.
+
+    ``ldapi://`` (a local socket) is not the network.
+    """
+    scheme = url.lower().split("://", 1)[0]
+    return scheme == "ldap" and not settings.ldap_starttls
+
+
+def cleartext_urls(settings: Settings) -> list[str]:
+    """The configured servers that binds would reach in clear text."""
+    return [u for u in settings.ldap_urls if is_cleartext(settings, u)]
+
+
+def log_cleartext(settings: Settings) -> None:
+    """Say loudly at start which servers get passwords in clear text, or are refused."""
+    urls = cleartext_urls(settings)
+    if not urls:
+        return
+    if settings.ldap_allow_cleartext:
+        log.warning(
+            "LDAP_ALLOW_CLEARTEXT is set: the service account's and users' passwords go to %s "
+            "in clear text; use ldaps:// or LDAP_STARTTLS",
+            ", ".join(urls),
+        )
+    else:
+        log.error("LDAP server(s) %s: %s", ", ".join(urls), CLEARTEXT_REFUSED)
+
+
 # Connections are recycled after this long so that, after a failover, traffic returns to the
 # preferred server once it is back.
 MAX_CONNECTION_AGE = 300.0
@@ -107,9 +143,13 @@ class ServerSet:
         """Open (and, if configured, StartTLS) a connection to one server.
 
         Raises:
-            ldap.LDAPError: the server could not be reached or TLS failed.
+            ldap.LDAPError: the server could not be reached or TLS failed; or
+                ``CONFIDENTIALITY_REQUIRED`` without connecting: the URL is ``ldap://``
+                without StartTLS and ``LDAP_ALLOW_CLEARTEXT`` is not set.
         """
         s = self.settings
+        if is_cleartext(s, url) and not s.ldap_allow_cleartext:
+            raise ldap.CONFIDENTIALITY_REQUIRED({"desc": "TLS required", "info": CLEARTEXT_REFUSED})
         conn = ldap.initialize(url)
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
         conn.set_option(ldap.OPT_REFERRALS, 1 if s.ldap_referrals else 0)

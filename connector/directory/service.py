@@ -22,7 +22,7 @@ from ldap.filter import escape_filter_chars
 
 from connector import errors
 from connector.directory import ldaperrors
-from connector.directory.connections import Connection, Pool, ServerSet
+from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.search import Entry, search
 from connector.profiles import entry_to_raw_profile, load_mapper
@@ -58,6 +58,7 @@ class Directory:
             raise errors.ConfigError(
                 [f"PROFILE_MAPPER: {exc}"], settings.config_path or ""
             ) from exc
+        log_cleartext(settings)
         self.servers = ServerSet(settings)
         acquire = (
             settings.ldap_connect_timeout * len(settings.ldap_urls)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
@@ -10,7 +14,46 @@ from flask.typing import ResponseReturnValue
 from connector import errors, metrics
 from connector.web import services
 
+if TYPE_CHECKING:
+    from connector.directory.service import Directory
+
 bp = Blueprint("health", __name__)
+
+#: How long one answer of the directory serves ``/ready`` (per worker): anybody may call it,
+#: and a burst of calls must cost the directory one search, not one each.
+READY_CACHE_SECONDS = 5.0
+
+
+class Remembered:
+    """The last result of a probe, reused for ``seconds``; one probe runs at a time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._at = -math.inf
+        self._value = ""
+
+    def get(self, probe: Callable[[], str]) -> str:
+        """The remembered result, or a fresh one if it is older than ``seconds``."""
+        with self._lock:
+            if time.monotonic() - self._at >= self.seconds:
+                self._value = probe()
+                self._at = time.monotonic()
+            return self._value
+
+
+def _directory_state(directory: Directory) -> str:
+    """``ok``, or why the directory cannot be used (remembered, see READY_CACHE_SECONDS)."""
+
+    def probe() -> str:
+        try:
+            directory.ping()
+        except errors.ConnectorError as exc:
+            return str(exc)
+        return "ok"
+
+    memo = current_app.extensions.setdefault("connector.ready", Remembered(READY_CACHE_SECONDS))
+    return str(memo.get(probe))
 
 
 @bp.get("/health")
@@ -29,12 +72,8 @@ def ready() -> ResponseReturnValue:
         checks["directory"] = "not configured"
         ok = False
     else:
-        try:
-            svc.directory.ping()
-            checks["directory"] = "ok"
-        except errors.ConnectorError as exc:
-            checks["directory"] = str(exc)
-            ok = False
+        checks["directory"] = _directory_state(svc.directory)
+        ok = checks["directory"] == "ok"
     if svc.agent is not None:
         status = svc.agent.status()
         checks["hub"] = "connected" if status["connected"] else (status["last_error"] or "down")

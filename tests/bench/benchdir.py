@@ -14,11 +14,9 @@ operations each kind of login costs, whoever sends them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-import ldap
 from bigdir import SOAK_PASSWORD, BigDirectory, generate
-from servers import Slapd, ssha
+from servers import MonitoredSlapd, Slapd, ldap_ops, ssha  # noqa: F401 - re-exported for the bench
 
 NESTED_USER = "nested"
 WIDE_USER = "wide"
@@ -26,30 +24,6 @@ WIDE_USER = "wide"
 NESTED_CHAIN = ("bench-team", "bench-dept", "bench-org")
 #: sizes of the wide user's group levels, direct groups first (sum: 200)
 WIDE_LEVELS = (40, 60, 50, 35, 15)
-
-
-class MonitoredSlapd(Slapd):
-    """The test slapd plus ``cn=Monitor`` (readable by anyone), for operation counts."""
-
-    def _write_conf(self) -> None:
-        super()._write_conf()
-        with open(self.conf_file, "a") as conf:
-            conf.write('\ndatabase monitor\naccess to dn.subtree="cn=Monitor"\n  by * read\n')
-
-
-def ldap_ops(conn: Any) -> dict[str, int]:
-    """Completed operations by kind (Bind, Search, Compare, Extended, ...) from cn=Monitor."""
-    found = conn.search_s(
-        "cn=Operations,cn=Monitor",
-        ldap.SCOPE_ONELEVEL,
-        "(objectClass=*)",
-        ["monitorOpCompleted"],
-    )
-    out: dict[str, int] = {}
-    for dn, attrs in found:
-        name = dn.split(",", 1)[0].split("=", 1)[1]
-        out[name] = int(attrs["monitorOpCompleted"][0])
-    return out
 
 
 def wide_group(level: int, index: int) -> str:

@@ -84,6 +84,7 @@ def test_directory_down_is_unavailable(tmp_path):
         "LDAP_BASE": "dc=x",
         "LDAP_BIND_USER": "cn=x",
         "LDAP_BIND_PASSWORD": "x",
+        "LDAP_ALLOW_CLEARTEXT": True,  # a server that is down, not one refused
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     d = Directory(load_settings(tmp_path / "config.json", environ={}))

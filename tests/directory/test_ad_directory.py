@@ -193,6 +193,7 @@ def test_ad_refuses_password_change_without_tls(ad_with, samba_ad, writer):
     directory = ad_with(
         ENABLE_WRITE_BACK=True,
         LDAP_STARTTLS=False,
+        LDAP_ALLOW_CLEARTEXT=True,  # AD's own refusal is what this test is about
         LDAP_BIND_USER=samba_ad.admin_dn,
         LDAP_BIND_PASSWORD=samba_ad.admin_pw,
     )

@@ -114,6 +114,7 @@ def test_hung_server_is_unavailable_within_the_timeout(silent_server, ldap_with)
     directory = ldap_with(
         LDAP_URL=silent_server.url,
         LDAP_STARTTLS=False,
+        LDAP_ALLOW_CLEARTEXT=True,  # the silent server must be reached to time out
         LDAP_CONNECT_TIMEOUT=1,
         LDAP_OPERATION_TIMEOUT=1,
     )

@@ -198,7 +198,11 @@ def slow_slapd(slapd):
 
 def test_sigkilled_worker_loses_nothing(tmp_path, hub, slapd, slow_slapd):
     cfg = openldap_config(
-        slapd, LDAP_URL=slow_slapd.url, LDAP_STARTTLS=False, GROUPS_CACHE_SECONDS=0
+        slapd,
+        LDAP_URL=slow_slapd.url,
+        LDAP_STARTTLS=False,
+        LDAP_ALLOW_CLEARTEXT=True,  # about draining, not TLS: no handshake round trips
+        GROUPS_CACHE_SECONDS=0,
     )
     proc = start_connector(tmp_path, hub, cfg)
     try:
@@ -236,7 +240,11 @@ def test_sigkilled_worker_loses_nothing(tmp_path, hub, slapd, slow_slapd):
 
 def test_sigterm_drains_held_commands(tmp_path, hub, slapd, slow_slapd):
     cfg = openldap_config(
-        slapd, LDAP_URL=slow_slapd.url, LDAP_STARTTLS=False, GROUPS_CACHE_SECONDS=0
+        slapd,
+        LDAP_URL=slow_slapd.url,
+        LDAP_STARTTLS=False,
+        LDAP_ALLOW_CLEARTEXT=True,  # about draining, not TLS: no handshake round trips
+        GROUPS_CACHE_SECONDS=0,
     )
     proc = start_connector(tmp_path, hub, cfg)
     result_of(hub, "ping")

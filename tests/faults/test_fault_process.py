@@ -43,7 +43,11 @@ def slow_directory(slapd) -> Iterator[dict[str, object]]:
     proxy = SlowProxy("127.0.0.1", slapd.port, delay=0.15)
     try:
         yield openldap_config(
-            slapd, LDAP_URL=proxy.url, LDAP_STARTTLS=False, GROUPS_CACHE_SECONDS=0
+            slapd,
+            LDAP_URL=proxy.url,
+            LDAP_STARTTLS=False,
+            LDAP_ALLOW_CLEARTEXT=True,  # the delay is per chunk: TLS would add round trips
+            GROUPS_CACHE_SECONDS=0,
         )
     finally:
         proxy.close()
