@@ -25,6 +25,7 @@ from connector.directory.connections import Connection, Pool, ServerSet
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.search import Entry, search
 from connector.profiles import entry_to_raw_profile, load_mapper
+from connector.realms import realm_scopes
 from connector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ class Directory:
             raise errors.ConfigError(
                 [f"PROFILE_MAPPER: {exc}"], settings.config_path or ""
             ) from exc
+        self.realm_scopes = realm_scopes(
+            settings.kerberos_realm_directories, settings.kerberos_realms, settings.ldap_base
+        )
+        unmapped = [r for r in settings.kerberos_realms if r not in self.realm_scopes]
+        if unmapped and settings.kerberos_auth:
+            log.warning(
+                "Kerberos realms %s sign nobody in: not in KERBEROS_REALM_DIRECTORIES",
+                ", ".join(unmapped),
+            )
         self.servers = ServerSet(settings)
         acquire = (
             settings.ldap_connect_timeout * len(settings.ldap_urls)
@@ -211,6 +221,40 @@ class Directory:
             DirectoryUnavailable: the directory could not be asked.
         """
         return self.profile(self.find_user(username, escaped=escaped, by_upn=by_upn))
+
+    def kerberos_profile(
+        self, username: str, realm: str, *, by_upn: bool = False
+    ) -> dict[str, Any]:
+        """The profile for a Kerberos sign-in of ``username`` (mapped from a principal of
+        ``realm``): the entry found must lie in that realm's part of the directory
+        (``KERBEROS_REALM_DIRECTORIES``).
+
+        Raises:
+            KerberosRejected: the entry is not one the realm may sign in as (``realm_mismatch``).
+            WrongUsername: nobody matches.
+            DirectoryUnavailable: the directory could not be asked.
+        """
+        user = self.find_user(username, by_upn=by_upn)
+        self._check_realm(user, username, realm)
+        return self.profile(user)
+
+    def _check_realm(self, user: Entry, username: str, realm: str) -> None:
+        scopes = self.realm_scopes.get(realm, ())
+        sid, upn = user.first_bytes("objectSid"), user.first("userPrincipalName")
+        if any(scope.holds(user.dn, sid, upn) for scope in scopes):
+            return
+        where = " or ".join(str(s) for s in scopes) or "nowhere (not in KERBEROS_REALM_DIRECTORIES)"
+        log.warning(
+            "kerberos sign-in refused: username=%r dn=%r is not in realm %s's directory (%s)",
+            username,
+            user.dn,
+            realm,
+            where,
+        )
+        raise errors.KerberosRejected(
+            f"your realm {realm} may not sign in as this directory's user {username}",
+            "realm_mismatch",
+        )
 
     # --- passwords --------------------------------------------------------------------------
 

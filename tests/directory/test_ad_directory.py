@@ -207,3 +207,38 @@ def test_ldaps_and_upn_bind_user(ad_with, samba_ad):
         LDAP_BIND_USER=samba_ad.upn("svc-proxy"),
     )
     assert directory.authenticate("alice", samba_ad.users["alice"])["nickname"] == "alice"
+
+
+# --- Kerberos sign-in: the ticket's realm is tied to the entry found --------------------------
+
+
+def _domain_sid(ad_admin, samba_ad):
+    from connector.profiles import decode_sid
+
+    found = ad_admin.search_s(samba_ad.base, ldap.SCOPE_BASE, "(objectClass=*)", ["objectSid"])
+    return decode_sid(found[0][1]["objectSid"][0])
+
+
+def test_kerberos_realm_tied_by_domain_sid_and_upn_suffix(ad_with, ad_admin, samba_ad):
+    sid = _domain_sid(ad_admin, samba_ad)
+    realms = [samba_ad.realm, "CHILD.AD.EXAMPLE.TEST"]
+    directory = ad_with(
+        KERBEROS_REALMS=realms,
+        KERBEROS_REALM_DIRECTORIES=[
+            f"{samba_ad.realm}=sid:{sid}",
+            "CHILD.AD.EXAMPLE.TEST=sid:S-1-5-21-1-2-3",
+        ],
+    )
+    assert directory.kerberos_profile("alice", samba_ad.realm)["nickname"] == "alice"
+    with pytest.raises(errors.KerberosRejected) as info:
+        directory.kerberos_profile("Administrator", "CHILD.AD.EXAMPLE.TEST")
+    assert info.value.code == "realm_mismatch"
+    by_upn = ad_with(
+        KERBEROS_REALMS=realms,
+        KERBEROS_PRINCIPAL_MAPPING="upn",
+        KERBEROS_REALM_DIRECTORIES=["CHILD.AD.EXAMPLE.TEST=upn:child.ad.example.test"],
+    )
+    upn = samba_ad.upn("alice")
+    assert by_upn.kerberos_profile(upn, samba_ad.realm, by_upn=True)["nickname"] == "alice"
+    with pytest.raises(errors.KerberosRejected):  # victim\@ad.example.test@CHILD
+        by_upn.kerberos_profile(upn, "CHILD.AD.EXAMPLE.TEST", by_upn=True)

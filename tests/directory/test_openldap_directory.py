@@ -300,3 +300,81 @@ def test_broken_profile_mapper_is_a_config_error(ldap_with, tmp_path):
     mapper.write_text("def something_else(raw):\n    return raw\n")
     with pytest.raises(ConfigError, match="PROFILE_MAPPER"):
         ldap_with(PROFILE_MAPPER=str(mapper))
+
+
+# --- Kerberos sign-in: the ticket's realm is tied to the entry found --------------------------
+
+PARTNERS = "ou=partners,dc=example,dc=test"
+
+
+def _realm_refused(directory, username, realm, **kw):
+    with pytest.raises(errors.KerberosRejected) as info:
+        directory.kerberos_profile(username, realm, **kw)
+    assert info.value.code == "realm_mismatch"
+    assert realm in info.value.reason
+    return info.value
+
+
+def test_kerberos_first_realm_maps_to_ldap_base_by_default(ldap_with):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    assert directory.kerberos_profile("alice", "EXAMPLE.TEST")["id"] == "alice"
+
+
+def test_kerberos_second_realm_without_a_directory_signs_nobody_in(ldap_with, caplog):
+    """administrator@CHILD must not become this directory's administrator."""
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST", "CHILD.TEST"])
+    _realm_refused(directory, "alice", "CHILD.TEST")
+    assert "is not in realm CHILD.TEST's directory" in caplog.text
+    assert directory.kerberos_profile("alice", "EXAMPLE.TEST")["id"] == "alice"
+
+
+def test_kerberos_realm_mapped_to_a_base_dn(ldap_with):
+    directory = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST", "CHILD.TEST"],
+        KERBEROS_REALM_DIRECTORIES=[f"CHILD.TEST=base:{PARTNERS}"],
+    )
+    _realm_refused(directory, "alice", "CHILD.TEST")
+    mapped = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST", "CHILD.TEST"],
+        KERBEROS_REALM_DIRECTORIES=["CHILD.TEST=base:OU=People, DC=example,DC=test"],
+    )
+    assert mapped.kerberos_profile("alice", "CHILD.TEST")["id"] == "alice"
+    # an explicit entry for the first realm replaces its LDAP_BASE default
+    only_partners = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST"],
+        KERBEROS_REALM_DIRECTORIES=[f"EXAMPLE.TEST=base:{PARTNERS}"],
+    )
+    _realm_refused(only_partners, "alice", "EXAMPLE.TEST")
+
+
+def test_kerberos_enterprise_principal_of_another_realm_is_refused(ldap_with):
+    """``alice\\@example.test@OTHER.TEST`` maps (upn) to alice@example.test: OTHER.TEST's
+    users live elsewhere, so alice is not signed in."""
+    directory = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST", "OTHER.TEST"],
+        KERBEROS_PRINCIPAL_MAPPING="upn",
+        LDAP_USER_BY_UPN="(mail={0})",
+        KERBEROS_REALM_DIRECTORIES=[f"OTHER.TEST=base:{PARTNERS}"],
+    )
+    _realm_refused(directory, "alice@example.test", "OTHER.TEST", by_upn=True)
+    assert (
+        directory.kerberos_profile("alice@example.test", "EXAMPLE.TEST", by_upn=True)["id"]
+        == "alice"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("EXAMPLE.TEST", "expected REALM="),
+        ("EXAMPLE.TEST=dc=example", "expected REALM="),
+        ("EXAMPLE.TEST=dn:dc=example", "unknown kind"),
+        ("EXAMPLE.TEST=base:not a dn", "not a DN"),
+        ("EXAMPLE.TEST=sid:1-5-21", "not a domain SID"),
+        ("=upn:example.test", "expected REALM="),
+    ],
+)
+def test_kerberos_realm_directories_are_checked_when_loading(ldap_with, entry, problem):
+    with pytest.raises(errors.ConfigError, match="KERBEROS_REALM_DIRECTORIES") as info:
+        ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"], KERBEROS_REALM_DIRECTORIES=[entry])
+    assert problem in str(info.value)
