@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 AD_CAPABILITY_OID = "1.2.840.113556.1.4.800"
-USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid"]
+#: What a Kerberos sign-in checks, since no bind tells (operational ones are not in ``*``).
+STATE_ATTRS = [
+    "userAccountControl",
+    "msDS-User-Account-Control-Computed",
+    "accountExpires",
+    "lockoutTime",
+    "pwdAccountLockedTime",
+]
+USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid", *STATE_ATTRS]
 MAX_USERNAME_LENGTH = 1024
 MAX_PASSWORD_LENGTH = 4096
 
@@ -227,15 +235,29 @@ class Directory:
     ) -> dict[str, Any]:
         """The profile for a Kerberos sign-in of ``username`` (mapped from a principal of
         ``realm``): the entry found must lie in that realm's part of the directory
-        (``KERBEROS_REALM_DIRECTORIES``).
+        (``KERBEROS_REALM_DIRECTORIES``), and its account must be usable now: no bind
+        checks it, and a service ticket outlives a disabled or locked account by hours.
 
         Raises:
             KerberosRejected: the entry is not one the realm may sign in as (``realm_mismatch``).
+            AccountDisabled, AccountLocked, AccountExpired: the account may not sign in now,
+                whatever ticket the browser still holds (see :func:`account_state`).
             WrongUsername: nobody matches.
             DirectoryUnavailable: the directory could not be asked.
         """
         user = self.find_user(username, by_upn=by_upn)
         self._check_realm(user, username, realm)
+        state = account_state(user, time.time())
+        if state is not None:
+            kind, message, code = state
+            log.info(
+                "kerberos sign-in refused username=%r dn=%r outcome=%s code=%s",
+                username,
+                user.dn,
+                kind.wire_name,
+                code,
+            )
+            raise kind(message, username=username, dn=user.dn, code=code)
         return self.profile(user)
 
     def _check_realm(self, user: Entry, username: str, realm: str) -> None:
@@ -457,6 +479,50 @@ class Directory:
         return sorted(
             {n for e in found if (n := e.first(self.settings.group_property))}, key=str.lower
         )
+
+
+# userAccountControl / msDS-User-Account-Control-Computed flags
+_UF_ACCOUNTDISABLE = 0x2
+_UF_LOCKOUT = 0x10
+_AD_NEVER = (0, 0x7FFFFFFFFFFFFFFF)
+_FILETIME_EPOCH = 11644473600  # seconds from 1601-01-01 to 1970-01-01
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def account_state(user: Entry, now: float) -> tuple[type[errors.AuthError], str, str] | None:
+    """Why an account may not sign in without a password check: (error kind, message, code),
+    or None when nothing says so.
+
+    Active Directory: ``userAccountControl`` disabled; locked by
+    ``msDS-User-Account-Control-Computed`` (which knows when a lockout lapsed), else by a
+    non-zero ``lockoutTime``; ``accountExpires`` in the past. OpenLDAP ppolicy: a
+    ``pwdAccountLockedTime`` (locked until a bind clears it; the lockout duration of the
+    server's default policy cannot be read over LDAP, so a lapsed lockout still counts until
+    then).
+    """
+    uac = _int(user.first("userAccountControl")) or 0
+    if uac & _UF_ACCOUNTDISABLE:
+        return errors.AccountDisabled, "the account is disabled", "uac:disabled"
+    computed = _int(user.first("msDS-User-Account-Control-Computed"))
+    if computed is not None:
+        locked = bool((computed | uac) & _UF_LOCKOUT)
+    else:
+        locked = bool(uac & _UF_LOCKOUT) or (_int(user.first("lockoutTime")) or 0) > 0
+    if locked:
+        return errors.AccountLocked, "the account is locked", "uac:locked"
+    expires = _int(user.first("accountExpires"))
+    if expires is not None and expires not in _AD_NEVER:
+        if expires / 10_000_000 - _FILETIME_EPOCH <= now:
+            return errors.AccountExpired, "the account has expired", "accountExpires"
+    if user.first("pwdAccountLockedTime"):
+        return errors.AccountLocked, "the account is locked", "ppolicy:locked"
+    return None
 
 
 def _ad_password(password: str) -> bytes:

@@ -242,3 +242,33 @@ def test_kerberos_realm_tied_by_domain_sid_and_upn_suffix(ad_with, ad_admin, sam
     assert by_upn.kerberos_profile(upn, samba_ad.realm, by_upn=True)["nickname"] == "alice"
     with pytest.raises(errors.KerberosRejected):  # victim\@ad.example.test@CHILD
         by_upn.kerberos_profile(upn, "CHILD.AD.EXAMPLE.TEST", by_upn=True)
+
+
+# --- Kerberos sign-in: account state is checked, since no bind does it ------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "kind", "code"),
+    [
+        ("disabled1", errors.AccountDisabled, "uac:disabled"),
+        ("acctexp1", errors.AccountExpired, "accountExpires"),
+    ],
+)
+def test_kerberos_sign_in_checks_account_state(ad_with, samba_ad, user, kind, code):
+    directory = ad_with(KERBEROS_REALMS=[samba_ad.realm])
+    with pytest.raises(kind) as info:
+        directory.kerberos_profile(user, samba_ad.realm)
+    assert info.value.context["code"] == code
+    assert directory.kerberos_profile("alice", samba_ad.realm)["nickname"] == "alice"
+
+
+def test_kerberos_sign_in_refused_while_locked_out(ad_with, samba_ad):
+    directory = ad_with(KERBEROS_REALMS=[samba_ad.realm])
+    for _ in range(3):
+        with pytest.raises((errors.WrongPassword, errors.AccountLocked)):
+            directory.authenticate("locked1", "Wrong-Passw0rd!")
+    with pytest.raises(errors.AccountLocked) as info:
+        directory.kerberos_profile("locked1", samba_ad.realm)
+    assert info.value.context["code"] == "uac:locked"
+    samba_ad.samba_tool("user", "unlock", "locked1")
+    assert directory.kerberos_profile("locked1", samba_ad.realm)["nickname"] == "locked1"

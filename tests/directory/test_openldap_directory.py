@@ -378,3 +378,37 @@ def test_kerberos_realm_directories_are_checked_when_loading(ldap_with, entry, p
     with pytest.raises(errors.ConfigError, match="KERBEROS_REALM_DIRECTORIES") as info:
         ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"], KERBEROS_REALM_DIRECTORIES=[entry])
     assert problem in str(info.value)
+
+
+# --- Kerberos sign-in: account state is checked, since no bind does it ------------------------
+
+
+def test_kerberos_sign_in_refused_for_a_ppolicy_locked_account(ldap_with, slapd):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    assert directory.kerberos_profile("bob", "EXAMPLE.TEST")["id"] == "bob"
+    for _ in range(3):  # the default policy locks after three failures
+        with pytest.raises(errors.WrongPassword):
+            directory.authenticate("bob", "not-bobpw")
+    with pytest.raises(errors.AccountLocked) as info:
+        directory.kerberos_profile("bob", "EXAMPLE.TEST")
+    assert info.value.context["code"] == "ppolicy:locked"
+    slapd.unlock("bob")
+    assert directory.kerberos_profile("bob", "EXAMPLE.TEST")["id"] == "bob"
+
+
+def test_kerberos_sign_in_refused_for_an_administratively_locked_account(ldap_with, slapd):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    slapd.modify(
+        slapd.user_dn("carol"),
+        [(ldap.MOD_REPLACE, "pwdAccountLockedTime", "000001010000Z")],
+        relax=True,
+    )
+    try:
+        with pytest.raises(errors.AccountLocked):
+            directory.kerberos_profile("carol", "EXAMPLE.TEST")
+        # a password would not help either: the same kind as the form
+        with pytest.raises(errors.AccountLocked):
+            directory.authenticate("carol", slapd.users["carol"])
+    finally:
+        slapd.unlock("carol")
+    assert directory.kerberos_profile("carol", "EXAMPLE.TEST")["id"] == "carol"

@@ -1,5 +1,5 @@
 """Valid Kerberos tickets that must still not sign anybody in: a realm the directory entry
-does not belong to.
+does not belong to, an account locked since the ticket was issued.
 
 Real tickets from the MIT KDC (realm EXAMPLE.TEST) against connectors under gunicorn that
 accept two realms, ``CORP.TEST`` first (it maps to ``LDAP_BASE``) and ``EXAMPLE.TEST`` second,
@@ -10,6 +10,10 @@ so EXAMPLE.TEST plays a child or trusted realm:
 * ``alice_only``: EXAMPLE.TEST maps to alice's own entry (``base:uid=alice,…``): alice signs
   in, bob (whose ticket is just as valid) does not.
 
+And on ``inside`` (one realm): bob, locked by the password policy (``pwdAccountLockedTime``,
+set with the Relax control, as after too many failures or by an administrator), still holds a
+valid ticket: he gets the form saying the account is locked, as the form itself would.
+
 Every refusal is the form with the reason, 200, no new challenge, and an audit line.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import ldap
 import pytest
 import requests
 from connector_proc import ConnectorProcess
@@ -83,3 +88,19 @@ def test_a_ticket_signs_in_only_an_entry_of_its_realm(hostile, alice_only):
     _assert_realm_refused(_sign_in(hostile, alice_only, "bob"), alice_only, "bob")
     resp = _sign_in(hostile, alice_only, "alice")
     assert resp.status_code == 303, message(resp.text)
+
+
+@pytest.mark.parametrize("locked_time", ["000001010000Z", "20250101000000Z"])
+def test_a_locked_account_keeps_no_kerberos_sign_in(hostile, locked_time):
+    slapd = hostile.slapd
+    slapd.modify(
+        slapd.user_dn("bob"), [(ldap.MOD_REPLACE, "pwdAccountLockedTime", locked_time)], relax=True
+    )
+    try:
+        resp = _sign_in(hostile, hostile.inside, "bob")
+    finally:
+        slapd.unlock("bob")
+    assert resp.status_code == 200 and is_form(resp), (resp.status_code, resp.text[:300])
+    assert "Location" not in resp.headers and "WWW-Authenticate" not in resp.headers
+    assert message(resp.text).startswith("This account is locked"), message(resp.text)
+    assert "login method=kerberos user='bob' outcome=AccountLocked" in hostile.inside.log()
