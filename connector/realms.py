@@ -25,14 +25,14 @@ import ldap.dn
 
 from connector.profiles import decode_sid
 
-__all__ = ["SCOPE_KINDS", "RealmScope", "parse_realm_directories", "realm_scopes"]
+__all__ = ["SCOPE_KINDS", "RealmScope", "dn_key", "parse_realm_directories", "realm_scopes"]
 
 SCOPE_KINDS = ("base", "sid", "upn")
 
 _Rdn = tuple[tuple[str, str], ...]
 
 
-def _dn_key(dn: str) -> tuple[_Rdn, ...]:
+def dn_key(dn: str) -> tuple[_Rdn, ...]:
     """A DN as comparable RDNs (case-insensitive names and values, multi-valued RDNs sorted).
 
     Raises:
@@ -58,7 +58,7 @@ class RealmScope:
         if not self.value:
             raise ValueError(f"{self.kind}: needs a value")
         if self.kind == "base":
-            _dn_key(self.value)
+            dn_key(self.value)
         if self.kind == "sid" and not self.value.upper().startswith("S-1-"):
             raise ValueError(f"not a domain SID: {self.value!r}")
 
@@ -69,7 +69,7 @@ class RealmScope:
         """Whether an entry (its DN, ``objectSid`` and ``userPrincipalName``) lies here."""
         if self.kind == "base":
             try:
-                entry, base = _dn_key(dn), _dn_key(self.value)
+                entry, base = dn_key(dn), dn_key(self.value)
             except ValueError:
                 return False
             return len(entry) >= len(base) and entry[len(entry) - len(base) :] == base

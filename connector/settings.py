@@ -274,6 +274,12 @@ class Settings:
     enable_write_back: bool = _setting(
         "ENABLE_WRITE_BACK", False, "Allow password changes through the connector."
     )
+    allow_admin_password_reset: bool = _setting(
+        "ALLOW_ADMIN_PASSWORD_RESET",
+        False,
+        "Let the hub reset a password without the old one (as the service account); never "
+        "the service account's own, nor an account with adminCount=1. Needs ENABLE_WRITE_BACK.",
+    )
     profile_mapper: str | None = _setting(
         "PROFILE_MAPPER", None, "Python file with map_profile(raw, default) to shape profiles."
     )

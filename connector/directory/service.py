@@ -25,6 +25,7 @@ from connector.directory.connections import Connection, Pool, ServerSet
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.search import Entry, search
 from connector.profiles import entry_to_raw_profile, load_mapper
+from connector.realms import dn_key as _dn_key
 from connector.realms import realm_scopes
 from connector.settings import Settings
 
@@ -32,13 +33,17 @@ log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 AD_CAPABILITY_OID = "1.2.840.113556.1.4.800"
-#: What a Kerberos sign-in checks, since no bind tells (operational ones are not in ``*``).
+#: What a Kerberos sign-in checks, since no bind tells (operational ones are not in ``*``),
+#: and what marks an account no password reset may touch.
 STATE_ATTRS = [
     "userAccountControl",
     "msDS-User-Account-Control-Computed",
     "accountExpires",
     "lockoutTime",
     "pwdAccountLockedTime",
+    "adminCount",
+    "userPrincipalName",
+    "sAMAccountName",
 ]
 USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid", *STATE_ATTRS]
 MAX_USERNAME_LENGTH = 1024
@@ -359,25 +364,31 @@ class Directory:
         """Set a user's password (write-back) and return their profile.
 
         With ``old_password`` the change is made as the user; without it, as the service
-        account (an administrative reset). Active Directory needs TLS for this.
+        account: an administrative reset, only with ``ALLOW_ADMIN_PASSWORD_RESET``, and never
+        of an account with ``adminCount=1``. The service account's own password is never
+        changed (it would lock the connector out). Active Directory needs TLS for this.
 
         Raises:
-            InsufficientAccessRights: write-back is off, or the directory refused the write.
-            PasswordComplexity: the new password does not meet the policy.
-            WrongUsername, WrongPassword: the user or the old password is wrong.
+            InsufficientAccessRights: write-back or resets are off, the account is protected,
+                or the directory refused the write.
+            PasswordComplexity: the new password is empty, holds NUL, is too long, or does not
+                meet the policy.
+            WrongUsername, WrongPassword: the user or the old password is wrong (an empty one,
+                or one holding NUL, is wrong without any bind: an empty bind is anonymous).
             DirectoryUnavailable: the directory could not be asked.
         """
-        if not self.settings.enable_write_back:
-            raise errors.InsufficientAccessRights(
-                "password changes are disabled (ENABLE_WRITE_BACK is off)", username=username
-            )
-        if not new_password:
-            raise errors.PasswordComplexity(
-                "an empty password is never accepted", username=username
-            )
+        self._check_change(username, new_password, old_password)
         user = self.find_user(username)
-        is_ad = self.is_active_directory()
         ctx = {"username": username, "dn": user.dn}
+        if self._is_service_account(user):
+            raise errors.InsufficientAccessRights(
+                "the service account's password is never changed through the connector", **ctx
+            )
+        if old_password is None and user.first("adminCount") == "1":
+            raise errors.InsufficientAccessRights(
+                "privileged accounts (adminCount=1) are never reset through the connector", **ctx
+            )
+        is_ad = self.is_active_directory()
 
         def change(conn: Connection) -> None:
             if is_ad and not conn.tls:
@@ -418,6 +429,45 @@ class Directory:
         )
         self.cache.clear()
         return self.profile(user)
+
+    def _check_change(self, username: str, new_password: str, old_password: str | None) -> None:
+        """Refuse a password change that must not reach the directory at all."""
+        if not self.settings.enable_write_back:
+            raise errors.InsufficientAccessRights(
+                "password changes are disabled (ENABLE_WRITE_BACK is off)", username=username
+            )
+        if old_password is None and not self.settings.allow_admin_password_reset:
+            raise errors.InsufficientAccessRights(
+                "administrative password resets are disabled (ALLOW_ADMIN_PASSWORD_RESET is "
+                "off): give the old password",
+                username=username,
+            )
+        if old_password is not None and (
+            not old_password or "\x00" in old_password or len(old_password) > MAX_PASSWORD_LENGTH
+        ):
+            raise errors.WrongPassword("the current password is wrong", username=username)
+        if not new_password:
+            raise errors.PasswordComplexity(
+                "an empty password is never accepted", username=username
+            )
+        if "\x00" in new_password or len(new_password) > MAX_PASSWORD_LENGTH:
+            raise errors.PasswordComplexity(
+                f"a password holds no NUL and at most {MAX_PASSWORD_LENGTH} characters",
+                username=username,
+            )
+
+    def _is_service_account(self, user: Entry) -> bool:
+        """Whether ``user`` is ``LDAP_BIND_USER``'s entry (a DN, a UPN or DOMAIN\\name)."""
+        bind = self.settings.ldap_bind_user.strip()
+        try:
+            if _dn_key(bind) == _dn_key(user.dn):
+                return True
+        except ValueError:
+            pass
+        upn, sam = user.first("userPrincipalName"), user.first("sAMAccountName")
+        if "\\" in bind and sam:
+            return bind.rpartition("\\")[2].lower() == sam.lower()
+        return bool(upn) and bind.lower() == str(upn).lower()
 
     # --- listing ----------------------------------------------------------------------------
 

@@ -160,6 +160,7 @@ def writer(ad_admin, samba_ad):
 def test_change_password_on_ad(ad_with, samba_ad, writer):
     directory = ad_with(
         ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
         LDAP_BIND_USER=samba_ad.admin_dn,
         LDAP_BIND_PASSWORD=samba_ad.admin_pw,
     )
@@ -176,6 +177,7 @@ def test_change_password_on_ad(ad_with, samba_ad, writer):
 def test_complexity_refusal_on_ad(ad_with, samba_ad, writer):
     directory = ad_with(
         ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
         LDAP_BIND_USER=samba_ad.admin_dn,
         LDAP_BIND_PASSWORD=samba_ad.admin_pw,
     )
@@ -184,7 +186,7 @@ def test_complexity_refusal_on_ad(ad_with, samba_ad, writer):
 
 
 def test_service_account_without_rights_is_refused(ad_with, samba_ad, writer):
-    directory = ad_with(ENABLE_WRITE_BACK=True)  # the unprivileged svc-proxy
+    directory = ad_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True)  # svc-proxy
     with pytest.raises(errors.InsufficientAccessRights):
         directory.change_password(writer, "Changed-Passw0rd!2")
 
@@ -272,3 +274,40 @@ def test_kerberos_sign_in_refused_while_locked_out(ad_with, samba_ad):
     assert info.value.context["code"] == "uac:locked"
     samba_ad.samba_tool("user", "unlock", "locked1")
     assert directory.kerberos_profile("locked1", samba_ad.realm)["nickname"] == "locked1"
+
+
+def test_admin_count_accounts_are_never_reset(ad_with, ad_admin, samba_ad, writer):
+    dn = ad_dir_dn(ad_admin, samba_ad, writer)
+    ad_admin.modify_s(dn, [(ldap.MOD_REPLACE, "adminCount", [b"1"])])
+    directory = ad_with(
+        ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
+        LDAP_BIND_USER=samba_ad.admin_dn,
+        LDAP_BIND_PASSWORD=samba_ad.admin_pw,
+    )
+    with pytest.raises(errors.InsufficientAccessRights, match="adminCount=1"):
+        directory.change_password(writer, "Taken-Over-Passw0rd!")
+    assert directory.authenticate(writer, "Writer-Passw0rd!")["nickname"] == writer
+    # the user may still change their own, given the old one
+    directory.change_password(writer, "Own-Choice-Passw0rd!", old_password="Writer-Passw0rd!")
+    assert directory.authenticate(writer, "Own-Choice-Passw0rd!")["nickname"] == writer
+
+
+@pytest.mark.parametrize("bind_user", ["upn", "netbios"])
+def test_ad_service_account_is_never_reset(ad_with, samba_ad, bind_user):
+    name = samba_ad.upn("svc-proxy") if bind_user == "upn" else f"{samba_ad.domain}\\svc-proxy"
+    directory = ad_with(
+        ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True, LDAP_BIND_USER=name
+    )
+    with pytest.raises(errors.InsufficientAccessRights, match="service account"):
+        directory.change_password(
+            "svc-proxy", "Taken-Over-Passw0rd!", old_password=samba_ad.bind_pw
+        )
+    assert directory.authenticate("svc-proxy", samba_ad.bind_pw)["nickname"] == "svc-proxy"
+
+
+def test_empty_old_password_is_never_an_anonymous_bind_on_ad(ad_with, samba_ad, writer):
+    directory = ad_with(ENABLE_WRITE_BACK=True)
+    with pytest.raises(errors.WrongPassword, match="current password is wrong"):
+        directory.change_password(writer, "Taken-Over-Passw0rd!", old_password="")
+    assert directory.authenticate(writer, "Writer-Passw0rd!")["nickname"] == writer

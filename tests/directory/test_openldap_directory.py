@@ -204,9 +204,14 @@ def test_change_password_off_by_default(ldap_dir):
 
 def test_change_password_by_user_and_refused_for_service(ldap_with, slapd, slapd_admin):
     directory = ldap_with(ENABLE_WRITE_BACK=True)
-    # the read-only service account may not reset passwords
-    with pytest.raises(errors.InsufficientAccessRights):
+    # resets are off by default: refused before the directory is asked
+    with pytest.raises(errors.InsufficientAccessRights, match="ALLOW_ADMIN_PASSWORD_RESET"):
         directory.change_password("bob", "new-bobpw")
+    # on, the read-only service account may still not reset passwords
+    with pytest.raises(errors.InsufficientAccessRights, match="insufficient access rights"):
+        ldap_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True).change_password(
+            "bob", "new-bobpw"
+        )
     # a user may change their own, given the old one
     with pytest.raises(errors.WrongPassword):
         directory.change_password("bob", "new-bobpw", old_password="wrong")
@@ -220,9 +225,12 @@ def test_change_password_by_user_and_refused_for_service(ldap_with, slapd, slapd
 
 
 def test_admin_reset_with_a_privileged_bind_user(ldap_with, slapd, slapd_admin):
-    directory = ldap_with(
-        ENABLE_WRITE_BACK=True, LDAP_BIND_USER=slapd.admin_dn, LDAP_BIND_PASSWORD=slapd.admin_pw
-    )
+    privileged = {"LDAP_BIND_USER": slapd.admin_dn, "LDAP_BIND_PASSWORD": slapd.admin_pw}
+    off = ldap_with(ENABLE_WRITE_BACK=True, **privileged)
+    with pytest.raises(errors.InsufficientAccessRights, match="ALLOW_ADMIN_PASSWORD_RESET"):
+        off.change_password("carol", "reset-carolpw")
+    assert off.authenticate("carol", "carolpw")["id"] == "carol"
+    directory = ldap_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True, **privileged)
     try:
         directory.change_password("carol", "reset-carolpw")
         assert directory.authenticate("carol", "reset-carolpw")["id"] == "carol"
@@ -412,3 +420,49 @@ def test_kerberos_sign_in_refused_for_an_administratively_locked_account(ldap_wi
     finally:
         slapd.unlock("carol")
     assert directory.kerberos_profile("carol", "EXAMPLE.TEST")["id"] == "carol"
+
+
+# --- password changes: what never reaches the directory ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "kind"),
+    [
+        ("", "new-bobpw", errors.WrongPassword),  # an empty bind is an anonymous bind
+        ("bobpw\x00", "new-bobpw", errors.WrongPassword),
+        ("\x00bobpw", "new-bobpw", errors.WrongPassword),
+        ("b" * 4097, "new-bobpw", errors.WrongPassword),
+        ("bobpw", "", errors.PasswordComplexity),
+        ("bobpw", "new-bobpw\x00tail", errors.PasswordComplexity),
+        ("bobpw", "n" * 4097, errors.PasswordComplexity),
+    ],
+    ids=["old-empty", "old-nul", "old-nul-first", "old-long", "new-empty", "new-nul", "new-long"],
+)
+def test_change_password_refuses_empty_nul_and_long_passwords(ldap_with, slapd, old, new, kind):
+    directory = ldap_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True)
+    try:
+        with pytest.raises(kind) as info:
+            directory.change_password("bob", new, old_password=old)
+        assert "bobpw" not in str(info.value)
+    finally:
+        slapd.admin().passwd_s(slapd.user_dn("bob"), None, "bobpw")
+    assert directory.authenticate("bob", "bobpw")["id"] == "bob"
+
+
+def test_the_service_account_password_is_never_changed(ldap_with, slapd):
+    """With alice as the service account, neither a reset nor a change by her old password
+    may touch it: the connector would lock itself out."""
+    alice = slapd.user_dn("alice")
+    directory = ldap_with(
+        ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
+        LDAP_BIND_USER=alice.upper(),
+        LDAP_BIND_PASSWORD=slapd.users["alice"],
+    )
+    try:
+        for old in (None, slapd.users["alice"]):
+            with pytest.raises(errors.InsufficientAccessRights, match="service account"):
+                directory.change_password("alice", "taken-over-pw", old_password=old)
+    finally:
+        slapd.admin().passwd_s(alice, None, slapd.users["alice"])
+    assert directory.authenticate("alice", slapd.users["alice"])["id"] == "alice"
