@@ -24,7 +24,7 @@ from connector.directory import ldaperrors
 from connector.directory.connections import Connection, Pool, ServerSet
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.search import Entry, search
-from connector.profiles import entry_to_raw_profile, load_mapper
+from connector.profiles import PROFILE_ATTRIBUTES, entry_to_raw_profile, load_profile_mapper
 from connector.realms import dn_key as _dn_key
 from connector.realms import realm_scopes
 from connector.settings import Settings
@@ -45,7 +45,8 @@ STATE_ATTRS = [
     "userPrincipalName",
     "sAMAccountName",
 ]
-USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid", *STATE_ATTRS]
+#: What the group strategies read on the user's entry.
+GROUP_ATTRS = ["memberOf", "primaryGroupID", "objectGUID", "objectSid"]
 MAX_USERNAME_LENGTH = 1024
 MAX_PASSWORD_LENGTH = 4096
 
@@ -64,11 +65,17 @@ class Directory:
         settings.require_directory()
         self.settings = settings
         try:
-            self.mapper = load_mapper(settings.profile_mapper)
+            self.mapper, declared = load_profile_mapper(settings.profile_mapper)
         except ValueError as exc:
             raise errors.ConfigError(
                 [f"PROFILE_MAPPER: {exc}"], settings.config_path or ""
             ) from exc
+        # an allow list, never "*": what reaches the mapper (and the hub) is what is named
+        self.profile_attributes = _names(PROFILE_ATTRIBUTES, declared, settings.group_properties)
+        self.user_attributes = list(_names(self.profile_attributes, GROUP_ATTRS, STATE_ATTRS))
+        self._profile_lower = frozenset(
+            a.partition(";")[0].lower() for a in self.profile_attributes
+        )
         self.realm_scopes = realm_scopes(
             settings.kerberos_realm_directories, settings.kerberos_realms, settings.ldap_base
         )
@@ -181,7 +188,9 @@ class Directory:
         flt = self.user_filter(username, escaped=escaped, by_upn=by_upn)
 
         def find(conn: Connection) -> list[Entry]:
-            return search(conn, self.settings, self.settings.ldap_base, flt, USER_ATTRS, limit=2)
+            return search(
+                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=2
+            )
 
         try:
             found = self._run(find, "find the user", username=username)
@@ -221,7 +230,12 @@ class Directory:
     def profile(self, user: Entry, *, with_groups: bool = True) -> dict[str, Any]:
         """The profile sent to the hub for an entry (through the configured mapper)."""
         groups = self.groups(user) if with_groups else None
-        raw = entry_to_raw_profile(user.dn, user.attrs, groups=groups)
+        attrs = {
+            name: values
+            for name, values in user.attrs.items()
+            if name.partition(";")[0].lower() in self._profile_lower
+        }
+        raw = entry_to_raw_profile(user.dn, attrs, groups=groups)
         return self.mapper(raw)
 
     def get_profile(
@@ -492,7 +506,7 @@ class Directory:
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, USER_ATTRS, limit=limit
+                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=limit
             )
 
         try:
@@ -529,6 +543,15 @@ class Directory:
         return sorted(
             {n for e in found if (n := e.first(self.settings.group_property))}, key=str.lower
         )
+
+
+def _names(*lists: Any) -> tuple[str, ...]:
+    """Attribute names from several lists, each once (compared case-insensitively)."""
+    out: dict[str, str] = {}
+    for names in lists:
+        for name in names:
+            out.setdefault(name.lower(), name)
+    return tuple(out.values())
 
 
 # userAccountControl / msDS-User-Account-Control-Computed flags

@@ -466,3 +466,72 @@ def test_the_service_account_password_is_never_changed(ldap_with, slapd):
     finally:
         slapd.admin().passwd_s(alice, None, slapd.users["alice"])
     assert directory.authenticate("alice", slapd.users["alice"])["id"] == "alice"
+
+
+# --- profiles: an allow list of attributes, never "*" ------------------------------------------
+
+HASHES = {  # hash-looking values in attributes no deny list knows (as 389-DS passwordHistory)
+    "carLicense": "{SSHA}3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+    "roomNumber": "$6$rounds=5000$saltsalt$0123456789abcdefABCDEF",
+    "employeeType": "{PBKDF2-SHA512}10000$c2FsdA$aGFzaA",
+}
+RAW_MAPPER = (
+    "def map_profile(raw, default):\n"
+    "    profile = default(raw)\n"
+    "    profile['raw'] = raw\n"  # a mapper that passes everything on
+    "    return profile\n"
+)
+
+
+@pytest.fixture
+def carol_with_hashes(slapd):
+    dn = slapd.user_dn("carol")
+    slapd.modify(dn, [(ldap.MOD_REPLACE, name, value) for name, value in HASHES.items()])
+    yield dn
+    slapd.modify(dn, [(ldap.MOD_DELETE, name, None) for name in HASHES])
+
+
+def test_profiles_hold_only_the_attributes_asked_for(ldap_with, tmp_path, carol_with_hashes):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text(RAW_MAPPER)
+    directory = ldap_with(PROFILE_MAPPER=str(mapper))
+    profiles = [
+        directory.authenticate("carol", "carolpw"),
+        directory.get_profile("carol"),
+        *directory.search_users("carol"),
+    ]
+    for profile in profiles:
+        text = json.dumps(profile)
+        assert profile["raw"]["uid"] == "carol" and profile["raw"]["mail"]
+        for name, value in HASHES.items():
+            assert name not in profile["raw"] and value not in text, name
+        # what the account checks read is not profile data either
+        assert "pwdAccountLockedTime" not in profile["raw"]
+
+
+def test_a_mapper_declares_the_attributes_it_reads(ldap_with, tmp_path, carol_with_hashes):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text('ATTRIBUTES = ["carLicense"]\n' + RAW_MAPPER)
+    directory = ldap_with(PROFILE_MAPPER=str(mapper))
+    raw = directory.authenticate("carol", "carolpw")["raw"]
+    assert raw["carLicense"] == HASHES["carLicense"]
+    assert "roomNumber" not in raw and "employeeType" not in raw
+
+
+@pytest.mark.parametrize(
+    ("declared", "problem"),
+    [
+        ('["*"]', "no wildcards"),
+        ('["+"]', "no wildcards"),
+        ('"carLicense"', "must be a list"),
+        ('["userPassword"]', "names secrets"),
+        ('["pwdHistory;binary"]', "names secrets"),
+        ('["cn)(uid=*"]', "not an attribute name"),
+    ],
+)
+def test_a_mapper_cannot_ask_for_everything_or_for_secrets(ldap_with, tmp_path, declared, problem):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text(f"ATTRIBUTES = {declared}\n" + RAW_MAPPER)
+    with pytest.raises(errors.ConfigError, match="PROFILE_MAPPER") as info:
+        ldap_with(PROFILE_MAPPER=str(mapper))
+    assert problem in str(info.value)

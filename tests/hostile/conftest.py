@@ -48,6 +48,7 @@ _KINDS = {
     "test_hostile_secrets_at_rest.py": "secrets at rest",
     "test_hostile_kerberos_identity.py": "valid tickets: foreign realm, account state",
     "test_hostile_password_change.py": "change_password: resets, empty / NUL / long, own svc",
+    "test_hostile_profiles.py": "password hashes in attributes nobody named",
     "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",
 }
 _TALLY: dict[str, list[int]] = {}
