@@ -9,6 +9,7 @@ and only there.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import re
 import threading
@@ -41,6 +42,7 @@ STATE_ATTRS = [
     "accountExpires",
     "lockoutTime",
     "pwdAccountLockedTime",
+    "pwdPolicySubentry",
     "adminCount",
     "userPrincipalName",
     "sAMAccountName",
@@ -266,7 +268,7 @@ class Directory:
         """
         user = self.find_user(username, by_upn=by_upn)
         self._check_realm(user, username, realm)
-        state = account_state(user, time.time())
+        state = account_state(user, time.time(), self._ppolicy_lockout_seconds(user))
         if state is not None:
             kind, message, code = state
             log.info(
@@ -278,6 +280,29 @@ class Directory:
             )
             raise kind(message, username=username, dn=user.dn, code=code)
         return self.profile(user)
+
+    def _ppolicy_lockout_seconds(self, user: Entry) -> float | None:
+        """The ``pwdLockoutDuration`` of a locked entry's own ppolicy (``pwdPolicySubentry``),
+        or None: not locked, no policy of its own, or the policy cannot be read."""
+        policy = user.first("pwdPolicySubentry")
+        if not policy or not user.first("pwdAccountLockedTime"):
+            return None
+
+        def read(conn: Connection) -> list[Entry]:
+            return search(
+                conn,
+                self.settings,
+                policy,
+                "(objectClass=*)",
+                ["pwdLockoutDuration"],
+                scope=ldap.SCOPE_BASE,
+            )
+
+        try:
+            found = self._run(read, "read the password policy", dn=policy)
+        except errors.DirectoryFailure:
+            return None
+        return float(_int(found[0].first("pwdLockoutDuration")) or 0) if found else None
 
     def _check_realm(self, user: Entry, username: str, realm: str) -> None:
         scopes = self.realm_scopes.get(realm, ())
@@ -559,6 +584,7 @@ _UF_ACCOUNTDISABLE = 0x2
 _UF_LOCKOUT = 0x10
 _AD_NEVER = (0, 0x7FFFFFFFFFFFFFFF)
 _FILETIME_EPOCH = 11644473600  # seconds from 1601-01-01 to 1970-01-01
+_PPOLICY_LOCKED_BY_ADMIN = "000001010000Z"
 
 
 def _int(value: str | None) -> int | None:
@@ -568,16 +594,28 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def account_state(user: Entry, now: float) -> tuple[type[errors.AuthError], str, str] | None:
+def _generalized_time(text: str) -> float | None:
+    """Seconds since the epoch of an LDAP GeneralizedTime in UTC (``20261205160721Z``,
+    fractions allowed), or None."""
+    try:
+        return calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S"))
+    except ValueError:
+        return None
+
+
+def account_state(
+    user: Entry, now: float, lockout_seconds: float | None = None
+) -> tuple[type[errors.AuthError], str, str] | None:
     """Why an account may not sign in without a password check: (error kind, message, code),
     or None when nothing says so.
 
     Active Directory: ``userAccountControl`` disabled; locked by
     ``msDS-User-Account-Control-Computed`` (which knows when a lockout lapsed), else by a
     non-zero ``lockoutTime``; ``accountExpires`` in the past. OpenLDAP ppolicy: a
-    ``pwdAccountLockedTime`` (locked until a bind clears it; the lockout duration of the
-    server's default policy cannot be read over LDAP, so a lapsed lockout still counts until
-    then).
+    ``pwdAccountLockedTime``; ``000001010000Z`` (locked by an administrator) for good, another
+    time for ``lockout_seconds`` (the entry's own policy's ``pwdLockoutDuration``; 0 is for
+    good). Without a policy of its own the lockout duration cannot be read over LDAP (the
+    server's default policy is not published), so the lock counts until a bind clears it.
     """
     uac = _int(user.first("userAccountControl")) or 0
     if uac & _UF_ACCOUNTDISABLE:
@@ -593,7 +631,11 @@ def account_state(user: Entry, now: float) -> tuple[type[errors.AuthError], str,
     if expires is not None and expires not in _AD_NEVER:
         if expires / 10_000_000 - _FILETIME_EPOCH <= now:
             return errors.AccountExpired, "the account has expired", "accountExpires"
-    if user.first("pwdAccountLockedTime"):
+    locked_at = user.first("pwdAccountLockedTime")
+    if locked_at:
+        since = _generalized_time(locked_at) if locked_at != _PPOLICY_LOCKED_BY_ADMIN else None
+        if lockout_seconds and since is not None and since + lockout_seconds <= now:
+            return None  # the lockout has lapsed; the next bind removes the attribute
         return errors.AccountLocked, "the account is locked", "ppolicy:locked"
     return None
 

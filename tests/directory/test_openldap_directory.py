@@ -535,3 +535,58 @@ def test_a_mapper_cannot_ask_for_everything_or_for_secrets(ldap_with, tmp_path, 
     with pytest.raises(errors.ConfigError, match="PROFILE_MAPPER") as info:
         ldap_with(PROFILE_MAPPER=str(mapper))
     assert problem in str(info.value)
+
+
+def _generalized(seconds_ago: float) -> str:
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() - seconds_ago))
+
+
+@pytest.fixture
+def carol_own_policy(slapd):
+    """carol under a policy of her own that locks for 60 s (readable, unlike the default)."""
+    policy = f"cn=lock-60s,{slapd.policies_dn}"
+    slapd.add(
+        policy,
+        {
+            "objectClass": ["top", "device", "pwdPolicy"],
+            "cn": "lock-60s",
+            "pwdAttribute": "userPassword",
+            "pwdLockout": "TRUE",
+            "pwdLockoutDuration": "60",
+        },
+    )
+    dn = slapd.user_dn("carol")
+    slapd.modify(dn, [(ldap.MOD_REPLACE, "pwdPolicySubentry", policy)], relax=True)
+    try:
+        yield dn
+    finally:
+        slapd.unlock("carol")
+        slapd.modify(dn, [(ldap.MOD_DELETE, "pwdPolicySubentry", None)], relax=True)
+        slapd.delete(policy)
+
+
+@pytest.mark.parametrize(
+    ("locked_time", "locked"),
+    [
+        (lambda: _generalized(5), True),  # locked 5 s ago for 60 s
+        (lambda: _generalized(7200), False),  # the lockout lapsed long ago
+        (lambda: "000001010000Z", True),  # locked by an administrator: for good
+    ],
+    ids=["fresh", "lapsed", "for-good"],
+)
+def test_kerberos_sign_in_honours_the_entry_policy_lockout_duration(
+    ldap_with, slapd, carol_own_policy, locked_time, locked
+):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    slapd.modify(
+        carol_own_policy,
+        [(ldap.MOD_REPLACE, "pwdAccountLockedTime", locked_time())],
+        relax=True,
+    )
+    if locked:
+        with pytest.raises(errors.AccountLocked):
+            directory.kerberos_profile("carol", "EXAMPLE.TEST")
+    else:
+        assert directory.kerberos_profile("carol", "EXAMPLE.TEST")["id"] == "carol"
+        # and the form agrees: the password still works
+        assert directory.authenticate("carol", slapd.users["carol"])["id"] == "carol"
