@@ -146,7 +146,8 @@ class KerberosRejected(ConnectorError):
     ``code`` is stable for tests and logs: ``not_negotiate``, ``empty``, ``too_large``,
     ``bad_base64``, ``malformed``, ``ntlm``, ``replay``, ``wrong_service``, ``bad_key``,
     ``expired``, ``not_yet_valid``, ``clock_skew``, ``realm``, ``no_principal``,
-    ``multi_leg``, ``no_mechanism``, ``server`` (the acceptor could not use its keytab) or
+    ``multi_leg``, ``no_mechanism``, ``server`` (the acceptor could not use its keytab),
+    ``realm_mismatch`` (the directory entry is not one the ticket's realm may sign in as) or
     ``rejected`` (anything else).
     """
 

@@ -22,6 +22,7 @@ __all__ = [
     "BINARY_MARKER_ATTRIBUTES",
     "DROPPED_BINARY_ATTRIBUTES",
     "MULTI_VALUED_ATTRIBUTES",
+    "PROFILE_ATTRIBUTES",
     "SECRET_ATTRIBUTES",
     "ProfileMapper",
     "RawEntry",
@@ -33,6 +34,7 @@ __all__ = [
     "entry_to_raw_profile",
     "guid_to_bytes",
     "load_mapper",
+    "load_profile_mapper",
     "primary_group_sid",
     "validate_profile",
 ]
@@ -208,6 +210,30 @@ _OTHER_KNOWN = (
     "lastLogonTimestamp",
     "entryUUID",
 )
+
+PROFILE_ATTRIBUTES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        (
+            "uid",
+            "cn",
+            "displayName",
+            "givenName",
+            "sn",
+            "mail",
+            "memberOf",
+            "objectClass",
+            *_DEFAULT_COPIED,
+            *_OTHER_KNOWN,
+        )
+    )
+)
+"""The user attributes asked for and given to a mapper: what the default mapper reads, and the
+well-known ones beside them. Nothing else is requested (never ``*``), so a server that returns a
+password hash in some attribute of its own sends nothing the connector did not name; a custom
+mapper names more in its module's ``ATTRIBUTES`` list."""
+
+# An attribute description: a name or an OID, with options (``userCertificate;binary``).
+_ATTRIBUTE_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)(?:;[A-Za-z0-9-]+)*$")
 
 # Lower-case name -> the schema's spelling, so that raw profiles have stable keys
 # (``raw["sAMAccountName"]``) whatever case the server or the request used.
@@ -693,6 +719,42 @@ def _import_file(path: str) -> Any:
 def load_mapper(path: str | None) -> ProfileMapper:
     """Return the profile mapper: the default one, or ``map_profile`` from a file.
 
+    See :func:`load_profile_mapper`, which also returns the attributes the file declares.
+
+    Raises:
+        ValueError: as :func:`load_profile_mapper`.
+    """
+    return load_profile_mapper(path)[0]
+
+
+def _declared_attributes(module: Any, path: str) -> tuple[str, ...]:
+    """A mapper file's ``ATTRIBUTES``: the user attributes it reads beyond `PROFILE_ATTRIBUTES`.
+
+    Raises:
+        ValueError: not a list of attribute names, a wildcard, or a secret attribute.
+    """
+    declared = getattr(module, "ATTRIBUTES", ())
+    if isinstance(declared, str) or not isinstance(declared, list | tuple):
+        raise ValueError(f"profile mapper file {path!r}: ATTRIBUTES must be a list of names")
+    bad = [a for a in declared if not isinstance(a, str) or not _ATTRIBUTE_NAME.match(a)]
+    if bad:
+        raise ValueError(
+            f"profile mapper file {path!r}: ATTRIBUTES holds what is not an attribute name "
+            f"(no wildcards): {', '.join(repr(a) for a in bad)}"
+        )
+    secret = [a for a in declared if a.partition(";")[0].lower() in _SECRET_LOWER]
+    if secret:
+        raise ValueError(
+            f"profile mapper file {path!r}: ATTRIBUTES names secrets, never read: "
+            f"{', '.join(secret)}"
+        )
+    return tuple(dict.fromkeys(declared))
+
+
+def load_profile_mapper(path: str | None) -> tuple[ProfileMapper, tuple[str, ...]]:
+    """Return the profile mapper and the user attributes it needs beyond `PROFILE_ATTRIBUTES`:
+    the default mapper and none, or ``map_profile`` and ``ATTRIBUTES`` from a file.
+
     The file is imported as a Python module (never ``eval``-ed) and must define
     ``map_profile(raw, default)``, where ``default`` is `default_profile`, so that
     a mapper can extend the default::
@@ -702,6 +764,14 @@ def load_mapper(path: str | None) -> ProfileMapper:
             profile["costCenter"] = raw.get("extensionAttribute1")
             return profile
 
+    The raw profile holds only the attributes of `PROFILE_ATTRIBUTES` (and ``dn``,
+    ``organizationUnits``, ``groups``); a mapper that reads others lists them in the
+    module-level ``ATTRIBUTES``::
+
+        ATTRIBUTES = ["extensionAttribute1"]
+
+    Names only (no ``*`` or ``+``), and never a secret (`SECRET_ATTRIBUTES`).
+
     The mapper receives a copy of the raw profile. Its result is checked with
     `validate_profile` on every call.
 
@@ -709,16 +779,17 @@ def load_mapper(path: str | None) -> ProfileMapper:
         path: Path of the mapper file, or None for `default_profile`.
 
     Returns:
-        A callable ``(raw) -> profile``.
+        A callable ``(raw) -> profile`` and the attributes the file declares.
 
     Raises:
-        ValueError: When the file is missing, fails to import or has no callable
-            ``map_profile``; the returned callable raises ValueError when
-            ``map_profile`` raises or returns an invalid profile. Messages name the file.
+        ValueError: When the file is missing, fails to import, has no callable
+            ``map_profile`` or a bad ``ATTRIBUTES``; the returned callable raises ValueError
+            when ``map_profile`` raises or returns an invalid profile. Messages name the file.
     """
     if path is None:
-        return default_profile
+        return default_profile, ()
     module = _import_file(path)
+    declared = _declared_attributes(module, path)
     custom = getattr(module, "map_profile", None)
     if not callable(custom):
         raise ValueError(
@@ -733,4 +804,4 @@ def load_mapper(path: str | None) -> ProfileMapper:
             raise ValueError(f"{source}: map_profile raised {type(exc).__name__}: {exc}") from exc
         return validate_profile(result, source)
 
-    return mapper
+    return mapper, declared

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.errors import ConfigError
+from connector.realms import parse_realm_directories
 from connector.secretbox import PREFIX, SecretBox, SecretError
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,14 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _realm_directories(value: Any) -> str | None:
+    try:
+        parse_realm_directories(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _console_bind(value: Any) -> str | None:
@@ -268,6 +277,12 @@ class Settings:
     enable_write_back: bool = _setting(
         "ENABLE_WRITE_BACK", False, "Allow password changes through the connector."
     )
+    allow_admin_password_reset: bool = _setting(
+        "ALLOW_ADMIN_PASSWORD_RESET",
+        False,
+        "Let the hub reset a password without the old one (as the service account); never "
+        "the service account's own, nor an account with adminCount=1. Needs ENABLE_WRITE_BACK.",
+    )
     profile_mapper: str | None = _setting(
         "PROFILE_MAPPER", None, "Python file with map_profile(raw, default) to shape profiles."
     )
@@ -334,6 +349,15 @@ class Settings:
     )
     kerberos_realms: tuple[str, ...] = _setting(
         "KERBEROS_REALMS", (), "Client realms accepted (e.g. CORP.EXAMPLE.COM)."
+    )
+    kerberos_realm_directories: tuple[str, ...] = _setting(
+        "KERBEROS_REALM_DIRECTORIES",
+        (),
+        "Where each realm's users are: REALM=base:<DN>, REALM=sid:<domain SID> or "
+        "REALM=upn:<suffix> (a JSON list in the environment); a ticket signs in only an entry "
+        "there. The first of KERBEROS_REALMS maps to LDAP_BASE unless listed; other realms "
+        "not listed sign nobody in.",
+        check=_realm_directories,
     )
     kerberos_service_principal: str | None = _setting(
         "KERBEROS_SERVICE_PRINCIPAL", None, "The HTTP/ principal tickets must be for."

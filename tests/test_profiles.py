@@ -955,3 +955,22 @@ def test_validate_profile_directly() -> None:
     assert validate_profile({"id": "x", "n": math.pi}) == {"id": "x", "n": math.pi}
     with pytest.raises(ValueError, match=r"^custom source: "):
         validate_profile({}, "custom source")
+
+
+def test_profile_attributes_hold_what_the_default_mapper_reads_and_no_secret() -> None:
+    asked = {a.lower() for a in profiles.PROFILE_ATTRIBUTES}
+    read = {"objectguid", "uid", "cn", "displayname", "sn", "givenname", "samaccountname", "mail"}
+    assert read | {a.lower() for a in profiles._DEFAULT_COPIED} <= asked
+    assert not asked & {a.lower() for a in profiles.SECRET_ATTRIBUTES}
+    assert "*" not in asked and "+" not in asked
+
+
+def test_load_profile_mapper_returns_the_declared_attributes(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text(
+        'ATTRIBUTES = ("costCenter", "extensionAttribute1", "costCenter", "1.2.840.113556.1.4.1")\n'
+        "def map_profile(raw, default):\n    return default(raw)\n"
+    )
+    _, declared = profiles.load_profile_mapper(str(path))
+    assert declared == ("costCenter", "extensionAttribute1", "1.2.840.113556.1.4.1")
+    assert profiles.load_profile_mapper(None) == (default_profile, ())

@@ -202,15 +202,23 @@ class Dispatcher:
             outcome,
             elapsed,
         )
-        if command.name == "authenticate_user":
+        if command.name in ("authenticate_user", "change_password"):
+            # one audit line per login and per password change (never the passwords)
+            event, method = "login", "hub"
+            if command.name == "change_password":
+                reset = command.payload.get("oldPassword") is None
+                event, method = "password_change", "hub:reset" if reset else "hub:self"
+            user = username if isinstance(username, str) else None
             audit.info(
-                "login method=hub user=%r outcome=%s correlation=%s",
-                username if isinstance(username, str) else None,
+                "%s method=%s user=%r outcome=%s correlation=%s",
+                event,
+                method,
+                user,
                 outcome,
                 command.pid,
                 extra={
-                    "method": "hub",
-                    "user": username if isinstance(username, str) else None,
+                    "method": method,
+                    "user": user,
                     "outcome": outcome,
                     "correlation_id": command.pid,
                 },
@@ -242,7 +250,7 @@ class Dispatcher:
                     "password changes are disabled (ENABLE_WRITE_BACK is off)"
                 )
             old = p.get("oldPassword")
-            if old is not None and not isinstance(old, str):
+            if old is not None and (not isinstance(old, str) or len(old) > 4096):
                 raise CommandRefused("malformed payload: oldPassword must be text")
             profile = self.directory.change_password(
                 _text(p, "username", limit=1024), _text(p, "password"), old_password=old

@@ -9,6 +9,7 @@ and only there.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import re
 import threading
@@ -25,14 +26,30 @@ from connector.directory import ldaperrors
 from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.search import Entry, search
-from connector.profiles import entry_to_raw_profile, load_mapper
+from connector.profiles import PROFILE_ATTRIBUTES, entry_to_raw_profile, load_profile_mapper
+from connector.realms import dn_key as _dn_key
+from connector.realms import realm_scopes
 from connector.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 AD_CAPABILITY_OID = "1.2.840.113556.1.4.800"
-USER_ATTRS = ["*", "memberOf", "primaryGroupID", "objectGUID", "objectSid"]
+#: What a Kerberos sign-in checks, since no bind tells (operational ones are not in ``*``),
+#: and what marks an account no password reset may touch.
+STATE_ATTRS = [
+    "userAccountControl",
+    "msDS-User-Account-Control-Computed",
+    "accountExpires",
+    "lockoutTime",
+    "pwdAccountLockedTime",
+    "pwdPolicySubentry",
+    "adminCount",
+    "userPrincipalName",
+    "sAMAccountName",
+]
+#: What the group strategies read on the user's entry.
+GROUP_ATTRS = ["memberOf", "primaryGroupID", "objectGUID", "objectSid"]
 MAX_USERNAME_LENGTH = 1024
 MAX_PASSWORD_LENGTH = 4096
 #: The entry a decoy bind names (see Directory._decoy_bind): nobody is called this.
@@ -53,12 +70,27 @@ class Directory:
         settings.require_directory()
         self.settings = settings
         try:
-            self.mapper = load_mapper(settings.profile_mapper)
+            self.mapper, declared = load_profile_mapper(settings.profile_mapper)
         except ValueError as exc:
             raise errors.ConfigError(
                 [f"PROFILE_MAPPER: {exc}"], settings.config_path or ""
             ) from exc
         log_cleartext(settings)
+        # an allow list, never "*": what reaches the mapper (and the hub) is what is named
+        self.profile_attributes = _names(PROFILE_ATTRIBUTES, declared, settings.group_properties)
+        self.user_attributes = list(_names(self.profile_attributes, GROUP_ATTRS, STATE_ATTRS))
+        self._profile_lower = frozenset(
+            a.partition(";")[0].lower() for a in self.profile_attributes
+        )
+        self.realm_scopes = realm_scopes(
+            settings.kerberos_realm_directories, settings.kerberos_realms, settings.ldap_base
+        )
+        unmapped = [r for r in settings.kerberos_realms if r not in self.realm_scopes]
+        if unmapped and settings.kerberos_auth:
+            log.warning(
+                "Kerberos realms %s sign nobody in: not in KERBEROS_REALM_DIRECTORIES",
+                ", ".join(unmapped),
+            )
         self.servers = ServerSet(settings)
         acquire = (
             settings.ldap_connect_timeout * len(settings.ldap_urls)
@@ -162,7 +194,9 @@ class Directory:
         flt = self.user_filter(username, escaped=escaped, by_upn=by_upn)
 
         def find(conn: Connection) -> list[Entry]:
-            return search(conn, self.settings, self.settings.ldap_base, flt, USER_ATTRS, limit=2)
+            return search(
+                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=2
+            )
 
         try:
             found = self._run(find, "find the user", username=username)
@@ -202,7 +236,12 @@ class Directory:
     def profile(self, user: Entry, *, with_groups: bool = True) -> dict[str, Any]:
         """The profile sent to the hub for an entry (through the configured mapper)."""
         groups = self.groups(user) if with_groups else None
-        raw = entry_to_raw_profile(user.dn, user.attrs, groups=groups)
+        attrs = {
+            name: values
+            for name, values in user.attrs.items()
+            if name.partition(";")[0].lower() in self._profile_lower
+        }
+        raw = entry_to_raw_profile(user.dn, attrs, groups=groups)
         return self.mapper(raw)
 
     def get_profile(
@@ -215,6 +254,77 @@ class Directory:
             DirectoryUnavailable: the directory could not be asked.
         """
         return self.profile(self.find_user(username, escaped=escaped, by_upn=by_upn))
+
+    def kerberos_profile(
+        self, username: str, realm: str, *, by_upn: bool = False
+    ) -> dict[str, Any]:
+        """The profile for a Kerberos sign-in of ``username`` (mapped from a principal of
+        ``realm``): the entry found must lie in that realm's part of the directory
+        (``KERBEROS_REALM_DIRECTORIES``), and its account must be usable now: no bind
+        checks it, and a service ticket outlives a disabled or locked account by hours.
+
+        Raises:
+            KerberosRejected: the entry is not one the realm may sign in as (``realm_mismatch``).
+            AccountDisabled, AccountLocked, AccountExpired: the account may not sign in now,
+                whatever ticket the browser still holds (see :func:`account_state`).
+            WrongUsername: nobody matches.
+            DirectoryUnavailable: the directory could not be asked.
+        """
+        user = self.find_user(username, by_upn=by_upn)
+        self._check_realm(user, username, realm)
+        state = account_state(user, time.time(), self._ppolicy_lockout_seconds(user))
+        if state is not None:
+            kind, message, code = state
+            log.info(
+                "kerberos sign-in refused username=%r dn=%r outcome=%s code=%s",
+                username,
+                user.dn,
+                kind.wire_name,
+                code,
+            )
+            raise kind(message, username=username, dn=user.dn, code=code)
+        return self.profile(user)
+
+    def _ppolicy_lockout_seconds(self, user: Entry) -> float | None:
+        """The ``pwdLockoutDuration`` of a locked entry's own ppolicy (``pwdPolicySubentry``),
+        or None: not locked, no policy of its own, or the policy cannot be read."""
+        policy = user.first("pwdPolicySubentry")
+        if not policy or not user.first("pwdAccountLockedTime"):
+            return None
+
+        def read(conn: Connection) -> list[Entry]:
+            return search(
+                conn,
+                self.settings,
+                policy,
+                "(objectClass=*)",
+                ["pwdLockoutDuration"],
+                scope=ldap.SCOPE_BASE,
+            )
+
+        try:
+            found = self._run(read, "read the password policy", dn=policy)
+        except errors.DirectoryFailure:
+            return None
+        return float(_int(found[0].first("pwdLockoutDuration")) or 0) if found else None
+
+    def _check_realm(self, user: Entry, username: str, realm: str) -> None:
+        scopes = self.realm_scopes.get(realm, ())
+        sid, upn = user.first_bytes("objectSid"), user.first("userPrincipalName")
+        if any(scope.holds(user.dn, sid, upn) for scope in scopes):
+            return
+        where = " or ".join(str(s) for s in scopes) or "nowhere (not in KERBEROS_REALM_DIRECTORIES)"
+        log.warning(
+            "kerberos sign-in refused: username=%r dn=%r is not in realm %s's directory (%s)",
+            username,
+            user.dn,
+            realm,
+            where,
+        )
+        raise errors.KerberosRejected(
+            f"your realm {realm} may not sign in as this directory's user {username}",
+            "realm_mismatch",
+        )
 
     # --- passwords --------------------------------------------------------------------------
 
@@ -321,25 +431,31 @@ class Directory:
         """Set a user's password (write-back) and return their profile.
 
         With ``old_password`` the change is made as the user; without it, as the service
-        account (an administrative reset). Active Directory needs TLS for this.
+        account: an administrative reset, only with ``ALLOW_ADMIN_PASSWORD_RESET``, and never
+        of an account with ``adminCount=1``. The service account's own password is never
+        changed (it would lock the connector out). Active Directory needs TLS for this.
 
         Raises:
-            InsufficientAccessRights: write-back is off, or the directory refused the write.
-            PasswordComplexity: the new password does not meet the policy.
-            WrongUsername, WrongPassword: the user or the old password is wrong.
+            InsufficientAccessRights: write-back or resets are off, the account is protected,
+                or the directory refused the write.
+            PasswordComplexity: the new password is empty, holds NUL, is too long, or does not
+                meet the policy.
+            WrongUsername, WrongPassword: the user or the old password is wrong (an empty one,
+                or one holding NUL, is wrong without any bind: an empty bind is anonymous).
             DirectoryUnavailable: the directory could not be asked.
         """
-        if not self.settings.enable_write_back:
-            raise errors.InsufficientAccessRights(
-                "password changes are disabled (ENABLE_WRITE_BACK is off)", username=username
-            )
-        if not new_password:
-            raise errors.PasswordComplexity(
-                "an empty password is never accepted", username=username
-            )
+        self._check_change(username, new_password, old_password)
         user = self.find_user(username)
-        is_ad = self.is_active_directory()
         ctx = {"username": username, "dn": user.dn}
+        if self._is_service_account(user):
+            raise errors.InsufficientAccessRights(
+                "the service account's password is never changed through the connector", **ctx
+            )
+        if old_password is None and user.first("adminCount") == "1":
+            raise errors.InsufficientAccessRights(
+                "privileged accounts (adminCount=1) are never reset through the connector", **ctx
+            )
+        is_ad = self.is_active_directory()
 
         def change(conn: Connection) -> None:
             if is_ad and not conn.tls:
@@ -381,6 +497,45 @@ class Directory:
         self.cache.clear()
         return self.profile(user)
 
+    def _check_change(self, username: str, new_password: str, old_password: str | None) -> None:
+        """Refuse a password change that must not reach the directory at all."""
+        if not self.settings.enable_write_back:
+            raise errors.InsufficientAccessRights(
+                "password changes are disabled (ENABLE_WRITE_BACK is off)", username=username
+            )
+        if old_password is None and not self.settings.allow_admin_password_reset:
+            raise errors.InsufficientAccessRights(
+                "administrative password resets are disabled (ALLOW_ADMIN_PASSWORD_RESET is "
+                "off): give the old password",
+                username=username,
+            )
+        if old_password is not None and (
+            not old_password or "\x00" in old_password or len(old_password) > MAX_PASSWORD_LENGTH
+        ):
+            raise errors.WrongPassword("the current password is wrong", username=username)
+        if not new_password:
+            raise errors.PasswordComplexity(
+                "an empty password is never accepted", username=username
+            )
+        if "\x00" in new_password or len(new_password) > MAX_PASSWORD_LENGTH:
+            raise errors.PasswordComplexity(
+                f"a password holds no NUL and at most {MAX_PASSWORD_LENGTH} characters",
+                username=username,
+            )
+
+    def _is_service_account(self, user: Entry) -> bool:
+        """Whether ``user`` is ``LDAP_BIND_USER``'s entry (a DN, a UPN or DOMAIN\\name)."""
+        bind = self.settings.ldap_bind_user.strip()
+        try:
+            if _dn_key(bind) == _dn_key(user.dn):
+                return True
+        except ValueError:
+            pass
+        upn, sam = user.first("userPrincipalName"), user.first("sAMAccountName")
+        if "\\" in bind and sam:
+            return bind.rpartition("\\")[2].lower() == sam.lower()
+        return bool(upn) and bind.lower() == str(upn).lower()
+
     # --- listing ----------------------------------------------------------------------------
 
     def search_users(
@@ -404,7 +559,7 @@ class Directory:
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, USER_ATTRS, limit=limit
+                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=limit
             )
 
         try:
@@ -441,6 +596,76 @@ class Directory:
         return sorted(
             {n for e in found if (n := e.first(self.settings.group_property))}, key=str.lower
         )
+
+
+def _names(*lists: Any) -> tuple[str, ...]:
+    """Attribute names from several lists, each once (compared case-insensitively)."""
+    out: dict[str, str] = {}
+    for names in lists:
+        for name in names:
+            out.setdefault(name.lower(), name)
+    return tuple(out.values())
+
+
+# userAccountControl / msDS-User-Account-Control-Computed flags
+_UF_ACCOUNTDISABLE = 0x2
+_UF_LOCKOUT = 0x10
+_AD_NEVER = (0, 0x7FFFFFFFFFFFFFFF)
+_FILETIME_EPOCH = 11644473600  # seconds from 1601-01-01 to 1970-01-01
+_PPOLICY_LOCKED_BY_ADMIN = "000001010000Z"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _generalized_time(text: str) -> float | None:
+    """Seconds since the epoch of an LDAP GeneralizedTime in UTC (``20261205160721Z``,
+    fractions allowed), or None."""
+    try:
+        return calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S"))
+    except ValueError:
+        return None
+
+
+def account_state(
+    user: Entry, now: float, lockout_seconds: float | None = None
+) -> tuple[type[errors.AuthError], str, str] | None:
+    """Why an account may not sign in without a password check: (error kind, message, code),
+    or None when nothing says so.
+
+    Active Directory: ``userAccountControl`` disabled; locked by
+    ``msDS-User-Account-Control-Computed`` (which knows when a lockout lapsed), else by a
+    non-zero ``lockoutTime``; ``accountExpires`` in the past. OpenLDAP ppolicy: a
+    ``pwdAccountLockedTime``; ``000001010000Z`` (locked by an administrator) for good, another
+    time for ``lockout_seconds`` (the entry's own policy's ``pwdLockoutDuration``; 0 is for
+    good). Without a policy of its own the lockout duration cannot be read over LDAP (the
+    server's default policy is not published), so the lock counts until a bind clears it.
+    """
+    uac = _int(user.first("userAccountControl")) or 0
+    if uac & _UF_ACCOUNTDISABLE:
+        return errors.AccountDisabled, "the account is disabled", "uac:disabled"
+    computed = _int(user.first("msDS-User-Account-Control-Computed"))
+    if computed is not None:
+        locked = bool((computed | uac) & _UF_LOCKOUT)
+    else:
+        locked = bool(uac & _UF_LOCKOUT) or (_int(user.first("lockoutTime")) or 0) > 0
+    if locked:
+        return errors.AccountLocked, "the account is locked", "uac:locked"
+    expires = _int(user.first("accountExpires"))
+    if expires is not None and expires not in _AD_NEVER:
+        if expires / 10_000_000 - _FILETIME_EPOCH <= now:
+            return errors.AccountExpired, "the account has expired", "accountExpires"
+    locked_at = user.first("pwdAccountLockedTime")
+    if locked_at:
+        since = _generalized_time(locked_at) if locked_at != _PPOLICY_LOCKED_BY_ADMIN else None
+        if lockout_seconds and since is not None and since + lockout_seconds <= now:
+            return None  # the lockout has lapsed; the next bind removes the attribute
+        return errors.AccountLocked, "the account is locked", "ppolicy:locked"
+    return None
 
 
 def _ad_password(password: str) -> bytes:

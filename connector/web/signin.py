@@ -274,6 +274,17 @@ def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], Respon
     return wrapper
 
 
+def _kerberos_refused(
+    begun: _Begun, exc: KerberosRejected, user: str | None = None, principal: str | None = None
+) -> Response:
+    """The form with the reason a ticket did not sign anybody in, and the audit line."""
+    _audit("kerberos", user, f"rejected:{exc.code}", begun.addr, begun.correlation, principal)
+    return _render_form(
+        begun.params,
+        f"Automatic sign-in did not work ({exc.reason}). Sign in with your password.",
+    )
+
+
 @bp.route("/wsfed", methods=["GET"])
 @_begun
 def signin_get(begun: _Begun) -> ResponseReturnValue:
@@ -291,14 +302,13 @@ def signin_get(begun: _Begun) -> ResponseReturnValue:
     try:
         accepted = acceptor.accept(header)
     except KerberosRejected as exc:
-        _audit("kerberos", None, f"rejected:{exc.code}", addr, correlation)
-        return _render_form(
-            params, f"Automatic sign-in did not work ({exc.reason}). Sign in with your password."
-        )
+        return _kerberos_refused(begun, exc)
     user = accepted.username
     try:
         by_upn = svc.settings.kerberos_principal_mapping == "upn"
-        profile = svc.require_directory().get_profile(user, by_upn=by_upn)
+        profile = svc.require_directory().kerberos_profile(user, accepted.realm, by_upn=by_upn)
+    except KerberosRejected as exc:
+        return _kerberos_refused(begun, exc, user, accepted.principal)
     except errors.ConnectorError as exc:
         _audit("kerberos", user, exc.wire_name, addr, correlation, accepted.principal)
         return _render_form(params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]))

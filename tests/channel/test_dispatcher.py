@@ -56,6 +56,28 @@ def test_change_password_off(dispatcher):
     assert result["err"]["name"] == "InsufficientAccessRights"
 
 
+def test_every_password_change_is_audited_without_the_passwords(tmp_path, slapd, caplog):
+    d = directory_for(tmp_path, slapd, ENABLE_WRITE_BACK=True)
+    dispatcher = Dispatcher(d, write_back=True)
+    try:
+        caplog.set_level("INFO", logger="connector.audit")
+        reset = run(dispatcher, "change_password", username="bob", password="Reset-bobpw9")
+        assert reset["err"]["name"] == "InsufficientAccessRights"
+        wrong = run(
+            dispatcher, "change_password", username="bob", password="New-bobpw9", oldPassword=""
+        )
+        assert wrong["err"]["name"] == "WrongPassword"
+    finally:
+        d.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "connector.audit"]
+    assert lines == [
+        "password_change method=hub:reset user='bob' outcome=InsufficientAccessRights "
+        "correlation=p-1",
+        "password_change method=hub:self user='bob' outcome=WrongPassword correlation=p-1",
+    ]
+    assert "bobpw9" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("name", "payload"),
     [

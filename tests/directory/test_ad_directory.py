@@ -160,6 +160,7 @@ def writer(ad_admin, samba_ad):
 def test_change_password_on_ad(ad_with, samba_ad, writer):
     directory = ad_with(
         ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
         LDAP_BIND_USER=samba_ad.admin_dn,
         LDAP_BIND_PASSWORD=samba_ad.admin_pw,
     )
@@ -176,6 +177,7 @@ def test_change_password_on_ad(ad_with, samba_ad, writer):
 def test_complexity_refusal_on_ad(ad_with, samba_ad, writer):
     directory = ad_with(
         ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
         LDAP_BIND_USER=samba_ad.admin_dn,
         LDAP_BIND_PASSWORD=samba_ad.admin_pw,
     )
@@ -184,7 +186,7 @@ def test_complexity_refusal_on_ad(ad_with, samba_ad, writer):
 
 
 def test_service_account_without_rights_is_refused(ad_with, samba_ad, writer):
-    directory = ad_with(ENABLE_WRITE_BACK=True)  # the unprivileged svc-proxy
+    directory = ad_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True)  # svc-proxy
     with pytest.raises(errors.InsufficientAccessRights):
         directory.change_password(writer, "Changed-Passw0rd!2")
 
@@ -208,3 +210,105 @@ def test_ldaps_and_upn_bind_user(ad_with, samba_ad):
         LDAP_BIND_USER=samba_ad.upn("svc-proxy"),
     )
     assert directory.authenticate("alice", samba_ad.users["alice"])["nickname"] == "alice"
+
+
+# --- Kerberos sign-in: the ticket's realm is tied to the entry found --------------------------
+
+
+def _domain_sid(ad_admin, samba_ad):
+    from connector.profiles import decode_sid
+
+    found = ad_admin.search_s(samba_ad.base, ldap.SCOPE_BASE, "(objectClass=*)", ["objectSid"])
+    return decode_sid(found[0][1]["objectSid"][0])
+
+
+def test_kerberos_realm_tied_by_domain_sid_and_upn_suffix(ad_with, ad_admin, samba_ad):
+    sid = _domain_sid(ad_admin, samba_ad)
+    realms = [samba_ad.realm, "CHILD.AD.EXAMPLE.TEST"]
+    directory = ad_with(
+        KERBEROS_REALMS=realms,
+        KERBEROS_REALM_DIRECTORIES=[
+            f"{samba_ad.realm}=sid:{sid}",
+            "CHILD.AD.EXAMPLE.TEST=sid:S-1-5-21-1-2-3",
+        ],
+    )
+    assert directory.kerberos_profile("alice", samba_ad.realm)["nickname"] == "alice"
+    with pytest.raises(errors.KerberosRejected) as info:
+        directory.kerberos_profile("Administrator", "CHILD.AD.EXAMPLE.TEST")
+    assert info.value.code == "realm_mismatch"
+    by_upn = ad_with(
+        KERBEROS_REALMS=realms,
+        KERBEROS_PRINCIPAL_MAPPING="upn",
+        KERBEROS_REALM_DIRECTORIES=["CHILD.AD.EXAMPLE.TEST=upn:child.ad.example.test"],
+    )
+    upn = samba_ad.upn("alice")
+    assert by_upn.kerberos_profile(upn, samba_ad.realm, by_upn=True)["nickname"] == "alice"
+    with pytest.raises(errors.KerberosRejected):  # victim\@ad.example.test@CHILD
+        by_upn.kerberos_profile(upn, "CHILD.AD.EXAMPLE.TEST", by_upn=True)
+
+
+# --- Kerberos sign-in: account state is checked, since no bind does it ------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "kind", "code"),
+    [
+        ("disabled1", errors.AccountDisabled, "uac:disabled"),
+        ("acctexp1", errors.AccountExpired, "accountExpires"),
+    ],
+)
+def test_kerberos_sign_in_checks_account_state(ad_with, samba_ad, user, kind, code):
+    directory = ad_with(KERBEROS_REALMS=[samba_ad.realm])
+    with pytest.raises(kind) as info:
+        directory.kerberos_profile(user, samba_ad.realm)
+    assert info.value.context["code"] == code
+    assert directory.kerberos_profile("alice", samba_ad.realm)["nickname"] == "alice"
+
+
+def test_kerberos_sign_in_refused_while_locked_out(ad_with, samba_ad):
+    directory = ad_with(KERBEROS_REALMS=[samba_ad.realm])
+    for _ in range(3):
+        with pytest.raises((errors.WrongPassword, errors.AccountLocked)):
+            directory.authenticate("locked1", "Wrong-Passw0rd!")
+    with pytest.raises(errors.AccountLocked) as info:
+        directory.kerberos_profile("locked1", samba_ad.realm)
+    assert info.value.context["code"] == "uac:locked"
+    samba_ad.samba_tool("user", "unlock", "locked1")
+    assert directory.kerberos_profile("locked1", samba_ad.realm)["nickname"] == "locked1"
+
+
+def test_admin_count_accounts_are_never_reset(ad_with, ad_admin, samba_ad, writer):
+    dn = ad_dir_dn(ad_admin, samba_ad, writer)
+    ad_admin.modify_s(dn, [(ldap.MOD_REPLACE, "adminCount", [b"1"])])
+    directory = ad_with(
+        ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
+        LDAP_BIND_USER=samba_ad.admin_dn,
+        LDAP_BIND_PASSWORD=samba_ad.admin_pw,
+    )
+    with pytest.raises(errors.InsufficientAccessRights, match="adminCount=1"):
+        directory.change_password(writer, "Taken-Over-Passw0rd!")
+    assert directory.authenticate(writer, "Writer-Passw0rd!")["nickname"] == writer
+    # the user may still change their own, given the old one
+    directory.change_password(writer, "Own-Choice-Passw0rd!", old_password="Writer-Passw0rd!")
+    assert directory.authenticate(writer, "Own-Choice-Passw0rd!")["nickname"] == writer
+
+
+@pytest.mark.parametrize("bind_user", ["upn", "netbios"])
+def test_ad_service_account_is_never_reset(ad_with, samba_ad, bind_user):
+    name = samba_ad.upn("svc-proxy") if bind_user == "upn" else f"{samba_ad.domain}\\svc-proxy"
+    directory = ad_with(
+        ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True, LDAP_BIND_USER=name
+    )
+    with pytest.raises(errors.InsufficientAccessRights, match="service account"):
+        directory.change_password(
+            "svc-proxy", "Taken-Over-Passw0rd!", old_password=samba_ad.bind_pw
+        )
+    assert directory.authenticate("svc-proxy", samba_ad.bind_pw)["nickname"] == "svc-proxy"
+
+
+def test_empty_old_password_is_never_an_anonymous_bind_on_ad(ad_with, samba_ad, writer):
+    directory = ad_with(ENABLE_WRITE_BACK=True)
+    with pytest.raises(errors.WrongPassword, match="current password is wrong"):
+        directory.change_password(writer, "Taken-Over-Passw0rd!", old_password="")
+    assert directory.authenticate(writer, "Writer-Passw0rd!")["nickname"] == writer

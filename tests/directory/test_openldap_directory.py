@@ -204,9 +204,14 @@ def test_change_password_off_by_default(ldap_dir):
 
 def test_change_password_by_user_and_refused_for_service(ldap_with, slapd, slapd_admin):
     directory = ldap_with(ENABLE_WRITE_BACK=True)
-    # the read-only service account may not reset passwords
-    with pytest.raises(errors.InsufficientAccessRights):
+    # resets are off by default: refused before the directory is asked
+    with pytest.raises(errors.InsufficientAccessRights, match="ALLOW_ADMIN_PASSWORD_RESET"):
         directory.change_password("bob", "new-bobpw")
+    # on, the read-only service account may still not reset passwords
+    with pytest.raises(errors.InsufficientAccessRights, match="insufficient access rights"):
+        ldap_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True).change_password(
+            "bob", "new-bobpw"
+        )
     # a user may change their own, given the old one
     with pytest.raises(errors.WrongPassword):
         directory.change_password("bob", "new-bobpw", old_password="wrong")
@@ -220,9 +225,12 @@ def test_change_password_by_user_and_refused_for_service(ldap_with, slapd, slapd
 
 
 def test_admin_reset_with_a_privileged_bind_user(ldap_with, slapd, slapd_admin):
-    directory = ldap_with(
-        ENABLE_WRITE_BACK=True, LDAP_BIND_USER=slapd.admin_dn, LDAP_BIND_PASSWORD=slapd.admin_pw
-    )
+    privileged = {"LDAP_BIND_USER": slapd.admin_dn, "LDAP_BIND_PASSWORD": slapd.admin_pw}
+    off = ldap_with(ENABLE_WRITE_BACK=True, **privileged)
+    with pytest.raises(errors.InsufficientAccessRights, match="ALLOW_ADMIN_PASSWORD_RESET"):
+        off.change_password("carol", "reset-carolpw")
+    assert off.authenticate("carol", "carolpw")["id"] == "carol"
+    directory = ldap_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True, **privileged)
     try:
         directory.change_password("carol", "reset-carolpw")
         assert directory.authenticate("carol", "reset-carolpw")["id"] == "carol"
@@ -300,3 +308,285 @@ def test_broken_profile_mapper_is_a_config_error(ldap_with, tmp_path):
     mapper.write_text("def something_else(raw):\n    return raw\n")
     with pytest.raises(ConfigError, match="PROFILE_MAPPER"):
         ldap_with(PROFILE_MAPPER=str(mapper))
+
+
+# --- Kerberos sign-in: the ticket's realm is tied to the entry found --------------------------
+
+PARTNERS = "ou=partners,dc=example,dc=test"
+
+
+def _realm_refused(directory, username, realm, **kw):
+    with pytest.raises(errors.KerberosRejected) as info:
+        directory.kerberos_profile(username, realm, **kw)
+    assert info.value.code == "realm_mismatch"
+    assert realm in info.value.reason
+    return info.value
+
+
+def test_kerberos_first_realm_maps_to_ldap_base_by_default(ldap_with):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    assert directory.kerberos_profile("alice", "EXAMPLE.TEST")["id"] == "alice"
+
+
+def test_kerberos_second_realm_without_a_directory_signs_nobody_in(ldap_with, caplog):
+    """administrator@CHILD must not become this directory's administrator."""
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST", "CHILD.TEST"])
+    _realm_refused(directory, "alice", "CHILD.TEST")
+    assert "is not in realm CHILD.TEST's directory" in caplog.text
+    assert directory.kerberos_profile("alice", "EXAMPLE.TEST")["id"] == "alice"
+
+
+def test_kerberos_realm_mapped_to_a_base_dn(ldap_with):
+    directory = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST", "CHILD.TEST"],
+        KERBEROS_REALM_DIRECTORIES=[f"CHILD.TEST=base:{PARTNERS}"],
+    )
+    _realm_refused(directory, "alice", "CHILD.TEST")
+    mapped = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST", "CHILD.TEST"],
+        KERBEROS_REALM_DIRECTORIES=["CHILD.TEST=base:OU=People, DC=example,DC=test"],
+    )
+    assert mapped.kerberos_profile("alice", "CHILD.TEST")["id"] == "alice"
+    # an explicit entry for the first realm replaces its LDAP_BASE default
+    only_partners = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST"],
+        KERBEROS_REALM_DIRECTORIES=[f"EXAMPLE.TEST=base:{PARTNERS}"],
+    )
+    _realm_refused(only_partners, "alice", "EXAMPLE.TEST")
+
+
+def test_kerberos_enterprise_principal_of_another_realm_is_refused(ldap_with):
+    """``alice\\@example.test@OTHER.TEST`` maps (upn) to alice@example.test: OTHER.TEST's
+    users live elsewhere, so alice is not signed in."""
+    directory = ldap_with(
+        KERBEROS_REALMS=["EXAMPLE.TEST", "OTHER.TEST"],
+        KERBEROS_PRINCIPAL_MAPPING="upn",
+        LDAP_USER_BY_UPN="(mail={0})",
+        KERBEROS_REALM_DIRECTORIES=[f"OTHER.TEST=base:{PARTNERS}"],
+    )
+    _realm_refused(directory, "alice@example.test", "OTHER.TEST", by_upn=True)
+    assert (
+        directory.kerberos_profile("alice@example.test", "EXAMPLE.TEST", by_upn=True)["id"]
+        == "alice"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("EXAMPLE.TEST", "expected REALM="),
+        ("EXAMPLE.TEST=dc=example", "expected REALM="),
+        ("EXAMPLE.TEST=dn:dc=example", "unknown kind"),
+        ("EXAMPLE.TEST=base:not a dn", "not a DN"),
+        ("EXAMPLE.TEST=sid:1-5-21", "not a domain SID"),
+        ("=upn:example.test", "expected REALM="),
+    ],
+)
+def test_kerberos_realm_directories_are_checked_when_loading(ldap_with, entry, problem):
+    with pytest.raises(errors.ConfigError, match="KERBEROS_REALM_DIRECTORIES") as info:
+        ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"], KERBEROS_REALM_DIRECTORIES=[entry])
+    assert problem in str(info.value)
+
+
+# --- Kerberos sign-in: account state is checked, since no bind does it ------------------------
+
+
+def test_kerberos_sign_in_refused_for_a_ppolicy_locked_account(ldap_with, slapd):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    assert directory.kerberos_profile("bob", "EXAMPLE.TEST")["id"] == "bob"
+    for _ in range(3):  # the default policy locks after three failures
+        with pytest.raises(errors.WrongPassword):
+            directory.authenticate("bob", "not-bobpw")
+    with pytest.raises(errors.AccountLocked) as info:
+        directory.kerberos_profile("bob", "EXAMPLE.TEST")
+    assert info.value.context["code"] == "ppolicy:locked"
+    slapd.unlock("bob")
+    assert directory.kerberos_profile("bob", "EXAMPLE.TEST")["id"] == "bob"
+
+
+def test_kerberos_sign_in_refused_for_an_administratively_locked_account(ldap_with, slapd):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    slapd.modify(
+        slapd.user_dn("carol"),
+        [(ldap.MOD_REPLACE, "pwdAccountLockedTime", "000001010000Z")],
+        relax=True,
+    )
+    try:
+        with pytest.raises(errors.AccountLocked):
+            directory.kerberos_profile("carol", "EXAMPLE.TEST")
+        # a password would not help either: the same kind as the form
+        with pytest.raises(errors.AccountLocked):
+            directory.authenticate("carol", slapd.users["carol"])
+    finally:
+        slapd.unlock("carol")
+    assert directory.kerberos_profile("carol", "EXAMPLE.TEST")["id"] == "carol"
+
+
+# --- password changes: what never reaches the directory ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "kind"),
+    [
+        ("", "new-bobpw", errors.WrongPassword),  # an empty bind is an anonymous bind
+        ("bobpw\x00", "new-bobpw", errors.WrongPassword),
+        ("\x00bobpw", "new-bobpw", errors.WrongPassword),
+        ("b" * 4097, "new-bobpw", errors.WrongPassword),
+        ("bobpw", "", errors.PasswordComplexity),
+        ("bobpw", "new-bobpw\x00tail", errors.PasswordComplexity),
+        ("bobpw", "n" * 4097, errors.PasswordComplexity),
+    ],
+    ids=["old-empty", "old-nul", "old-nul-first", "old-long", "new-empty", "new-nul", "new-long"],
+)
+def test_change_password_refuses_empty_nul_and_long_passwords(ldap_with, slapd, old, new, kind):
+    directory = ldap_with(ENABLE_WRITE_BACK=True, ALLOW_ADMIN_PASSWORD_RESET=True)
+    try:
+        with pytest.raises(kind) as info:
+            directory.change_password("bob", new, old_password=old)
+        assert "bobpw" not in str(info.value)
+    finally:
+        slapd.admin().passwd_s(slapd.user_dn("bob"), None, "bobpw")
+    assert directory.authenticate("bob", "bobpw")["id"] == "bob"
+
+
+def test_the_service_account_password_is_never_changed(ldap_with, slapd):
+    """With alice as the service account, neither a reset nor a change by her old password
+    may touch it: the connector would lock itself out."""
+    alice = slapd.user_dn("alice")
+    directory = ldap_with(
+        ENABLE_WRITE_BACK=True,
+        ALLOW_ADMIN_PASSWORD_RESET=True,
+        LDAP_BIND_USER=alice.upper(),
+        LDAP_BIND_PASSWORD=slapd.users["alice"],
+    )
+    try:
+        for old in (None, slapd.users["alice"]):
+            with pytest.raises(errors.InsufficientAccessRights, match="service account"):
+                directory.change_password("alice", "taken-over-pw", old_password=old)
+    finally:
+        slapd.admin().passwd_s(alice, None, slapd.users["alice"])
+    assert directory.authenticate("alice", slapd.users["alice"])["id"] == "alice"
+
+
+# --- profiles: an allow list of attributes, never "*" ------------------------------------------
+
+HASHES = {  # hash-looking values in attributes no deny list knows (as 389-DS passwordHistory)
+    "carLicense": "{SSHA}3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+    "roomNumber": "$6$rounds=5000$saltsalt$0123456789abcdefABCDEF",
+    "employeeType": "{PBKDF2-SHA512}10000$c2FsdA$aGFzaA",
+}
+RAW_MAPPER = (
+    "def map_profile(raw, default):\n"
+    "    profile = default(raw)\n"
+    "    profile['raw'] = raw\n"  # a mapper that passes everything on
+    "    return profile\n"
+)
+
+
+@pytest.fixture
+def carol_with_hashes(slapd):
+    dn = slapd.user_dn("carol")
+    slapd.modify(dn, [(ldap.MOD_REPLACE, name, value) for name, value in HASHES.items()])
+    yield dn
+    slapd.modify(dn, [(ldap.MOD_DELETE, name, None) for name in HASHES])
+
+
+def test_profiles_hold_only_the_attributes_asked_for(ldap_with, tmp_path, carol_with_hashes):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text(RAW_MAPPER)
+    directory = ldap_with(PROFILE_MAPPER=str(mapper))
+    profiles = [
+        directory.authenticate("carol", "carolpw"),
+        directory.get_profile("carol"),
+        *directory.search_users("carol"),
+    ]
+    for profile in profiles:
+        text = json.dumps(profile)
+        assert profile["raw"]["uid"] == "carol" and profile["raw"]["mail"]
+        for name, value in HASHES.items():
+            assert name not in profile["raw"] and value not in text, name
+        # what the account checks read is not profile data either
+        assert "pwdAccountLockedTime" not in profile["raw"]
+
+
+def test_a_mapper_declares_the_attributes_it_reads(ldap_with, tmp_path, carol_with_hashes):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text('ATTRIBUTES = ["carLicense"]\n' + RAW_MAPPER)
+    directory = ldap_with(PROFILE_MAPPER=str(mapper))
+    raw = directory.authenticate("carol", "carolpw")["raw"]
+    assert raw["carLicense"] == HASHES["carLicense"]
+    assert "roomNumber" not in raw and "employeeType" not in raw
+
+
+@pytest.mark.parametrize(
+    ("declared", "problem"),
+    [
+        ('["*"]', "no wildcards"),
+        ('["+"]', "no wildcards"),
+        ('"carLicense"', "must be a list"),
+        ('["userPassword"]', "names secrets"),
+        ('["pwdHistory;binary"]', "names secrets"),
+        ('["cn)(uid=*"]', "not an attribute name"),
+    ],
+)
+def test_a_mapper_cannot_ask_for_everything_or_for_secrets(ldap_with, tmp_path, declared, problem):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text(f"ATTRIBUTES = {declared}\n" + RAW_MAPPER)
+    with pytest.raises(errors.ConfigError, match="PROFILE_MAPPER") as info:
+        ldap_with(PROFILE_MAPPER=str(mapper))
+    assert problem in str(info.value)
+
+
+def _generalized(seconds_ago: float) -> str:
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() - seconds_ago))
+
+
+@pytest.fixture
+def carol_own_policy(slapd):
+    """carol under a policy of her own that locks for 60 s (readable, unlike the default)."""
+    policy = f"cn=lock-60s,{slapd.policies_dn}"
+    slapd.add(
+        policy,
+        {
+            "objectClass": ["top", "device", "pwdPolicy"],
+            "cn": "lock-60s",
+            "pwdAttribute": "userPassword",
+            "pwdLockout": "TRUE",
+            "pwdLockoutDuration": "60",
+        },
+    )
+    dn = slapd.user_dn("carol")
+    slapd.modify(dn, [(ldap.MOD_REPLACE, "pwdPolicySubentry", policy)], relax=True)
+    try:
+        yield dn
+    finally:
+        slapd.unlock("carol")
+        slapd.modify(dn, [(ldap.MOD_DELETE, "pwdPolicySubentry", None)], relax=True)
+        slapd.delete(policy)
+
+
+@pytest.mark.parametrize(
+    ("locked_time", "locked"),
+    [
+        (lambda: _generalized(5), True),  # locked 5 s ago for 60 s
+        (lambda: _generalized(7200), False),  # the lockout lapsed long ago
+        (lambda: "000001010000Z", True),  # locked by an administrator: for good
+    ],
+    ids=["fresh", "lapsed", "for-good"],
+)
+def test_kerberos_sign_in_honours_the_entry_policy_lockout_duration(
+    ldap_with, slapd, carol_own_policy, locked_time, locked
+):
+    directory = ldap_with(KERBEROS_REALMS=["EXAMPLE.TEST"])
+    slapd.modify(
+        carol_own_policy,
+        [(ldap.MOD_REPLACE, "pwdAccountLockedTime", locked_time())],
+        relax=True,
+    )
+    if locked:
+        with pytest.raises(errors.AccountLocked):
+            directory.kerberos_profile("carol", "EXAMPLE.TEST")
+    else:
+        assert directory.kerberos_profile("carol", "EXAMPLE.TEST")["id"] == "carol"
+        # and the form agrees: the password still works
+        assert directory.authenticate("carol", slapd.users["carol"])["id"] == "carol"

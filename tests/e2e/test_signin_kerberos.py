@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import ldap
 import pytest
 import requests
 from configs import ad_config, openldap_config
@@ -572,3 +573,64 @@ def test_audit_line_and_no_tokens_in_the_logs(site: Site) -> None:
     assert f"principal='{site.principal}'" in log.split(audit, 1)[1].splitlines()[0]
     assert len(site.secrets) >= 2
     _assert_logs_clean(site)
+
+
+# --------------------------------------------------------------------------------------
+# 5. a valid ticket of an account that may not sign in now
+# --------------------------------------------------------------------------------------
+
+
+def _form_message(resp: requests.Response) -> str:
+    _assert_form(resp)
+    found = re.search(r'id="message" role="alert">([^<]*)<', resp.text)
+    assert found, resp.text[:500]
+    return html.unescape(found.group(1))
+
+
+def test_ad_account_disabled_after_its_ticket_was_issued(
+    ad_site: Site, samba_ad: Any, tmp_path: Path, request: Any
+) -> None:
+    """The browser keeps its service ticket for hours: disabling the account must end SSO."""
+    name, password = "sso-leaver", "Sso-Leaver-Passw0rd!"
+    samba_ad.samba_tool("user", "create", name, password)
+    try:
+        ccache = kinit(ad_site.krb5_conf, f"{name}@{ad_site.realm}", password, tmp_path / "cc")
+        url = ad_site.url(ad_site.inside, _wctx(request))
+        first = curl_negotiate(url, tmp_path, krb5_conf=ad_site.krb5_conf, ccache=ccache)
+        ad_site.secrets += first.sent_authorization
+        assert first.responses[-1][0] == 303, first.stderr[-2000:]
+        samba_ad.samba_tool("user", "disable", name)
+        # the same ticket (cached in the ccache: no KDC is asked again)
+        second = curl_negotiate(url, tmp_path, krb5_conf=ad_site.krb5_conf, ccache=ccache)
+        ad_site.secrets += second.sent_authorization
+        assert second.responses[-1][0] == 200, second.stderr[-2000:]
+        assert "This account is disabled" in second.body
+        audit = f"login method=kerberos user='{name}' outcome=AccountDisabled"
+        assert audit in ad_site.inside.log()
+    finally:
+        samba_ad.samba_tool("user", "delete", name)
+    _assert_logs_clean(ad_site)
+
+
+def test_openldap_account_locked_by_ppolicy_gets_the_form(
+    mit_site: Site, slapd: Any, mit_kdc: Any, request: Any
+) -> None:
+    slapd.modify(
+        slapd.user_dn("bob"),
+        [(ldap.MOD_REPLACE, "pwdAccountLockedTime", "000001010000Z")],
+        relax=True,
+    )
+    try:
+        _, header = spnego_header(f"bob@{mit_kdc.realm}", mit_kdc.users["bob"], mit_site.krb5_conf)
+        mit_site.secrets.append(header)
+        resp = requests.get(
+            mit_site.url(mit_site.inside, _wctx(request)),
+            headers={"Authorization": header},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert _form_message(resp).startswith("This account is locked")
+        assert "login method=kerberos user='bob' outcome=AccountLocked" in mit_site.inside.log()
+    finally:
+        slapd.unlock("bob")
+    _assert_logs_clean(mit_site)

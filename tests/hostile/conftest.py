@@ -51,6 +51,9 @@ _KINDS = {
     "test_hostile_cleartext.py": "cleartext: https from SSL_PFX, loopback, LDAP w/o TLS",
     "test_hostile_limits.py": "header floods, /ready bursts, dependency CVE floors",
     "test_hostile_archive.py": "archives: scrypt cost bombs, old backups pruned",
+    "test_hostile_kerberos_identity.py": "valid tickets: foreign realm, account state",
+    "test_hostile_password_change.py": "change_password: resets, empty / NUL / long, own svc",
+    "test_hostile_profiles.py": "password hashes in attributes nobody named",
     "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",
 }
 _TALLY: dict[str, list[int]] = {}
