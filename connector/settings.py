@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connector.errors import ConfigError
 from connector.secretbox import PREFIX, SecretBox, SecretError
@@ -112,6 +113,50 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def hub_url_problem(url: str) -> str | None:
+    """Why ``url`` may not be used to reach the hub, or None: the hub is reached over https
+    only; plain http is allowed to a loopback hub (the devhub, the tests) and nowhere else."""
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # .port raises on a bad port
+    except ValueError:
+        return "is not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not host:
+        return "must be an https:// URL"
+    if scheme == "http" and not is_loopback_host(host):
+        return (
+            "must be https:// (plain http is refused: anyone on the path could swap the hub's "
+            "answers; http is allowed only to a loopback hub: 127.0.0.0/8, ::1, localhost)"
+        )
+    return None
+
+
+def _hub_url(value: Any) -> str | None:
+    return None if value is None else hub_url_problem(value)
+
+
+def _hub_origins(value: Any) -> str | None:
+    for item in value:
+        problem = hub_url_problem(item)
+        if problem:
+            return f"{item!r} {problem}"
+        parts = urlsplit(item)
+        if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+            return f"{item!r} must be an origin only: scheme://host[:port], no path"
+    return None
+
+
+def _ip_networks(value: Any) -> str | None:
+    bad = []
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            bad.append(item)
+    return f"not a CIDR range: {', '.join(bad)}" if bad else None
 
 
 def _console_bind(value: Any) -> str | None:
@@ -271,9 +316,17 @@ class Settings:
 
     # --- hub channel --------------------------------------------------------------------------
     provisioning_ticket: str | None = _setting(
-        "PROVISIONING_TICKET", None, "Ticket URL given by the hub for setup."
+        "PROVISIONING_TICKET",
+        None,
+        "Ticket URL given by the hub for setup (https://; http only to a loopback hub).",
+        check=_hub_url,
     )
-    ad_hub: str | None = _setting("AD_HUB", None, "Base URL of the hub's agent endpoints.")
+    ad_hub: str | None = _setting(
+        "AD_HUB",
+        None,
+        "Base URL of the hub's agent endpoints (https://; http only to a loopback hub).",
+        check=_hub_url,
+    )
     connection: str | None = _setting("CONNECTION", None, "Connection name at the hub.")
     realm: str | None = _setting("REALM", None, "Realm (audience) of the connection.")
     tenant_signing_key: str | None = _setting(
@@ -281,7 +334,24 @@ class Settings:
     )
 
     realm_post_token_url: str | None = _setting(
-        "REALM_POST_TOKEN_URL", None, "Where browsers go back to the hub after signing in."
+        "REALM_POST_TOKEN_URL",
+        None,
+        "Where browsers go back to the hub after signing in (https://; http only to loopback).",
+        check=_hub_url,
+    )
+    hub_trusted_origins: tuple[str, ...] = _setting(
+        "HUB_TRUSTED_ORIGINS",
+        (),
+        "Origins (scheme://host[:port]) besides the ticket's that setup accepts for adHub and "
+        "postTokenUrl (`connector setup --allow-hub-origin`).",
+        check=_hub_origins,
+    )
+    hub_allowed_ip_ranges: tuple[str, ...] = _setting(
+        "HUB_ALLOWED_IP_RANGES",
+        (),
+        "Ranges (CIDR) outside the private ones that setup accepts in the hub's ipRanges "
+        "(`connector setup --allow-ip-range`).",
+        check=_ip_networks,
     )
     hub_ca_file: str | None = _setting(
         "HUB_CA_FILE", None, "PEM bundle of the CAs trusted for the hub (default: system CAs)."

@@ -315,6 +315,10 @@ class DevHubProcess:
         ``certificates`` the registered agent certificates too. Keys and ticket stay."""
         self.admin("POST", "reset", {"certificates": certificates})
 
+    def set_info(self, **fields: Any) -> dict[str, Any]:
+        """Serve ``fields`` in the ticket information over the real ones (none: restore it)."""
+        return dict(self.admin("PUT", "ticket-info", fields)["override"])
+
     def set_clock_offset(self, seconds: float) -> dict[str, Any]:
         """Make the hub's clock run ``seconds`` off; ``{"offsetSeconds", "serverTime"}``."""
         return dict(self.admin("POST", "clock", {"offsetSeconds": seconds}))

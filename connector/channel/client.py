@@ -27,7 +27,7 @@ from urllib3.util.retry import Retry
 
 from connector import __version__
 from connector.channel.identity import AgentIdentity
-from connector.settings import Settings
+from connector.settings import Settings, hub_url_problem
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +190,12 @@ def request_json(
 
     Raises:
         HubUnavailable: not reachable, timed out, 429 or 5xx.
-        HubUntrusted: TLS verification failed.
+        HubUntrusted: TLS verification failed, or the URL is plain http to another host.
         HubRejected: another 4xx, or a body that is not JSON.
     """
+    insecure = _insecure(url)
+    if insecure:
+        raise HubUntrusted(f"refusing to call the hub at {_origin(url)}: its URL {insecure}")
     sent = time.time()
     # Straight to the session's adapter (its pool and retries): Session.request's merging of
     # environment, cookies and redirects is a fifth of a call's CPU and none of it applies
@@ -246,6 +249,12 @@ def request_json(
     if body is None:
         raise HubRejected(f"the hub's answer to {urlsplit(url).path} is not JSON", resp.status_code)
     return body, sent, received
+
+
+@functools.lru_cache(maxsize=64)
+def _insecure(url: str) -> str | None:
+    """Why ``url`` must not be called (TLS to the hub, http only on loopback), or None."""
+    return hub_url_problem(url)
 
 
 @functools.lru_cache(maxsize=64)

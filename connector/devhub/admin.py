@@ -204,6 +204,17 @@ def api_clock() -> ResponseReturnValue:
     return {"offsetSeconds": state.clock_offset, "serverTime": server_time()}
 
 
+@admin.route("/ticket-info", methods=["GET", "PUT"])
+def api_ticket_info() -> ResponseReturnValue:
+    """Read or set the fields the ticket information serves over the configured ones: a
+    tampered answer (another adHub, a public ipRange, a wrong type) for the agent's checks."""
+    state = current_hub().state
+    if request.method == "PUT":
+        state.set_info_override(json_body())
+        log.warning("ticket information overridden: %s", sorted(state.info_override))
+    return {"override": state.info_override}
+
+
 @admin.post("/reset")
 def api_reset() -> ResponseReturnValue:
     """Start over (keys and ticket stay): ``{"certificates": bool}`` also drops the certs."""

@@ -219,6 +219,7 @@ class HubState:
         self._mono = monotonic
         self._cond = threading.Condition()
         self._offset = 0.0
+        self._info_override: dict[str, Any] = {}
         self._closed = False
         self._certs: collections.OrderedDict[str, Registration] = collections.OrderedDict()
         self._jtis: dict[str, float] = {}
@@ -247,6 +248,18 @@ class HubState:
         with self._cond:
             self._offset = float(seconds)
 
+    @property
+    def info_override(self) -> dict[str, Any]:
+        """Fields served in the ticket information in place of the configured ones (a
+        tampered answer, for the agent's checks); empty: none."""
+        with self._cond:
+            return dict(self._info_override)
+
+    def set_info_override(self, fields: dict[str, Any]) -> None:
+        """Serve ``fields`` in the ticket information over the configured ones ({}: none)."""
+        with self._cond:
+            self._info_override = dict(fields)
+
     def close(self) -> None:
         """Wake every waiting poll (they answer with no commands); used at shutdown."""
         with self._cond:
@@ -254,7 +267,8 @@ class HubState:
             self._cond.notify_all()
 
     def reset(self, certificates: bool = False) -> None:
-        """Forget commands, agents, sessions, faults, counters and the clock offset (and the
+        """Forget commands, agents, sessions, faults, counters, the clock offset and the
+        ticket information override (and the
         registered certificates too if ``certificates``); wakes the waiting polls."""
         with self._cond:
             self._commands.clear()
@@ -265,6 +279,7 @@ class HubState:
             self._faults.clear()
             self._counters.clear()
             self._offset = 0.0
+            self._info_override = {}
             if certificates:
                 self._certs.clear()
             self._cond.notify_all()
