@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from connector.errors import ConfigError
 from connector.secretbox import PREFIX, SecretBox, SecretError
+from connector.tenantkey import ALGORITHMS, TenantKeyError, verifying_key
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,13 @@ class Settings:
     realm: str | None = _setting("REALM", None, "Realm (audience) of the connection.")
     tenant_signing_key: str | None = _setting(
         "TENANT_SIGNING_KEY", None, "Key that verifies the hub's commands.", secret=True
+    )
+    tenant_signing_alg: str | None = _setting(
+        "TENANT_SIGNING_ALG",
+        None,
+        "The one algorithm of the hub's commands (RS256 or HS256), stored at setup; the "
+        "tenant signing key must be of its kind. Missing: derived from the key, then saved.",
+        check=lambda v: None if v is None else _one_of(*ALGORITHMS)(v),
     )
 
     realm_post_token_url: str | None = _setting(
@@ -843,6 +851,16 @@ def load_settings(
         try:
             values["tenant_signing_key"] = box.decrypt(tenant_key)
         except SecretError as exc:
+            problems.append(f"TENANT_SIGNING_KEY: {exc}")
+    # The algorithm stored at setup must match the key's kind (missing: derived from the key,
+    # by the same rules; the agent saves it when it starts, see provision.pin_signing_alg).
+    tenant_key = values.get("tenant_signing_key")
+    if isinstance(tenant_key, str) and not tenant_key.startswith(PREFIX):
+        try:
+            values["tenant_signing_alg"], _ = verifying_key(
+                tenant_key, values.get("tenant_signing_alg")
+            )
+        except TenantKeyError as exc:
             problems.append(f"TENANT_SIGNING_KEY: {exc}")
 
     # The passwords: plain in the environment, or encrypted in the file.

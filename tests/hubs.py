@@ -317,7 +317,12 @@ class DevHubProcess:
 
     def set_info(self, **fields: Any) -> dict[str, Any]:
         """Serve ``fields`` in the ticket information over the real ones (none: restore it)."""
-        return dict(self.admin("PUT", "ticket-info", fields)["override"])
+        return dict(self.admin("PUT", "overrides/ticket-info", fields)["override"])
+
+    def set_registration(self, **fields: Any) -> dict[str, Any]:
+        """Serve ``fields`` (e.g. ``signingKey``) in the answer to a registration over the real
+        ones (none: restore it)."""
+        return dict(self.admin("PUT", "overrides/registration", fields)["override"])
 
     def set_clock_offset(self, seconds: float) -> dict[str, Any]:
         """Make the hub's clock run ``seconds`` off; ``{"offsetSeconds", "serverTime"}``."""

@@ -7,6 +7,8 @@ import os
 import stat
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.errors import ConfigError
 from connector.secretbox import SecretBox
@@ -17,6 +19,14 @@ BASE = {
     "LDAP_BASE": "dc=example,dc=test",
     "LDAP_BIND_USER": "cn=svc,dc=example,dc=test",
 }
+
+
+def _public_pem():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode()
 
 
 def write(tmp_path, data):
@@ -46,7 +56,7 @@ def test_node_config_json_loads_unchanged(tmp_path):
         "CONNECTION": "corp-ad",
         "REALM": "urn:auth0:acme",
         "PROVISIONING_TICKET": "https://hub.example/p/ad/abc",
-        "TENANT_SIGNING_KEY": "-----BEGIN PUBLIC KEY-----\n...",
+        "TENANT_SIGNING_KEY": _public_pem(),
         "WSFED_ISSUER": "urn:auth0:acme",
         "SESSION_SECRET": "x",
         "LDAP_HEARTBEAT_SECONDS": 60,

@@ -1,7 +1,8 @@
 """Commands from the hub: verified (tenant-signed JWTs) before anything runs, then executed.
 
-:class:`CommandVerifier` accepts only the algorithm that matches the tenant key's kind (RS256
-for a PEM public key, HS256 for a shared secret; never ``none``) and checks expiry, audience
+:class:`CommandVerifier` accepts only the algorithm stored with the tenant key, which must match
+its kind (RS256 for a PEM public key, HS256 for a shared secret; never ``none``; see
+:mod:`connector.tenantkey`) and checks expiry, audience
 and that the token names the command it came with. :class:`Dispatcher` runs a verified command
 against the directory and turns every outcome into a result object of the protocol.
 """
@@ -18,6 +19,7 @@ import jwt
 
 from connector import errors
 from connector.directory import Directory
+from connector.tenantkey import verifying_key
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
@@ -46,24 +48,6 @@ class Command:
         return str(self.payload.get("pid") or "")
 
 
-def _key_kind(key: str) -> tuple[str, Any]:
-    """The single algorithm a tenant key allows, and the key in the form PyJWT wants."""
-    text = key.strip()
-    if text.startswith("-----BEGIN"):
-        if "PUBLIC KEY" not in text.split("\n", 1)[0]:
-            raise ValueError("the tenant signing key must be a public key or a shared secret")
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-        public = load_pem_public_key(text.encode("ascii"))
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise ValueError("the tenant signing key must be an RSA public key")
-        return "RS256", public
-    if len(text.encode("utf-8")) < 32:
-        raise ValueError("a shared-secret tenant signing key must be at least 32 bytes")
-    return "HS256", text.encode("utf-8")
-
-
 class CommandVerifier:
     """Checks command tokens against the tenant key.
 
@@ -72,9 +56,10 @@ class CommandVerifier:
         audience: the connection name.
         issuer: the hub (``adHub``); checked when given.
         clock: the hub's time in seconds.
+        algorithm: ``TENANT_SIGNING_ALG``; the key must be of its kind (None: derived).
 
     Raises:
-        ValueError: the tenant key is not usable.
+        TenantKeyError: the tenant key is not usable, or not of the kind ``algorithm`` says.
     """
 
     def __init__(
@@ -83,8 +68,9 @@ class CommandVerifier:
         audience: str,
         issuer: str | None = None,
         clock: Callable[[], float] = time.time,
+        algorithm: str | None = None,
     ) -> None:
-        self.algorithm, self._key = _key_kind(tenant_key)
+        self.algorithm, self._key = verifying_key(tenant_key, algorithm)
         self.audience = audience
         self.issuer = issuer
         self._clock = clock

@@ -22,7 +22,6 @@ from connector.channel.client import (
     make_session,
     request_json,
 )
-from connector.channel.commands import _key_kind
 from connector.channel.hubinfo import HubInfoRefused, check_trust, parse_info
 from connector.channel.identity import AgentIdentity
 from connector.errors import ConnectorError
@@ -30,9 +29,11 @@ from connector.settings import (
     Settings,
     hub_url_problem,
     load_settings,
+    read_config_file,
     refine,
     update_config_file,
 )
+from connector.tenantkey import TenantKeyError, verifying_key
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,10 @@ def register(
     if not isinstance(key, str) or not key:
         raise SetupError("hub", "the hub's registration answer has no signingKey")
     try:
-        _key_kind(key)
-    except ValueError as exc:
-        raise SetupError("hub", f"the hub's signing key is not usable: {exc}") from exc
+        verifying_key(key)
+    except TenantKeyError as exc:
+        log.warning("setup refused the hub's signing key: %s", exc)
+        raise SetupError("hub", f"the hub's signing key is not usable: {exc}") from None
     return key
 
 
@@ -180,7 +182,7 @@ def setup_from_ticket(
     box = settings.secret_box
     identity, created = AgentIdentity.load_or_create(path.parent, box)
     key = register(settings, ticket, identity, sign_in_endpoint or settings.server_url)
-    algorithm, _ = _key_kind(key)
+    algorithm, _ = verifying_key(key)
     stored_key = box.encrypt(key) if algorithm == "HS256" else key
     changes: dict[str, Any] = {
         "PROVISIONING_TICKET": ticket,
@@ -188,6 +190,7 @@ def setup_from_ticket(
         "CONNECTION": connection,
         "REALM": realm,
         "TENANT_SIGNING_KEY": stored_key,
+        "TENANT_SIGNING_ALG": algorithm,
         "AGENT_CERT_THUMBPRINT": identity.kid,
     }
     if info.post_token_url is not None:
@@ -228,4 +231,36 @@ def ensure_registered(settings: Settings, identity: AgentIdentity) -> bool:
     if settings.config_path:
         update_config_file(Path(settings.config_path), {"AGENT_CERT_THUMBPRINT": identity.kid})
     log.info("registered the new agent certificate %s with the hub", identity.kid)
+    return True
+
+
+def pin_signing_alg(settings: Settings) -> bool:
+    """Save ``TENANT_SIGNING_ALG`` in a config.json set up before it existed; True if it did.
+
+    Loading derived it from the key by the rules setup uses (a public key disguised as a shared
+    secret is refused); from now on the key must be of that kind. A read-only state directory
+    keeps the derived value in memory (the log says so).
+    """
+    path = Path(settings.config_path) if settings.config_path else None
+    if path is None or not settings.tenant_signing_alg or "TENANT_SIGNING_ALG" in settings.env_keys:
+        return False
+    if "TENANT_SIGNING_ALG" in read_config_file(path):
+        return False
+    try:
+        update_config_file(path, {"TENANT_SIGNING_ALG": settings.tenant_signing_alg})
+    except OSError as exc:
+        log.warning(
+            "TENANT_SIGNING_ALG is missing from %s and could not be saved (%s): %s derived "
+            "from the tenant signing key is used",
+            path,
+            exc.strerror or exc,
+            settings.tenant_signing_alg,
+        )
+        return False
+    log.warning(
+        "TENANT_SIGNING_ALG was missing from %s: %s derived from the tenant signing key and "
+        "saved; from now on the key must be of that kind",
+        path,
+        settings.tenant_signing_alg,
+    )
     return True

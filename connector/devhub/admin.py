@@ -34,6 +34,8 @@ from connector.devhub.web import (
 
 log = logging.getLogger(__name__)
 
+OVERRIDABLE = ("ticket-info", "registration")
+
 admin = tenant_blueprint("admin", "/api", json_errors=True)
 
 
@@ -204,15 +206,18 @@ def api_clock() -> ResponseReturnValue:
     return {"offsetSeconds": state.clock_offset, "serverTime": server_time()}
 
 
-@admin.route("/ticket-info", methods=["GET", "PUT"])
-def api_ticket_info() -> ResponseReturnValue:
-    """Read or set the fields the ticket information serves over the configured ones: a
-    tampered answer (another adHub, a public ipRange, a wrong type) for the agent's checks."""
+@admin.route("/overrides/<answer>", methods=["GET", "PUT"])
+def api_override(answer: str) -> ResponseReturnValue:
+    """Read or set the fields an answer serves over the real ones: a tampered ``ticket-info``
+    (another adHub, a public ipRange, a wrong type) or ``registration`` (another signingKey),
+    for the agent's checks."""
+    if answer not in OVERRIDABLE:
+        raise ApiError(404, "not_found", f"answers that can be tampered with: {OVERRIDABLE}")
     state = current_hub().state
     if request.method == "PUT":
-        state.set_info_override(json_body())
-        log.warning("ticket information overridden: %s", sorted(state.info_override))
-    return {"override": state.info_override}
+        state.set_override(answer, json_body())
+        log.warning("%s answer tampered with: %s", answer, sorted(state.override(answer)))
+    return {"override": state.override(answer)}
 
 
 @admin.post("/reset")

@@ -41,9 +41,9 @@ faults and move its clock. Never expose it beyond localhost. ::
     DELETE /tenants/{t}/api/faults            {faults: []}
     GET    /tenants/{t}/api/clock             {offsetSeconds, serverTime}
     POST   /tenants/{t}/api/clock             {offsetSeconds} -> {offsetSeconds, serverTime}
-    GET    /tenants/{t}/api/ticket-info       {override}
-    PUT    /tenants/{t}/api/ticket-info       {FIELD: VALUE, ...} served over the ticket info
-                                              ({} restores it) -> {override}
+    GET    /tenants/{t}/api/overrides/{a}     {override}   (a: ticket-info, registration)
+    PUT    /tenants/{t}/api/overrides/{a}     {FIELD: VALUE, ...} served over that answer's
+                                              fields: a tampered hub ({} restores it)
     POST   /tenants/{t}/api/reset             {certificates?: bool} -> {reset: true, ...}
 
 A password typed on the login page goes only into the signed command: it is never logged,

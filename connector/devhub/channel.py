@@ -146,7 +146,7 @@ def ticket_info(ticket: str) -> ResponseReturnValue:
         "kerberos": config.kerberos,
         "ipRanges": list(config.ip_ranges),
     }
-    return {**info, **current_hub().state.info_override}
+    return {**info, **current_hub().state.override("ticket-info")}
 
 
 @tickets.post("/<ticket>")
@@ -173,7 +173,7 @@ def ticket_register(ticket: str) -> ResponseReturnValue:
         version,
         sign_in,
     )
-    return {"signingKey": hub.key.published}
+    return {"signingKey": hub.key.published, **hub.state.override("registration")}
 
 
 # ---- agent channel -----------------------------------------------------------------------------

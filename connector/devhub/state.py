@@ -219,7 +219,7 @@ class HubState:
         self._mono = monotonic
         self._cond = threading.Condition()
         self._offset = 0.0
-        self._info_override: dict[str, Any] = {}
+        self._overrides: dict[str, dict[str, Any]] = {}
         self._closed = False
         self._certs: collections.OrderedDict[str, Registration] = collections.OrderedDict()
         self._jtis: dict[str, float] = {}
@@ -248,17 +248,16 @@ class HubState:
         with self._cond:
             self._offset = float(seconds)
 
-    @property
-    def info_override(self) -> dict[str, Any]:
-        """Fields served in the ticket information in place of the configured ones (a
-        tampered answer, for the agent's checks); empty: none."""
+    def override(self, answer: str) -> dict[str, Any]:
+        """Fields served in ``answer`` (``ticket-info``, ``registration``) over the real ones: a
+        tampered answer, for the agent's checks; empty: none."""
         with self._cond:
-            return dict(self._info_override)
+            return dict(self._overrides.get(answer, {}))
 
-    def set_info_override(self, fields: dict[str, Any]) -> None:
-        """Serve ``fields`` in the ticket information over the configured ones ({}: none)."""
+    def set_override(self, answer: str, fields: dict[str, Any]) -> None:
+        """Serve ``fields`` in ``answer`` over the real ones ({}: the real answer again)."""
         with self._cond:
-            self._info_override = dict(fields)
+            self._overrides[answer] = dict(fields)
 
     def close(self) -> None:
         """Wake every waiting poll (they answer with no commands); used at shutdown."""
@@ -268,7 +267,7 @@ class HubState:
 
     def reset(self, certificates: bool = False) -> None:
         """Forget commands, agents, sessions, faults, counters, the clock offset and the
-        ticket information override (and the
+        tampered answers (and the
         registered certificates too if ``certificates``); wakes the waiting polls."""
         with self._cond:
             self._commands.clear()
@@ -279,7 +278,7 @@ class HubState:
             self._faults.clear()
             self._counters.clear()
             self._offset = 0.0
-            self._info_override = {}
+            self._overrides.clear()
             if certificates:
                 self._certs.clear()
             self._cond.notify_all()

@@ -1,6 +1,8 @@
 """Command tokens: only tenant-signed, unexpired commands for this connection ever run."""
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -10,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from connector.channel.commands import CommandRefused, CommandVerifier
+from connector.tenantkey import TenantKeyError
 
 AUD = "corp"
 ISS = "https://hub.test/tenants/acme"
@@ -95,16 +98,7 @@ def test_alg_none(verifier):
 
 def test_hs256_keyed_with_the_public_key(verifier, tenant_pem):
     """The classic confusion attack: HMAC with the public key as the secret."""
-    import hashlib
-    import hmac
-
-    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
-    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
-    signing_input = header + b"." + body
-    sig = base64.urlsafe_b64encode(
-        hmac.new(tenant_pem.encode(), signing_input, hashlib.sha256).digest()
-    ).rstrip(b"=")
-    refused(verifier, cmd((signing_input + b"." + sig).decode()), "only RS256")
+    refused(verifier, cmd(_hs256(claims(), tenant_pem)), "only RS256")
 
 
 def test_other_asymmetric_algorithm(verifier):
@@ -166,8 +160,69 @@ def test_hs256_tenant_secret():
 
 
 def test_short_secret_refused():
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(TenantKeyError, match="32 bytes"):
         CommandVerifier("short", audience=AUD)
+
+
+def _hs256(body, secret):
+    """An HS256 JWT made by hand (PyJWT refuses to key HMAC with anything like a public key)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    payload = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=")
+    signing_input = header + b"." + payload
+    mac = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+def _disguises(public):
+    """The tenant's public key in every text form that is not PEM."""
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pkcs1 = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public)
+    return {
+        "spki-base64": base64.b64encode(der).decode(),
+        "spki-base64-wrapped": "\n".join(
+            base64.b64encode(der).decode()[i : i + 64] for i in range(0, 400, 64)
+        ),
+        "spki-base64url": base64.urlsafe_b64encode(der).rstrip(b"=").decode(),
+        "pkcs1-base64": base64.b64encode(pkcs1).decode(),
+        "spki-hex": der.hex(),
+        "jwk": jwk,
+        "jwks": json.dumps({"keys": [json.loads(jwk)]}),
+        "pem-after-a-bom": "\ufeff"
+        + public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["spki-base64", "spki-base64-wrapped", "spki-base64url", "pkcs1-base64", "spki-hex", "jwk",
+     "jwks", "pem-after-a-bom"],
+)  # fmt: skip
+def test_a_public_key_is_never_a_shared_secret(tenant_key, kind):
+    """Issue 13 #3: the base64 DER of the RSA public key was taken for an HS256 secret, so a
+    search_users HMAC-signed with it (by anyone: the key is public) ran."""
+    disguised = _disguises(tenant_key.public_key())[kind]
+    forged = _hs256(claims(cmd="search_users", payload={"pid": "f", "search": "*"}), disguised)
+    for alg in (None, "HS256"):
+        with pytest.raises(TenantKeyError, match="refused as a shared secret"):
+            CommandVerifier(disguised, audience=AUD, algorithm=alg).verify(
+                cmd(forged, name="search_users")
+            )
+
+
+def test_the_stored_algorithm_must_match_the_key(tenant_pem):
+    with pytest.raises(TenantKeyError, match=r"TENANT_SIGNING_ALG is HS256 but .* RSA public"):
+        CommandVerifier(tenant_pem, audience=AUD, algorithm="HS256")
+    with pytest.raises(TenantKeyError, match=r"TENANT_SIGNING_ALG is RS256 but .* shared secret"):
+        CommandVerifier("s" * 40, audience=AUD, algorithm="RS256")
+    with pytest.raises(TenantKeyError, match="one of RS256, HS256"):
+        CommandVerifier("s" * 40, audience=AUD, algorithm="none")
+    assert CommandVerifier(tenant_pem, audience=AUD, algorithm="RS256").algorithm == "RS256"
+    assert CommandVerifier("s" * 40, audience=AUD, algorithm="HS256").algorithm == "HS256"
 
 
 def test_expiry_is_judged_on_the_hub_clock(tenant_pem, tenant_key):
