@@ -135,6 +135,33 @@ def hub_url_problem(url: str) -> str | None:
     return None
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@``: proxy URLs carry credentials, and
+    this is how one may appear in a message or a log line."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an invalid URL>"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def scrub_proxy(text: str, proxy: str | None) -> str:
+    """``text`` with the proxy URL's credentials taken out (whole, or as its pieces)."""
+    if not proxy:
+        return text
+    try:
+        parts = urlsplit(proxy)
+    except ValueError:
+        return text.replace(proxy, without_userinfo(proxy))
+    text = text.replace(proxy, without_userinfo(proxy))
+    for piece in (parts.netloc.rpartition("@")[0], parts.password, parts.username):
+        if piece and len(piece) > 2:
+            text = text.replace(piece, "***")
+    return text
+
+
 def _hub_url(value: Any) -> str | None:
     return None if value is None else hub_url_problem(value)
 
@@ -143,10 +170,10 @@ def _hub_origins(value: Any) -> str | None:
     for item in value:
         problem = hub_url_problem(item)
         if problem:
-            return f"{item!r} {problem}"
+            return f"{without_userinfo(item)!r} {problem}"
         parts = urlsplit(item)
-        if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
-            return f"{item!r} must be an origin only: scheme://host[:port], no path"
+        if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+            return f"{without_userinfo(item)!r} must be an origin only: scheme://host[:port]"
     return None
 
 
@@ -321,6 +348,7 @@ class Settings:
         None,
         "Ticket URL given by the hub for setup (https://; http only to a loopback hub).",
         check=_hub_url,
+        secret=True,
     )
     ad_hub: str | None = _setting(
         "AD_HUB",
@@ -365,7 +393,10 @@ class Settings:
         "HUB_CA_FILE", None, "PEM bundle of the CAs trusted for the hub (default: system CAs)."
     )
     https_proxy: str | None = _setting(
-        "HTTPS_PROXY", None, "Proxy for calls to the hub (http://host:port)."
+        "HTTPS_PROXY",
+        None,
+        "Proxy for calls to the hub (http://host:port, or http://user:password@host:port).",
+        secret=True,
     )
     no_proxy: str | None = _setting(
         "NO_PROXY", None, "Comma-separated hosts reached without the proxy."
@@ -587,7 +618,13 @@ SEALED_KEYS = {
 
 #: Keys whose values are never shown (the console, import reports).
 SECRET_KEYS = frozenset(
-    {*SEALED_KEYS, *SEALED_KEYS.values(), "TENANT_SIGNING_KEY", "PROVISIONING_TICKET"}
+    {
+        *SEALED_KEYS,
+        *SEALED_KEYS.values(),
+        "TENANT_SIGNING_KEY",
+        "PROVISIONING_TICKET",
+        "HTTPS_PROXY",
+    }
 )
 
 
