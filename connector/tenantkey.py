@@ -24,6 +24,7 @@ from connector.errors import ConnectorError
 
 ALGORITHMS = ("RS256", "HS256")
 MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048
 
 _SPACE = re.compile(r"\s+")
 
@@ -81,6 +82,10 @@ def _rsa_public(text: str) -> rsa.RSAPublicKey:
         raise TenantKeyError("the tenant signing key is not a valid PEM public key") from None
     if not isinstance(public, rsa.RSAPublicKey):
         raise TenantKeyError("the tenant signing key must be an RSA public key")
+    if public.key_size < MIN_RSA_BITS:
+        raise TenantKeyError(
+            f"the tenant signing key is RSA-{public.key_size}: at least {MIN_RSA_BITS} bits"
+        )
     return public
 
 

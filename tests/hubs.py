@@ -240,6 +240,11 @@ class DevHubProcess:
             body["id"] = id
         return str(self.admin("POST", "raw-commands", body)["id"])
 
+    def replay(self, command_id: str, jwt: str) -> None:
+        """Hand a done command out again with ``jwt`` (its first result is kept; the new
+        answer shows as ``lastResult``)."""
+        self.admin("POST", f"commands/{command_id}/replay", {"jwt": jwt})
+
     def command(self, command_id: str, wait: float = 0.0) -> dict[str, Any]:
         """A command's state; ``wait`` > 0 holds the answer until it is done (at most 120 s)."""
         params = {"wait": wait} if wait else None

@@ -96,6 +96,20 @@ def api_queue_raw_command() -> ResponseReturnValue:
     return {"id": command_id}
 
 
+@admin.post("/commands/<command_id>/replay")
+def api_replay_command(command_id: str) -> ResponseReturnValue:
+    """Hand a done command out again: ``{jwt}`` (its token again, or another under its id)."""
+    token = str_field(json_body(), "jwt")
+    try:
+        current_hub().state.replay(command_id, token)
+    except UnknownCommand:
+        raise ApiError(404, "not_found", f"no command {command_id!r}") from None
+    except DuplicateCommand:
+        raise ApiError(409, "conflict", f"command {command_id!r} is not done yet") from None
+    log.warning("admin API hands command %s out again (a replay)", command_id)
+    return {"id": command_id}
+
+
 @admin.get("/commands")
 def api_commands() -> ResponseReturnValue:
     """Every command, oldest first."""

@@ -29,6 +29,7 @@ faults and move its clock. Never expose it beyond localhost. ::
 
     POST   /tenants/{t}/api/commands          {name, payload?, ttl?, claims?} -> {id}
     POST   /tenants/{t}/api/raw-commands      {jwt, name?, id?} -> {id}   (queued verbatim)
+    POST   /tenants/{t}/api/commands/{id}/replay  {jwt} -> {id}  (a done command again)
     GET    /tenants/{t}/api/commands          {commands: [view, ...]}
     GET    /tenants/{t}/api/commands/{id}     view; ?wait=S long-polls until done
     GET    /tenants/{t}/api/agents            {agents, certificates, serverTime}

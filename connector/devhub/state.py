@@ -78,6 +78,7 @@ class _Command:
     agent: str | None = None
     lease_deadline: float = 0.0
     result: dict[str, Any] | None = None
+    last_result: dict[str, Any] | None = None  # the latest answer (a replay's, say)
     result_count: int = 0
     unavailable_requeues: int = 0
     done_at: float | None = None
@@ -90,6 +91,7 @@ class _Command:
             "deliveries": self.deliveries,
             "result": self.result,
             "resultCount": self.result_count,
+            "lastResult": self.last_result,
             "agent": self.agent,
             "payload": self.payload,
             "raw": self.raw,
@@ -357,6 +359,25 @@ class HubState:
             self._counters["commandsQueued"] += 1
             self._cond.notify_all()
 
+    def replay(self, command_id: str, jwt: str) -> None:
+        """Hand a done command out again with ``jwt`` (its own token, or another under its id),
+        keeping its first result: a hub replaying a command, for the agent's checks.
+
+        Raises:
+            UnknownCommand: no such command.
+            DuplicateCommand: it is not done yet.
+        """
+        with self._cond:
+            cmd = self._commands.get(command_id)
+            if cmd is None:
+                raise UnknownCommand(command_id)
+            if cmd.state != "done":
+                raise DuplicateCommand(command_id)
+            cmd.jwt, cmd.state, cmd.done_at = jwt, "queued", None
+            self._queue.append(command_id)
+            self._counters["replays"] += 1
+            self._cond.notify_all()
+
     def _lapse_leases(self) -> float | None:
         """Requeue commands whose lease lapsed; the monotonic time of the next lapse, if any."""
         mono = self._mono()
@@ -446,8 +467,16 @@ class HubState:
                     self._counters["resultsUnknown"] += 1
                     continue
                 cmd.result_count += 1
+                cmd.last_result = result
                 if cmd.state == "done":
                     self._counters["resultsDuplicate"] += 1
+                    continue
+                if cmd.result is not None:  # handed out again after its answer (replay)
+                    self._counters["resultsDuplicate"] += 1
+                    self._leased.discard(cid)
+                    if cmd.state == "queued":
+                        self._queue.remove(cid)
+                    cmd.state, cmd.jwt = "done", ""
                     continue
                 self._leased.discard(cid)
                 if cmd.state == "queued":  # its lease lapsed: it waits in the queue again

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from connector.channel.commands import CommandRefused, CommandVerifier
+from connector.channel.commands import Command, CommandRefused, CommandVerifier, ReplayCache
 from connector.tenantkey import TenantKeyError
 
 AUD = "corp"
@@ -233,3 +233,77 @@ def test_expiry_is_judged_on_the_hub_clock(tenant_pem, tenant_key):
     assert v.verify(cmd(token)).id == "c-1"
     late = CommandVerifier(tenant_pem, audience=AUD, issuer=ISS, clock=lambda: hub_now + 3600)
     refused(late, cmd(token), "expired")
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "match"),
+    [
+        ("exp", float("nan"), "exp is not a finite number"),
+        ("exp", float("inf"), "exp is not a finite number"),
+        ("iat", float("nan"), "iat is not a finite number"),
+        ("iat", float("-inf"), "iat is not a finite number"),
+        ("exp", True, "exp is not a finite number"),
+        ("exp", "9999999999", "exp is not a finite number"),
+        ("nbf", float("nan"), "nbf is not a finite number"),
+        ("nbf", time.time() + 3600, r"not valid yet \(nbf\)"),
+    ],
+)
+def test_time_claims_must_be_finite_and_nbf_is_honoured(tenant_key, verifier, claim, value, match):
+    """NaN compares false with every time: an exp of NaN never expired."""
+    token = jwt.encode(claims(**{claim: value}), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), match)
+
+
+def test_an_nbf_within_the_leeway_or_past_is_accepted(tenant_key, verifier):
+    for nbf in (time.time() - 10, time.time() + 30):
+        token = jwt.encode(claims(nbf=nbf), tenant_key, algorithm="RS256")
+        assert verifier.verify(cmd(token)).id == "c-1"
+
+
+def test_rsa_keys_under_2048_bits_are_refused():
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    short = weak.public_key()
+    pem = short.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    with pytest.raises(TenantKeyError, match="RSA-1024: at least 2048 bits"):
+        CommandVerifier(pem, audience=AUD)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _command(cid, digest="d1", expires=1_000_660.0):
+    return Command(cid, "ping", {}, digest, expires)
+
+
+def test_replay_cache_lets_redeliveries_run_until_a_final_answer():
+    cache = ReplayCache(Clock())
+    assert cache.admit(_command("a")) is None
+    assert cache.admit(_command("a")) is None  # lease lapsed before any answer: runs again
+    cache.answered("a", final=False)  # Unavailable: the hub hands it out again
+    assert cache.admit(_command("a")) is None
+    cache.answered("a", final=True)
+    assert cache.admit(_command("a")) == "command already answered (a replay)"
+    assert "another token" in cache.admit(_command("a", digest="d2"))
+    cache.answered("unknown", final=True)  # an id never admitted: nothing to do
+    assert len(cache) == 1
+
+
+def test_replay_cache_forgets_at_expiry_and_when_full():
+    clock = Clock()
+    cache = ReplayCache(clock, max_entries=3)
+    for i in range(3):
+        cache.admit(_command(f"c{i}", expires=clock.now + 100 + i))
+        cache.answered(f"c{i}", final=True)
+    cache.admit(_command("c3", expires=clock.now + 500))  # full: the soonest to expire goes
+    assert len(cache) == 3 and cache.admit(_command("c0", expires=clock.now + 100)) is None
+    assert cache.admit(_command("c2", expires=clock.now + 102)) is not None
+    clock.now += 200  # past every expiry but c3's
+    assert cache.admit(_command("c2", expires=clock.now + 50)) is None
+    assert len(cache) == 2  # c3 and the new c2

@@ -11,8 +11,6 @@ hostile site's connectors are not involved.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import time
 
@@ -21,6 +19,7 @@ from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from hostilekit import raw_jwt
 from hubs import start_devhub
 from jwt.algorithms import RSAAlgorithm
 
@@ -69,13 +68,7 @@ def _forged_search(hub, secret: str) -> str:
         "iss": hub.ad_hub, "aud": hub.connection, "jti": f"forged-{now}", "cmd": "search_users",
         "iat": now, "exp": now + 300, "payload": {"pid": "forged", "search": "*"},
     }  # fmt: skip
-    part = [
-        base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=")
-        for p in ({"alg": "HS256", "typ": "JWT"}, claims)
-    ]
-    signing_input = part[0] + b"." + part[1]
-    mac = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
-    token = (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+    token = raw_jwt({"alg": "HS256", "typ": "JWT"}, claims, secret.encode())
     return hub.queue_raw(token, name="search_users", id=claims["jti"])
 
 
