@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from connector.errors import ConfigError
 from connector.secretbox import PREFIX, SecretBox, SecretError
@@ -157,8 +157,9 @@ def scrub_proxy(text: str, proxy: str | None) -> str:
         return text.replace(proxy, without_userinfo(proxy))
     text = text.replace(proxy, without_userinfo(proxy))
     for piece in (parts.netloc.rpartition("@")[0], parts.password, parts.username):
-        if piece and len(piece) > 2:
-            text = text.replace(piece, "***")
+        for form in {piece, unquote(piece or "")}:  # as written, and percent-decoded
+            if form and len(form) > 2:
+                text = text.replace(form, "***")
     return text
 
 

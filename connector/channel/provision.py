@@ -174,8 +174,9 @@ def setup_from_ticket(
             info, ticket, settings.hub_trusted_origins, settings.hub_allowed_ip_ranges
         )
     except HubInfoRefused as exc:
-        log.warning("setup refused the hub's ticket information: %s", exc)
-        raise SetupError(exc.reason, str(exc)) from None
+        message = _scrubbed(exc, ticket)  # a hub may echo the ticket in what it sends
+        log.warning("setup refused the hub's ticket information: %s", message)
+        raise SetupError(exc.reason, message) from None
     for what in confirmed:
         log.warning("setup: %s accepted on the administrator's confirmation", what)
     ad_hub, connection, realm = info.ad_hub, info.connection, info.realm
