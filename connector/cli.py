@@ -172,7 +172,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     configure(args.log_level or "info")
     config = config_file(args.config)
-    result = setup_from_ticket(config, args.ticket, sign_in_endpoint=args.sign_in_endpoint)
+    result = setup_from_ticket(
+        config,
+        args.ticket,
+        sign_in_endpoint=args.sign_in_endpoint,
+        allow_origins=tuple(args.allow_hub_origin),
+        allow_ip_ranges=tuple(args.allow_ip_range),
+    )
     print(
         f"set up: hub {result.ad_hub}, connection {result.connection}, realm {result.realm}\n"
         f"agent certificate {result.kid} "
@@ -240,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup", help="set up from the hub's ticket URL")
     p.add_argument("--ticket", required=True, help="the ticket URL the hub gave you")
     p.add_argument("--sign-in-endpoint", default=None, help="public URL of this connector")
+    p.add_argument(
+        "--allow-hub-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="accept adHub / postTokenUrl on this origin (scheme://host[:port]) besides the "
+        "ticket's; stored in HUB_TRUSTED_ORIGINS (repeatable)",
+    )
+    p.add_argument(
+        "--allow-ip-range",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="accept this non-private range in the hub's ipRanges (offered Kerberos); stored "
+        "in HUB_ALLOWED_IP_RANGES (repeatable)",
+    )
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser(

@@ -21,7 +21,7 @@ from connector.channel.agent import Agent
 from connector.channel.client import HubClient
 from connector.channel.commands import CommandVerifier, Dispatcher
 from connector.channel.identity import AgentIdentity
-from connector.channel.provision import ensure_registered
+from connector.channel.provision import ensure_registered, pin_signing_alg
 from connector.directory import Directory
 from connector.errors import ConfigError
 from connector.kerberos import KerberosAcceptor
@@ -191,11 +191,13 @@ class Services:
                 log.error("no agent key in %s: run `connector setup --ticket URL`", s.state_dir)
                 return None
             self.hub = HubClient(s, identity, agent_id())
+            pin_signing_alg(s)
             verifier = CommandVerifier(
                 str(s.tenant_signing_key),
                 audience=str(s.connection),
                 issuer=s.ad_hub,
                 clock=self.hub.clock.now,
+                algorithm=s.tenant_signing_alg,
             )
             self.agent = Agent(
                 self.hub,

@@ -23,10 +23,12 @@ import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from connector.errors import ConfigError
 from connector.realms import parse_realm_directories
 from connector.secretbox import PREFIX, SecretBox, SecretError
+from connector.tenantkey import ALGORITHMS, TenantKeyError, verifying_key
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,78 @@ def _realm_directories(value: Any) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def hub_url_problem(url: str) -> str | None:
+    """Why ``url`` may not be used to reach the hub, or None: the hub is reached over https
+    only; plain http is allowed to a loopback hub (the devhub, the tests) and nowhere else."""
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # .port raises on a bad port
+    except ValueError:
+        return "is not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not host:
+        return "must be an https:// URL"
+    if scheme == "http" and not is_loopback_host(host):
+        return (
+            "must be https:// (plain http is refused: anyone on the path could swap the hub's "
+            "answers; http is allowed only to a loopback hub: 127.0.0.0/8, ::1, localhost)"
+        )
+    return None
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@``: proxy URLs carry credentials, and
+    this is how one may appear in a message or a log line."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an invalid URL>"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def scrub_proxy(text: str, proxy: str | None) -> str:
+    """``text`` with the proxy URL's credentials taken out (whole, or as its pieces)."""
+    if not proxy:
+        return text
+    try:
+        parts = urlsplit(proxy)
+    except ValueError:
+        return text.replace(proxy, without_userinfo(proxy))
+    text = text.replace(proxy, without_userinfo(proxy))
+    for piece in (parts.netloc.rpartition("@")[0], parts.password, parts.username):
+        for form in {piece, unquote(piece or "")}:  # as written, and percent-decoded
+            if form and len(form) > 2:
+                text = text.replace(form, "***")
+    return text
+
+
+def _hub_url(value: Any) -> str | None:
+    return None if value is None else hub_url_problem(value)
+
+
+def _hub_origins(value: Any) -> str | None:
+    for item in value:
+        problem = hub_url_problem(item)
+        if problem:
+            return f"{without_userinfo(item)!r} {problem}"
+        parts = urlsplit(item)
+        if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+            return f"{without_userinfo(item)!r} must be an origin only: scheme://host[:port]"
+    return None
+
+
+def _ip_networks(value: Any) -> str | None:
+    bad = []
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            bad.append(item)
+    return f"not a CIDR range: {', '.join(bad)}" if bad else None
 
 
 def _console_bind(value: Any) -> str | None:
@@ -289,23 +363,59 @@ class Settings:
 
     # --- hub channel --------------------------------------------------------------------------
     provisioning_ticket: str | None = _setting(
-        "PROVISIONING_TICKET", None, "Ticket URL given by the hub for setup."
+        "PROVISIONING_TICKET",
+        None,
+        "Ticket URL given by the hub for setup (https://; http only to a loopback hub).",
+        check=_hub_url,
+        secret=True,
     )
-    ad_hub: str | None = _setting("AD_HUB", None, "Base URL of the hub's agent endpoints.")
+    ad_hub: str | None = _setting(
+        "AD_HUB",
+        None,
+        "Base URL of the hub's agent endpoints (https://; http only to a loopback hub).",
+        check=_hub_url,
+    )
     connection: str | None = _setting("CONNECTION", None, "Connection name at the hub.")
     realm: str | None = _setting("REALM", None, "Realm (audience) of the connection.")
     tenant_signing_key: str | None = _setting(
         "TENANT_SIGNING_KEY", None, "Key that verifies the hub's commands.", secret=True
     )
+    tenant_signing_alg: str | None = _setting(
+        "TENANT_SIGNING_ALG",
+        None,
+        "The one algorithm of the hub's commands (RS256 or HS256), stored at setup; the "
+        "tenant signing key must be of its kind. Missing: derived from the key, then saved.",
+        check=lambda v: None if v is None else _one_of(*ALGORITHMS)(v),
+    )
 
     realm_post_token_url: str | None = _setting(
-        "REALM_POST_TOKEN_URL", None, "Where browsers go back to the hub after signing in."
+        "REALM_POST_TOKEN_URL",
+        None,
+        "Where browsers go back to the hub after signing in (https://; http only to loopback).",
+        check=_hub_url,
+    )
+    hub_trusted_origins: tuple[str, ...] = _setting(
+        "HUB_TRUSTED_ORIGINS",
+        (),
+        "Origins (scheme://host[:port]) besides the ticket's that setup accepts for adHub and "
+        "postTokenUrl (`connector setup --allow-hub-origin`).",
+        check=_hub_origins,
+    )
+    hub_allowed_ip_ranges: tuple[str, ...] = _setting(
+        "HUB_ALLOWED_IP_RANGES",
+        (),
+        "Ranges (CIDR) outside the private ones that setup accepts in the hub's ipRanges "
+        "(`connector setup --allow-ip-range`).",
+        check=_ip_networks,
     )
     hub_ca_file: str | None = _setting(
         "HUB_CA_FILE", None, "PEM bundle of the CAs trusted for the hub (default: system CAs)."
     )
     https_proxy: str | None = _setting(
-        "HTTPS_PROXY", None, "Proxy for calls to the hub (http://host:port)."
+        "HTTPS_PROXY",
+        None,
+        "Proxy for calls to the hub (http://host:port, or http://user:password@host:port).",
+        secret=True,
     )
     no_proxy: str | None = _setting(
         "NO_PROXY", None, "Comma-separated hosts reached without the proxy."
@@ -564,6 +674,7 @@ SECRET_KEYS = frozenset(
         "PROVISIONING_TICKET",
         "SSL_PFX",
         "SSL_KEY_PASSWORD",
+        "HTTPS_PROXY",
     }
 )
 
@@ -828,6 +939,16 @@ def load_settings(
         try:
             values["tenant_signing_key"] = box.decrypt(tenant_key)
         except SecretError as exc:
+            problems.append(f"TENANT_SIGNING_KEY: {exc}")
+    # The algorithm stored at setup must match the key's kind (missing: derived from the key,
+    # by the same rules; the agent saves it when it starts, see provision.pin_signing_alg).
+    tenant_key = values.get("tenant_signing_key")
+    if isinstance(tenant_key, str) and not tenant_key.startswith(PREFIX):
+        try:
+            values["tenant_signing_alg"], _ = verifying_key(
+                tenant_key, values.get("tenant_signing_alg")
+            )
+        except TenantKeyError as exc:
             problems.append(f"TENANT_SIGNING_KEY: {exc}")
 
     # The passwords: plain in the environment, or encrypted in the file.

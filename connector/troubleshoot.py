@@ -45,7 +45,7 @@ from connector.errors import KeytabError
 from connector.kerberos import MAX_HEADER_LENGTH, read_keytab_principals
 from connector.metrics import read_statuses
 from connector.secretbox import SecretError
-from connector.settings import Settings
+from connector.settings import Settings, without_userinfo
 
 #: The smallest ``limit_request_field_size`` that lets a 64 KB Kerberos header reach the app.
 MIN_HEADER_FIELD = MAX_HEADER_LENGTH
@@ -184,6 +184,7 @@ def check_hub(
     parts = urlsplit(base)
     host = parts.hostname or ""
     proxy = proxies_for(base, settings).get("https")
+    proxy = without_userinfo(proxy) if proxy else None  # shown below: never its credentials
     checks: list[Check] = []
     notes: list[str] = []
 

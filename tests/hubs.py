@@ -240,6 +240,11 @@ class DevHubProcess:
             body["id"] = id
         return str(self.admin("POST", "raw-commands", body)["id"])
 
+    def replay(self, command_id: str, jwt: str) -> None:
+        """Hand a done command out again with ``jwt`` (its first result is kept; the new
+        answer shows as ``lastResult``)."""
+        self.admin("POST", f"commands/{command_id}/replay", {"jwt": jwt})
+
     def command(self, command_id: str, wait: float = 0.0) -> dict[str, Any]:
         """A command's state; ``wait`` > 0 holds the answer until it is done (at most 120 s)."""
         params = {"wait": wait} if wait else None
@@ -314,6 +319,15 @@ class DevHubProcess:
         """Forget commands, agents, sessions, faults, counters and the clock offset; with
         ``certificates`` the registered agent certificates too. Keys and ticket stay."""
         self.admin("POST", "reset", {"certificates": certificates})
+
+    def set_info(self, **fields: Any) -> dict[str, Any]:
+        """Serve ``fields`` in the ticket information over the real ones (none: restore it)."""
+        return dict(self.admin("PUT", "overrides/ticket-info", fields)["override"])
+
+    def set_registration(self, **fields: Any) -> dict[str, Any]:
+        """Serve ``fields`` (e.g. ``signingKey``) in the answer to a registration over the real
+        ones (none: restore it)."""
+        return dict(self.admin("PUT", "overrides/registration", fields)["override"])
 
     def set_clock_offset(self, seconds: float) -> dict[str, Any]:
         """Make the hub's clock run ``seconds`` off; ``{"offsetSeconds", "serverTime"}``."""

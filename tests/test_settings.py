@@ -5,18 +5,29 @@ import dataclasses
 import json
 import os
 import stat
+from urllib.parse import unquote
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.errors import ConfigError
 from connector.secretbox import SecretBox
-from connector.settings import Settings, describe, load_settings
+from connector.settings import Settings, describe, load_settings, scrub_proxy, without_userinfo
 
 BASE = {
     "LDAP_URL": "ldap://127.0.0.1:389",
     "LDAP_BASE": "dc=example,dc=test",
     "LDAP_BIND_USER": "cn=svc,dc=example,dc=test",
 }
+
+
+def _public_pem():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode()
 
 
 def write(tmp_path, data):
@@ -46,7 +57,7 @@ def test_node_config_json_loads_unchanged(tmp_path):
         "CONNECTION": "corp-ad",
         "REALM": "urn:auth0:acme",
         "PROVISIONING_TICKET": "https://hub.example/p/ad/abc",
-        "TENANT_SIGNING_KEY": "-----BEGIN PUBLIC KEY-----\n...",
+        "TENANT_SIGNING_KEY": _public_pem(),
         "WSFED_ISSUER": "urn:auth0:acme",
         "SESSION_SECRET": "x",
         "LDAP_HEARTBEAT_SECONDS": 60,
@@ -198,3 +209,22 @@ def test_every_key_is_described():
     keys = {d["key"] for d in describe()}
     assert {"LDAP_URL", "LDAP_USER_BY_NAME", "GROUPS_CACHE_SECONDS", "LDAP_CA_FILE"} <= keys
     assert all(d["help"] for d in describe())
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://bob:s3cret@proxy:3128", "http://***@proxy:3128"),
+        ("http://bob@proxy:3128/", "http://***@proxy:3128/"),
+        ("http://b%40b:p%40ss@proxy:3128", "http://***@proxy:3128"),
+        ("http://proxy:3128", "http://proxy:3128"),
+    ],
+)
+def test_proxy_credentials_are_never_shown(url, shown):
+    assert without_userinfo(url) == shown
+    text = f"failed: {url} (user {unquote(url[7:].split('@')[0])})"
+    scrubbed = scrub_proxy(text, url)
+    assert shown in scrubbed
+    if "@" in url:
+        for piece in ("s3cret", "p@ss", "p%40ss", "b@b:"):
+            assert piece not in scrubbed

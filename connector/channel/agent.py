@@ -287,17 +287,7 @@ class Agent:
         try:
             command = self.verifier.verify(raw)
         except CommandRefused as exc:
-            cid = raw.get("id") if isinstance(raw, dict) else None
-            self.refused += 1
-            metrics.command(raw.get("name") if isinstance(raw, dict) else None, "refused")
-            log.warning(
-                "command refused id=%.120r name=%.60r: %s",
-                cid,
-                raw.get("name") if isinstance(raw, dict) else None,
-                exc,
-            )
-            if isinstance(cid, str) and cid and len(cid) <= 200:
-                self._finish(cid, {"err": {"name": "Unexpected", "message": f"refused: {exc}"}})
+            self._refuse(raw, str(exc))
             return
         with self._cond:
             if command.id in self._inflight:
@@ -314,13 +304,32 @@ class Agent:
                 # our Unavailable sent it back to the queue (protocol §4): the hub asks for
                 # another try, possibly before we have read its acknowledgement
                 del self._outbox[command.id]
-            self._inflight.add(command.id)
+            replay = self.verifier.replays.admit(command)
+            if replay is None:
+                self._inflight.add(command.id)
+        if replay is not None:
+            self._refuse(raw, replay)
+            return
         try:
             self._pool.submit(self._execute, command, time.monotonic())
         except RuntimeError:  # pool shut down: drain has begun
             with self._cond:
                 self._inflight.discard(command.id)
             log.info("command %s not started: draining (the hub will redeliver)", command.id)
+
+    def _refuse(self, raw: Any, reason: str) -> None:
+        """Answer a command that must not run with an ``Unexpected`` refusal (logged)."""
+        cid = raw.get("id") if isinstance(raw, dict) else None
+        self.refused += 1
+        metrics.command(raw.get("name") if isinstance(raw, dict) else None, "refused")
+        log.warning(
+            "command refused id=%.120r name=%.60r: %s",
+            cid,
+            raw.get("name") if isinstance(raw, dict) else None,
+            reason,
+        )
+        if isinstance(cid, str) and cid and len(cid) <= 200:
+            self._finish(cid, {"err": {"name": "Unexpected", "message": f"refused: {reason}"}})
 
     def _execute(self, command: Command, polled: float) -> None:
         started = time.monotonic()
@@ -349,6 +358,8 @@ class Agent:
         metrics.command(command.name, outcome, elapsed)
         if command.name == "authenticate_user":
             metrics.login("hub", outcome, elapsed)
+        # answered: the same id again is a replay, unless we asked the hub to retry it
+        self.verifier.replays.answered(command.id, final=not _unavailable(result))
         self._finish(command.id, result)
 
     def _finish(self, cid: str, result: dict[str, Any]) -> None:

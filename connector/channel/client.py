@@ -27,7 +27,7 @@ from urllib3.util.retry import Retry
 
 from connector import __version__
 from connector.channel.identity import AgentIdentity
-from connector.settings import Settings
+from connector.settings import Settings, hub_url_problem, scrub_proxy, without_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,9 @@ def make_session(settings: Settings, *, cuttable: bool = False) -> requests.Sess
     """A session for the hub: connection-level retries only, explicit trust; with
     ``cuttable`` its connections can be cut from another thread (see :class:`CuttableAdapter`).
     """
+    # urllib3 warns of each connection retry with the whole URL: the ticket's path is a
+    # bearer secret. The failure itself is reported by us, without it.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     session = requests.Session()
     session.trust_env = False  # proxies and CAs come from the settings, not from stray env
     # read=False, not 0: a read error is re-raised as itself, so a hub that accepted the
@@ -190,9 +193,12 @@ def request_json(
 
     Raises:
         HubUnavailable: not reachable, timed out, 429 or 5xx.
-        HubUntrusted: TLS verification failed.
+        HubUntrusted: TLS verification failed, or the URL is plain http to another host.
         HubRejected: another 4xx, or a body that is not JSON.
     """
+    insecure = _insecure(url)
+    if insecure:
+        raise HubUntrusted(f"refusing to call the hub at {_origin(url)}: its URL {insecure}")
     sent = time.time()
     # Straight to the session's adapter (its pool and retries): Session.request's merging of
     # environment, cookies and redirects is a fifth of a call's CPU and none of it applies
@@ -215,15 +221,20 @@ def request_json(
         _ = resp.content  # read the body here: a connection cut mid-answer is a RequestException
     except requests.exceptions.SSLError as exc:
         raise HubUntrusted(
-            f"the hub's TLS certificate is not trusted ({_reason(exc)}); "
+            f"the hub's TLS certificate is not trusted ({_reason(exc, settings)}); "
             "set HUB_CA_FILE to the CA that issued it"
-        ) from exc
+        ) from None
     except requests.exceptions.ProxyError as exc:
-        raise HubUnavailable(f"the proxy {settings.https_proxy} failed: {_reason(exc)}") from exc
+        raise HubUnavailable(
+            f"the proxy {without_userinfo(str(settings.https_proxy))} failed: "
+            f"{_reason(exc, settings)}"
+        ) from None
     except requests.exceptions.Timeout as exc:
-        raise HubUnavailable(f"the hub did not answer in time ({_reason(exc)})") from exc
+        raise HubUnavailable(f"the hub did not answer in time ({_reason(exc, settings)})") from None
     except requests.exceptions.RequestException as exc:
-        raise HubUnavailable(f"cannot reach the hub at {_origin(url)}: {_reason(exc)}") from exc
+        raise HubUnavailable(
+            f"cannot reach the hub at {_origin(url)}: {_reason(exc, settings)}"
+        ) from None
     received = time.time()
     # the session's response hooks still see it (the troubleshooter reads the Date header)
     resp = dispatch_hook("response", session.hooks, resp)  # type: ignore[no-untyped-call]
@@ -249,6 +260,12 @@ def request_json(
 
 
 @functools.lru_cache(maxsize=64)
+def _insecure(url: str) -> str | None:
+    """Why ``url`` must not be called (TLS to the hub, http only on loopback), or None."""
+    return hub_url_problem(url)
+
+
+@functools.lru_cache(maxsize=64)
 def _prepared_url(method: str, url: str) -> requests.PreparedRequest:
     """A request with ``method`` and ``url`` prepared (parsed, quoted); copy it to use it."""
     prepared = requests.PreparedRequest()
@@ -265,8 +282,9 @@ def _http_date(value: str | None) -> float | None:
         return None
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
+def _reason(exc: Exception, settings: Settings) -> str:
+    """The error's text, cut, without the proxy's credentials (urllib3 names the proxy)."""
+    text = scrub_proxy(str(exc), settings.https_proxy)
     return text if len(text) < 300 else text[:300] + "…"
 
 

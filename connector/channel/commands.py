@@ -1,15 +1,21 @@
 """Commands from the hub: verified (tenant-signed JWTs) before anything runs, then executed.
 
-:class:`CommandVerifier` accepts only the algorithm that matches the tenant key's kind (RS256
-for a PEM public key, HS256 for a shared secret; never ``none``) and checks expiry, audience
-and that the token names the command it came with. :class:`Dispatcher` runs a verified command
+:class:`CommandVerifier` accepts only the algorithm stored with the tenant key, which must match
+its kind (RS256 for a PEM public key, HS256 for a shared secret; never ``none``; see
+:mod:`connector.tenantkey`) and checks expiry (and ``nbf``), audience
+and that the token names the command it came with; its :class:`ReplayCache` keeps a command id
+from running twice here (see protocol §3.1). :class:`Dispatcher` runs a verified command
 against the directory and turns every outcome into a result object of the protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import heapq
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +24,7 @@ import jwt
 
 from connector import errors
 from connector.directory import Directory
+from connector.tenantkey import verifying_key
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
@@ -25,6 +32,7 @@ audit = logging.getLogger("connector.audit")
 LEEWAY = 60  # seconds
 MAX_LIFETIME = 600
 MAX_TOKEN_LENGTH = 64 * 1024
+MAX_REMEMBERED = 100_000  # command ids kept for replay checks, per worker
 COMMAND_NAMES = ("authenticate_user", "search_users", "list_groups", "change_password", "ping")
 
 
@@ -39,6 +47,8 @@ class Command:
     id: str
     name: str
     payload: dict[str, Any] = dataclasses.field(repr=False)
+    token_digest: str = dataclasses.field(default="", repr=False)  # SHA-256 of the JWT
+    expires: float = 0.0  # exp + leeway, on the hub's clock: when replay checks may forget it
 
     @property
     def pid(self) -> str:
@@ -46,22 +56,84 @@ class Command:
         return str(self.payload.get("pid") or "")
 
 
-def _key_kind(key: str) -> tuple[str, Any]:
-    """The single algorithm a tenant key allows, and the key in the form PyJWT wants."""
-    text = key.strip()
-    if text.startswith("-----BEGIN"):
-        if "PUBLIC KEY" not in text.split("\n", 1)[0]:
-            raise ValueError("the tenant signing key must be a public key or a shared secret")
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+class ReplayCache:
+    """The command ids this worker has accepted, until their tokens expire (protocol §3.1).
 
-        public = load_pem_public_key(text.encode("ascii"))
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise ValueError("the tenant signing key must be an RSA public key")
-        return "RS256", public
-    if len(text.encode("utf-8")) < 32:
-        raise ValueError("a shared-secret tenant signing key must be at least 32 bytes")
-    return "HS256", text.encode("utf-8")
+    The hub hands the same token out again when a lease lapses, or after an ``Unavailable``
+    answer: that command runs again while no final answer of ours exists. Otherwise the same
+    id is a replay: the same token already answered (finally) here, or another token under an
+    id seen here. The agent itself skips a redelivery whose run or unposted result it holds.
+    """
+
+    def __init__(self, clock: Callable[[], float], max_entries: int = MAX_REMEMBERED) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[str, float, bool]] = {}  # id -> (digest, expires, final)
+        self._expiry: list[tuple[float, str]] = []  # a heap: the first to forget on top
+        self._full_warned = False
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def admit(self, command: Command) -> str | None:
+        """Record ``command`` as about to run; or why it must not (a replay).
+
+        An entry is kept until the token's expiry (after which the verifier refuses the
+        token anyway); when ``max_entries`` are kept the one closest to expiry goes first.
+        """
+        with self._lock:
+            self._forget(self._clock())
+            known = self._seen.get(command.id)
+            if known is not None:
+                digest, _, final = known
+                if digest != command.token_digest:
+                    return "command id already used by another token (a replay)"
+                if final:
+                    return "command already answered (a replay)"
+                return None
+            if len(self._seen) >= self._max:
+                self._forget(math.inf, one=True)
+                if not self._full_warned:
+                    log.warning(
+                        "%d command ids remembered for replay checks: forgetting the oldest early",
+                        self._max,
+                    )
+                    self._full_warned = True
+            self._seen[command.id] = (command.token_digest, command.expires, False)
+            heapq.heappush(self._expiry, (command.expires, command.id))
+            return None
+
+    def answered(self, command_id: str, final: bool) -> None:
+        """Note that ``command_id`` was answered; ``final`` unless the answer asks the hub to
+        hand it out again (``Unavailable``)."""
+        with self._lock:
+            known = self._seen.get(command_id)
+            if known is not None:
+                self._seen[command_id] = (known[0], known[1], final)
+
+    def _forget(self, now: float, one: bool = False) -> None:
+        while self._expiry and (one or self._expiry[0][0] < now):
+            expires, cid = heapq.heappop(self._expiry)
+            known = self._seen.get(cid)
+            if known is not None and known[1] == expires:
+                del self._seen[cid]
+                if one:
+                    return
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim as a finite number (None when absent and optional).
+
+    Raises:
+        CommandRefused: not a number, or NaN or infinite (which compare false with any time).
+    """
+    value = claims.get(name)
+    if value is None and name == "nbf":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CommandRefused(f"command token {name} is not a finite number")
+    return float(value)
 
 
 class CommandVerifier:
@@ -72,9 +144,10 @@ class CommandVerifier:
         audience: the connection name.
         issuer: the hub (``adHub``); checked when given.
         clock: the hub's time in seconds.
+        algorithm: ``TENANT_SIGNING_ALG``; the key must be of its kind (None: derived).
 
     Raises:
-        ValueError: the tenant key is not usable.
+        TenantKeyError: the tenant key is not usable, or not of the kind ``algorithm`` says.
     """
 
     def __init__(
@@ -83,11 +156,13 @@ class CommandVerifier:
         audience: str,
         issuer: str | None = None,
         clock: Callable[[], float] = time.time,
+        algorithm: str | None = None,
     ) -> None:
-        self.algorithm, self._key = _key_kind(tenant_key)
+        self.algorithm, self._key = verifying_key(tenant_key, algorithm)
         self.audience = audience
         self.issuer = issuer
         self._clock = clock
+        self.replays = ReplayCache(clock)
 
     def verify(self, raw: Any) -> Command:
         """A :class:`Command` from one entry of a poll response.
@@ -137,11 +212,16 @@ class CommandVerifier:
         except jwt.PyJWTError as exc:
             raise CommandRefused(f"command token invalid: {exc}") from None
         now = self._clock()
-        if not isinstance(claims["exp"], int | float) or claims["exp"] + LEEWAY < now:
+        exp, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "iat")
+        nbf = _numeric_date(claims, "nbf")
+        assert exp is not None and iat is not None
+        if exp + LEEWAY < now:
             raise CommandRefused("command token expired")
-        if not isinstance(claims["iat"], int | float) or claims["iat"] - LEEWAY > now:
+        if iat - LEEWAY > now:
             raise CommandRefused("command token issued in the future")
-        if claims["exp"] - claims["iat"] > MAX_LIFETIME:
+        if nbf is not None and nbf - LEEWAY > now:
+            raise CommandRefused("command token not valid yet (nbf)")
+        if exp - iat > MAX_LIFETIME:
             raise CommandRefused("command token lifetime too long")
         if claims.get("jti") != cid or claims.get("cmd") != name:
             raise CommandRefused("command token does not match the command it came with")
@@ -150,7 +230,8 @@ class CommandVerifier:
         payload = claims.get("payload", {})
         if not isinstance(payload, dict):
             raise CommandRefused("malformed payload: not an object")
-        return Command(cid, name, payload)
+        digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+        return Command(cid, name, payload, digest, exp + LEEWAY)
 
 
 def _text(payload: dict[str, Any], key: str, *, required: bool = True, limit: int = 4096) -> str:

@@ -22,10 +22,18 @@ from connector.channel.client import (
     make_session,
     request_json,
 )
-from connector.channel.commands import _key_kind
+from connector.channel.hubinfo import HubInfoRefused, check_trust, parse_info
 from connector.channel.identity import AgentIdentity
 from connector.errors import ConnectorError
-from connector.settings import Settings, load_settings, update_config_file
+from connector.settings import (
+    Settings,
+    hub_url_problem,
+    load_settings,
+    read_config_file,
+    refine,
+    update_config_file,
+)
+from connector.tenantkey import TenantKeyError, verifying_key
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,7 @@ class SetupError(ConnectorError):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # "ticket", "unreachable", "untrusted", "hub"
+        self.reason = reason  # "ticket", "unreachable", "untrusted", "hub", "confirm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +58,7 @@ class SetupResult:
     kid: str
 
 
-def _info(settings: Settings, ticket: str) -> dict[str, Any]:
+def _info(settings: Settings, ticket: str) -> Any:
     session = make_session(settings)
     try:
         body, _, _ = request_json(session, settings, "GET", f"{ticket}/info", read_timeout=30)
@@ -70,8 +78,6 @@ def _info(settings: Settings, ticket: str) -> dict[str, Any]:
         raise SetupError("hub", _scrubbed(exc, ticket)) from None
     finally:
         session.close()
-    if not isinstance(body, dict):
-        raise SetupError("hub", "the hub's ticket information is not an object")
     return body
 
 
@@ -84,15 +90,6 @@ def _scrubbed(exc: Exception, ticket: str) -> str:
         if len(secret) > 1:
             text = text.replace(secret, "<ticket>")
     return text
-
-
-def _field(info: dict[str, Any], *path: str) -> str:
-    value: Any = info
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    if not isinstance(value, str) or not value:
-        raise SetupError("hub", f"the hub's ticket information lacks {'.'.join(path)}")
-    return value
 
 
 def register(
@@ -129,9 +126,10 @@ def register(
     if not isinstance(key, str) or not key:
         raise SetupError("hub", "the hub's registration answer has no signingKey")
     try:
-        _key_kind(key)
-    except ValueError as exc:
-        raise SetupError("hub", f"the hub's signing key is not usable: {exc}") from exc
+        verifying_key(key)
+    except TenantKeyError as exc:
+        log.warning("setup refused the hub's signing key: %s", exc)
+        raise SetupError("hub", f"the hub's signing key is not usable: {exc}") from None
     return key
 
 
@@ -141,27 +139,51 @@ def setup_from_ticket(
     *,
     environ: Mapping[str, str] | None = None,
     sign_in_endpoint: str | None = None,
+    allow_origins: tuple[str, ...] = (),
+    allow_ip_ranges: tuple[str, ...] = (),
 ) -> SetupResult:
     """Provision the connector from a ticket URL and store the result in ``config.json``.
 
+    ``allow_origins`` and ``allow_ip_ranges`` are the administrator's confirmations (see
+    :mod:`connector.channel.hubinfo`), added to ``HUB_TRUSTED_ORIGINS`` and
+    ``HUB_ALLOWED_IP_RANGES`` and stored with them.
+
     Raises:
-        SetupError: the ticket is wrong, the hub unreachable or untrusted, or its answer bad.
+        SetupError: the ticket is wrong, the hub unreachable or untrusted, its answer malformed,
+            or naming an origin or a range that needs confirmation ("confirm").
         ConfigError: the existing config.json is invalid.
     """
     ticket = ticket.strip().rstrip("/")
-    if not ticket.lower().startswith(("https://", "http://")):
-        raise SetupError("ticket", "the ticket must be an https:// URL given by the hub")
+    problem = hub_url_problem(ticket)
+    if problem:
+        raise SetupError("ticket", f"the ticket URL {problem}; use the URL given by the hub")
     path = Path(config_path).absolute()
     settings = load_settings(path, environ, require_directory=False)
-    info = _info(settings, ticket)
-    ad_hub = _field(info, "adHub").rstrip("/")
-    connection = _field(info, "connectionName")
-    realm = _field(info, "realm", "name")
-    post_token_url = info.get("realm", {}).get("postTokenUrl")
+    confirmations = {
+        "HUB_TRUSTED_ORIGINS": tuple(
+            dict.fromkeys((*settings.hub_trusted_origins, *allow_origins))
+        ),
+        "HUB_ALLOWED_IP_RANGES": tuple(
+            dict.fromkeys((*settings.hub_allowed_ip_ranges, *allow_ip_ranges))
+        ),
+    }
+    settings = refine(settings, confirmations)  # checks the flags as it checks the file
+    try:
+        info = parse_info(_info(settings, ticket))
+        confirmed = check_trust(
+            info, ticket, settings.hub_trusted_origins, settings.hub_allowed_ip_ranges
+        )
+    except HubInfoRefused as exc:
+        message = _scrubbed(exc, ticket)  # a hub may echo the ticket in what it sends
+        log.warning("setup refused the hub's ticket information: %s", message)
+        raise SetupError(exc.reason, message) from None
+    for what in confirmed:
+        log.warning("setup: %s accepted on the administrator's confirmation", what)
+    ad_hub, connection, realm = info.ad_hub, info.connection, info.realm
     box = settings.secret_box
     identity, created = AgentIdentity.load_or_create(path.parent, box)
     key = register(settings, ticket, identity, sign_in_endpoint or settings.server_url)
-    algorithm, _ = _key_kind(key)
+    algorithm, _ = verifying_key(key)
     stored_key = box.encrypt(key) if algorithm == "HS256" else key
     changes: dict[str, Any] = {
         "PROVISIONING_TICKET": ticket,
@@ -169,15 +191,18 @@ def setup_from_ticket(
         "CONNECTION": connection,
         "REALM": realm,
         "TENANT_SIGNING_KEY": stored_key,
+        "TENANT_SIGNING_ALG": algorithm,
         "AGENT_CERT_THUMBPRINT": identity.kid,
     }
-    if isinstance(post_token_url, str) and post_token_url:
-        changes["REALM_POST_TOKEN_URL"] = post_token_url
-    if isinstance(info.get("kerberos"), bool):
-        changes["KERBEROS_AUTH"] = info["kerberos"]
-    ranges = info.get("ipRanges")
-    if isinstance(ranges, list) and all(isinstance(r, str) for r in ranges):
-        changes["CLIENT_IP_RANGES"] = ranges
+    if info.post_token_url is not None:
+        changes["REALM_POST_TOKEN_URL"] = info.post_token_url
+    if info.kerberos is not None:
+        changes["KERBEROS_AUTH"] = info.kerberos
+    if info.ip_ranges is not None:
+        changes["CLIENT_IP_RANGES"] = list(info.ip_ranges)
+    for key, values in confirmations.items():
+        if values:
+            changes[key] = list(values)
     update_config_file(path, changes)
     log.info(
         "set up from ticket: hub %s, connection %s, realm %s, certificate %s",
@@ -207,4 +232,36 @@ def ensure_registered(settings: Settings, identity: AgentIdentity) -> bool:
     if settings.config_path:
         update_config_file(Path(settings.config_path), {"AGENT_CERT_THUMBPRINT": identity.kid})
     log.info("registered the new agent certificate %s with the hub", identity.kid)
+    return True
+
+
+def pin_signing_alg(settings: Settings) -> bool:
+    """Save ``TENANT_SIGNING_ALG`` in a config.json set up before it existed; True if it did.
+
+    Loading derived it from the key by the rules setup uses (a public key disguised as a shared
+    secret is refused); from now on the key must be of that kind. A read-only state directory
+    keeps the derived value in memory (the log says so).
+    """
+    path = Path(settings.config_path) if settings.config_path else None
+    if path is None or not settings.tenant_signing_alg or "TENANT_SIGNING_ALG" in settings.env_keys:
+        return False
+    if "TENANT_SIGNING_ALG" in read_config_file(path):
+        return False
+    try:
+        update_config_file(path, {"TENANT_SIGNING_ALG": settings.tenant_signing_alg})
+    except OSError as exc:
+        log.warning(
+            "TENANT_SIGNING_ALG is missing from %s and could not be saved (%s): %s derived "
+            "from the tenant signing key is used",
+            path,
+            exc.strerror or exc,
+            settings.tenant_signing_alg,
+        )
+        return False
+    log.warning(
+        "TENANT_SIGNING_ALG was missing from %s: %s derived from the tenant signing key and "
+        "saved; from now on the key must be of that kind",
+        path,
+        settings.tenant_signing_alg,
+    )
     return True

@@ -34,6 +34,8 @@ from connector.devhub.web import (
 
 log = logging.getLogger(__name__)
 
+OVERRIDABLE = ("ticket-info", "registration")
+
 admin = tenant_blueprint("admin", "/api", json_errors=True)
 
 
@@ -91,6 +93,20 @@ def api_queue_raw_command() -> ResponseReturnValue:
     except DuplicateCommand:
         raise ApiError(409, "conflict", f"a command {command_id!r} exists already") from None
     log.info("admin API queued raw command %s %s", command_id, name)
+    return {"id": command_id}
+
+
+@admin.post("/commands/<command_id>/replay")
+def api_replay_command(command_id: str) -> ResponseReturnValue:
+    """Hand a done command out again: ``{jwt}`` (its token again, or another under its id)."""
+    token = str_field(json_body(), "jwt")
+    try:
+        current_hub().state.replay(command_id, token)
+    except UnknownCommand:
+        raise ApiError(404, "not_found", f"no command {command_id!r}") from None
+    except DuplicateCommand:
+        raise ApiError(409, "conflict", f"command {command_id!r} is not done yet") from None
+    log.warning("admin API hands command %s out again (a replay)", command_id)
     return {"id": command_id}
 
 
@@ -202,6 +218,20 @@ def api_clock() -> ResponseReturnValue:
         state.set_clock_offset(number_field(json_body(), "offsetSeconds", -86400, 86400))
         log.info("hub clock offset set to %+.1f s", state.clock_offset)
     return {"offsetSeconds": state.clock_offset, "serverTime": server_time()}
+
+
+@admin.route("/overrides/<answer>", methods=["GET", "PUT"])
+def api_override(answer: str) -> ResponseReturnValue:
+    """Read or set the fields an answer serves over the real ones: a tampered ``ticket-info``
+    (another adHub, a public ipRange, a wrong type) or ``registration`` (another signingKey),
+    for the agent's checks."""
+    if answer not in OVERRIDABLE:
+        raise ApiError(404, "not_found", f"answers that can be tampered with: {OVERRIDABLE}")
+    state = current_hub().state
+    if request.method == "PUT":
+        state.set_override(answer, json_body())
+        log.warning("%s answer tampered with: %s", answer, sorted(state.override(answer)))
+    return {"override": state.override(answer)}
 
 
 @admin.post("/reset")

@@ -29,6 +29,7 @@ faults and move its clock. Never expose it beyond localhost. ::
 
     POST   /tenants/{t}/api/commands          {name, payload?, ttl?, claims?} -> {id}
     POST   /tenants/{t}/api/raw-commands      {jwt, name?, id?} -> {id}   (queued verbatim)
+    POST   /tenants/{t}/api/commands/{id}/replay  {jwt} -> {id}  (a done command again)
     GET    /tenants/{t}/api/commands          {commands: [view, ...]}
     GET    /tenants/{t}/api/commands/{id}     view; ?wait=S long-polls until done
     GET    /tenants/{t}/api/agents            {agents, certificates, serverTime}
@@ -41,6 +42,9 @@ faults and move its clock. Never expose it beyond localhost. ::
     DELETE /tenants/{t}/api/faults            {faults: []}
     GET    /tenants/{t}/api/clock             {offsetSeconds, serverTime}
     POST   /tenants/{t}/api/clock             {offsetSeconds} -> {offsetSeconds, serverTime}
+    GET    /tenants/{t}/api/overrides/{a}     {override}   (a: ticket-info, registration)
+    PUT    /tenants/{t}/api/overrides/{a}     {FIELD: VALUE, ...} served over that answer's
+                                              fields: a tampered hub ({} restores it)
     POST   /tenants/{t}/api/reset             {certificates?: bool} -> {reset: true, ...}
 
 A password typed on the login page goes only into the signed command: it is never logged,

@@ -137,7 +137,7 @@ def ticket_info(ticket: str) -> ResponseReturnValue:
     """Protocol §1.1."""
     _check_ticket(ticket)
     config = current_hub().config
-    return {
+    info = {
         "protocolVersion": int(PROTOCOL_VERSION),
         "adHub": ad_hub_url(),
         "connectionName": config.connection,
@@ -146,6 +146,7 @@ def ticket_info(ticket: str) -> ResponseReturnValue:
         "kerberos": config.kerberos,
         "ipRanges": list(config.ip_ranges),
     }
+    return {**info, **current_hub().state.override("ticket-info")}
 
 
 @tickets.post("/<ticket>")
@@ -172,7 +173,7 @@ def ticket_register(ticket: str) -> ResponseReturnValue:
         version,
         sign_in,
     )
-    return {"signingKey": hub.key.published}
+    return {"signingKey": hub.key.published, **hub.state.override("registration")}
 
 
 # ---- agent channel -----------------------------------------------------------------------------

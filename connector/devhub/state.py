@@ -78,6 +78,7 @@ class _Command:
     agent: str | None = None
     lease_deadline: float = 0.0
     result: dict[str, Any] | None = None
+    last_result: dict[str, Any] | None = None  # the latest answer (a replay's, say)
     result_count: int = 0
     unavailable_requeues: int = 0
     done_at: float | None = None
@@ -90,6 +91,7 @@ class _Command:
             "deliveries": self.deliveries,
             "result": self.result,
             "resultCount": self.result_count,
+            "lastResult": self.last_result,
             "agent": self.agent,
             "payload": self.payload,
             "raw": self.raw,
@@ -219,6 +221,7 @@ class HubState:
         self._mono = monotonic
         self._cond = threading.Condition()
         self._offset = 0.0
+        self._overrides: dict[str, dict[str, Any]] = {}
         self._closed = False
         self._certs: collections.OrderedDict[str, Registration] = collections.OrderedDict()
         self._jtis: dict[str, float] = {}
@@ -247,6 +250,17 @@ class HubState:
         with self._cond:
             self._offset = float(seconds)
 
+    def override(self, answer: str) -> dict[str, Any]:
+        """Fields served in ``answer`` (``ticket-info``, ``registration``) over the real ones: a
+        tampered answer, for the agent's checks; empty: none."""
+        with self._cond:
+            return dict(self._overrides.get(answer, {}))
+
+    def set_override(self, answer: str, fields: dict[str, Any]) -> None:
+        """Serve ``fields`` in ``answer`` over the real ones ({}: the real answer again)."""
+        with self._cond:
+            self._overrides[answer] = dict(fields)
+
     def close(self) -> None:
         """Wake every waiting poll (they answer with no commands); used at shutdown."""
         with self._cond:
@@ -254,7 +268,8 @@ class HubState:
             self._cond.notify_all()
 
     def reset(self, certificates: bool = False) -> None:
-        """Forget commands, agents, sessions, faults, counters and the clock offset (and the
+        """Forget commands, agents, sessions, faults, counters, the clock offset and the
+        tampered answers (and the
         registered certificates too if ``certificates``); wakes the waiting polls."""
         with self._cond:
             self._commands.clear()
@@ -265,6 +280,7 @@ class HubState:
             self._faults.clear()
             self._counters.clear()
             self._offset = 0.0
+            self._overrides.clear()
             if certificates:
                 self._certs.clear()
             self._cond.notify_all()
@@ -341,6 +357,25 @@ class HubState:
             )
             self._queue.append(command_id)
             self._counters["commandsQueued"] += 1
+            self._cond.notify_all()
+
+    def replay(self, command_id: str, jwt: str) -> None:
+        """Hand a done command out again with ``jwt`` (its own token, or another under its id),
+        keeping its first result: a hub replaying a command, for the agent's checks.
+
+        Raises:
+            UnknownCommand: no such command.
+            DuplicateCommand: it is not done yet.
+        """
+        with self._cond:
+            cmd = self._commands.get(command_id)
+            if cmd is None:
+                raise UnknownCommand(command_id)
+            if cmd.state != "done":
+                raise DuplicateCommand(command_id)
+            cmd.jwt, cmd.state, cmd.done_at = jwt, "queued", None
+            self._queue.append(command_id)
+            self._counters["replays"] += 1
             self._cond.notify_all()
 
     def _lapse_leases(self) -> float | None:
@@ -432,8 +467,16 @@ class HubState:
                     self._counters["resultsUnknown"] += 1
                     continue
                 cmd.result_count += 1
+                cmd.last_result = result
                 if cmd.state == "done":
                     self._counters["resultsDuplicate"] += 1
+                    continue
+                if cmd.result is not None:  # handed out again after its answer (replay)
+                    self._counters["resultsDuplicate"] += 1
+                    self._leased.discard(cid)
+                    if cmd.state == "queued":
+                        self._queue.remove(cid)
+                    cmd.state, cmd.jwt = "done", ""
                     continue
                 self._leased.discard(cid)
                 if cmd.state == "queued":  # its lease lapsed: it waits in the queue again

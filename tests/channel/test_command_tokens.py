@@ -1,6 +1,8 @@
 """Command tokens: only tenant-signed, unexpired commands for this connection ever run."""
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -9,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from connector.channel.commands import CommandRefused, CommandVerifier
+from connector.channel.commands import Command, CommandRefused, CommandVerifier, ReplayCache
+from connector.tenantkey import TenantKeyError
 
 AUD = "corp"
 ISS = "https://hub.test/tenants/acme"
@@ -95,16 +98,7 @@ def test_alg_none(verifier):
 
 def test_hs256_keyed_with_the_public_key(verifier, tenant_pem):
     """The classic confusion attack: HMAC with the public key as the secret."""
-    import hashlib
-    import hmac
-
-    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
-    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
-    signing_input = header + b"." + body
-    sig = base64.urlsafe_b64encode(
-        hmac.new(tenant_pem.encode(), signing_input, hashlib.sha256).digest()
-    ).rstrip(b"=")
-    refused(verifier, cmd((signing_input + b"." + sig).decode()), "only RS256")
+    refused(verifier, cmd(_hs256(claims(), tenant_pem)), "only RS256")
 
 
 def test_other_asymmetric_algorithm(verifier):
@@ -166,8 +160,69 @@ def test_hs256_tenant_secret():
 
 
 def test_short_secret_refused():
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(TenantKeyError, match="32 bytes"):
         CommandVerifier("short", audience=AUD)
+
+
+def _hs256(body, secret):
+    """An HS256 JWT made by hand (PyJWT refuses to key HMAC with anything like a public key)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    payload = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=")
+    signing_input = header + b"." + payload
+    mac = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+def _disguises(public):
+    """The tenant's public key in every text form that is not PEM."""
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pkcs1 = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public)
+    return {
+        "spki-base64": base64.b64encode(der).decode(),
+        "spki-base64-wrapped": "\n".join(
+            base64.b64encode(der).decode()[i : i + 64] for i in range(0, 400, 64)
+        ),
+        "spki-base64url": base64.urlsafe_b64encode(der).rstrip(b"=").decode(),
+        "pkcs1-base64": base64.b64encode(pkcs1).decode(),
+        "spki-hex": der.hex(),
+        "jwk": jwk,
+        "jwks": json.dumps({"keys": [json.loads(jwk)]}),
+        "pem-after-a-bom": "\ufeff"
+        + public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["spki-base64", "spki-base64-wrapped", "spki-base64url", "pkcs1-base64", "spki-hex", "jwk",
+     "jwks", "pem-after-a-bom"],
+)  # fmt: skip
+def test_a_public_key_is_never_a_shared_secret(tenant_key, kind):
+    """Issue 13 #3: the base64 DER of the RSA public key was taken for an HS256 secret, so a
+    search_users HMAC-signed with it (by anyone: the key is public) ran."""
+    disguised = _disguises(tenant_key.public_key())[kind]
+    forged = _hs256(claims(cmd="search_users", payload={"pid": "f", "search": "*"}), disguised)
+    for alg in (None, "HS256"):
+        with pytest.raises(TenantKeyError, match="refused as a shared secret"):
+            CommandVerifier(disguised, audience=AUD, algorithm=alg).verify(
+                cmd(forged, name="search_users")
+            )
+
+
+def test_the_stored_algorithm_must_match_the_key(tenant_pem):
+    with pytest.raises(TenantKeyError, match=r"TENANT_SIGNING_ALG is HS256 but .* RSA public"):
+        CommandVerifier(tenant_pem, audience=AUD, algorithm="HS256")
+    with pytest.raises(TenantKeyError, match=r"TENANT_SIGNING_ALG is RS256 but .* shared secret"):
+        CommandVerifier("s" * 40, audience=AUD, algorithm="RS256")
+    with pytest.raises(TenantKeyError, match="one of RS256, HS256"):
+        CommandVerifier("s" * 40, audience=AUD, algorithm="none")
+    assert CommandVerifier(tenant_pem, audience=AUD, algorithm="RS256").algorithm == "RS256"
+    assert CommandVerifier("s" * 40, audience=AUD, algorithm="HS256").algorithm == "HS256"
 
 
 def test_expiry_is_judged_on_the_hub_clock(tenant_pem, tenant_key):
@@ -178,3 +233,77 @@ def test_expiry_is_judged_on_the_hub_clock(tenant_pem, tenant_key):
     assert v.verify(cmd(token)).id == "c-1"
     late = CommandVerifier(tenant_pem, audience=AUD, issuer=ISS, clock=lambda: hub_now + 3600)
     refused(late, cmd(token), "expired")
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "match"),
+    [
+        ("exp", float("nan"), "exp is not a finite number"),
+        ("exp", float("inf"), "exp is not a finite number"),
+        ("iat", float("nan"), "iat is not a finite number"),
+        ("iat", float("-inf"), "iat is not a finite number"),
+        ("exp", True, "exp is not a finite number"),
+        ("exp", "9999999999", "exp is not a finite number"),
+        ("nbf", float("nan"), "nbf is not a finite number"),
+        ("nbf", time.time() + 3600, r"not valid yet \(nbf\)"),
+    ],
+)
+def test_time_claims_must_be_finite_and_nbf_is_honoured(tenant_key, verifier, claim, value, match):
+    """NaN compares false with every time: an exp of NaN never expired."""
+    token = jwt.encode(claims(**{claim: value}), tenant_key, algorithm="RS256")
+    refused(verifier, cmd(token), match)
+
+
+def test_an_nbf_within_the_leeway_or_past_is_accepted(tenant_key, verifier):
+    for nbf in (time.time() - 10, time.time() + 30):
+        token = jwt.encode(claims(nbf=nbf), tenant_key, algorithm="RS256")
+        assert verifier.verify(cmd(token)).id == "c-1"
+
+
+def test_rsa_keys_under_2048_bits_are_refused():
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    short = weak.public_key()
+    pem = short.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    with pytest.raises(TenantKeyError, match="RSA-1024: at least 2048 bits"):
+        CommandVerifier(pem, audience=AUD)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _command(cid, digest="d1", expires=1_000_660.0):
+    return Command(cid, "ping", {}, digest, expires)
+
+
+def test_replay_cache_lets_redeliveries_run_until_a_final_answer():
+    cache = ReplayCache(Clock())
+    assert cache.admit(_command("a")) is None
+    assert cache.admit(_command("a")) is None  # lease lapsed before any answer: runs again
+    cache.answered("a", final=False)  # Unavailable: the hub hands it out again
+    assert cache.admit(_command("a")) is None
+    cache.answered("a", final=True)
+    assert cache.admit(_command("a")) == "command already answered (a replay)"
+    assert "another token" in cache.admit(_command("a", digest="d2"))
+    cache.answered("unknown", final=True)  # an id never admitted: nothing to do
+    assert len(cache) == 1
+
+
+def test_replay_cache_forgets_at_expiry_and_when_full():
+    clock = Clock()
+    cache = ReplayCache(clock, max_entries=3)
+    for i in range(3):
+        cache.admit(_command(f"c{i}", expires=clock.now + 100 + i))
+        cache.answered(f"c{i}", final=True)
+    cache.admit(_command("c3", expires=clock.now + 500))  # full: the soonest to expire goes
+    assert len(cache) == 3 and cache.admit(_command("c0", expires=clock.now + 100)) is None
+    assert cache.admit(_command("c2", expires=clock.now + 102)) is not None
+    clock.now += 200  # past every expiry but c3's
+    assert cache.admit(_command("c2", expires=clock.now + 50)) is None
+    assert len(cache) == 2  # c3 and the new c2

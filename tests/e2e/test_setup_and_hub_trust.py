@@ -93,6 +93,26 @@ def test_untrusted_hub_certificate_then_trusted_with_hub_ca_file(tmp_path, tls_h
     assert setup_from_ticket(cfg, hub.ticket_url, environ={}).connection == "corp"
 
 
+def test_an_agent_set_up_from_an_https_hub_serves_over_https(tmp_path, tls_hub, slapd):
+    """Every hub call goes over TLS (plain http is refused except to loopback): setup, the
+    poll and the results of a real login, on the https devhub."""
+    hub, tls = tls_hub
+    state = tmp_path / "c"
+    setup_config(
+        state, openldap_config(slapd), hub.ticket_url, HUB_CA_FILE=tls.ca_file, POLL_WAIT_SECONDS=1
+    )
+    stored = load_settings(state / "config.json", environ={})
+    assert stored.ad_hub.startswith("https://")
+    assert stored.realm_post_token_url.startswith("https://")
+    proc = ConnectorProcess(state).start()
+    try:
+        login = {"pid": "t", "username": "alice", "password": "alicepw"}
+        done = hub.wait_done(hub.queue("authenticate_user", login), 30)
+        assert done["result"]["profile"]["id"] == "alice"
+    finally:
+        proc.stop()
+
+
 class CountingProxy(http.server.ThreadingHTTPServer):
     """A forward HTTP proxy that counts the requests it relays."""
 

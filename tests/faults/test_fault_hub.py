@@ -144,7 +144,10 @@ def test_hub_down_for_a_minute(tmp_path, slapd, fault_table):
     outage = HubOutage()
     hub = start_devhub(tmp_path / "hub", lease_seconds=100, public_url=outage.url)
     outage.target = ("127.0.0.1", int(hub.base.rsplit(":", 1)[1]))
-    proc = start_connector(tmp_path / "c", hub, openldap_config(slapd))
+    # adHub is on the outage proxy's origin, not the ticket's: setup needs it confirmed
+    proc = start_connector(
+        tmp_path / "c", hub, openldap_config(slapd), HUB_TRUSTED_ORIGINS=[outage.url]
+    )
     assert outage.url in (tmp_path / "c" / "config.json").read_text()  # AD_HUB: via the proxy
     workers = proc.worker_pids()
     stream = Stream(hub, OPENLDAP_LOGINS, rate=2, prefix="down").start()

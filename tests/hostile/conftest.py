@@ -54,6 +54,10 @@ _KINDS = {
     "test_hostile_kerberos_identity.py": "valid tickets: foreign realm, account state",
     "test_hostile_password_change.py": "change_password: resets, empty / NUL / long, own svc",
     "test_hostile_profiles.py": "password hashes in attributes nobody named",
+    "test_hostile_hub_answers.py": "hub over http, tampered ticket info",
+    "test_hostile_tenant_key.py": "tenant key: a public key passed off as a secret",
+    "test_hostile_proxy_and_ticket.py": "ticket and proxy credentials in messages",
+    "test_hostile_command_replay.py": "command replays, nbf, NaN times, short RSA keys",
     "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",
 }
 _TALLY: dict[str, list[int]] = {}

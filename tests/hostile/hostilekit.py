@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import json
 import re
 from pathlib import Path
@@ -23,6 +26,21 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _MESSAGE = re.compile(r'id="message"[^>]*>\s*([^<]*?)\s*<', re.S)
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 _ACCESS_5XX = re.compile(r'^\S+ "[A-Z]+ [^"]*" 5\d\d ', re.M)
+
+
+def b64(data: bytes) -> str:
+    """base64url without padding, as in a JWT."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def raw_jwt(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
+    """A JWT made by hand, HS256-signed with ``key`` (None: unsigned): PyJWT refuses to key
+    HMAC with anything like a public key, and ``json.dumps`` writes NaN and Infinity."""
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    if key is None:
+        return signing_input + "."
+    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return signing_input + "." + b64(signature)
 
 
 def message(html: str) -> str:

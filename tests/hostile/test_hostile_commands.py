@@ -10,9 +10,6 @@ password it carries never reaches a log, and the connector goes on serving.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -21,21 +18,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hostilekit import b64, raw_jwt
 
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _raw_jwt(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
-    """A JWT made by hand (PyJWT refuses to key HS256 with a PEM public key; so do we)."""
-    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
-    if key is None:
-        return signing_input + "."
-    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return signing_input + "." + _b64(signature)
 
 
 class Commands:
@@ -87,7 +72,7 @@ def _cases(c: Commands) -> dict[str, tuple[str, str]]:
         if isinstance(key, rsa.RSAPrivateKey):
             token = jwt.encode(claims, key, algorithm=header["alg"], headers=header)
         else:
-            token = _raw_jwt(header, claims, key)
+            token = raw_jwt(header, claims, key)
         out[case] = (c.raw(token, cid=claims["jti"]), reason)
 
     raw_case("forged", {"alg": "RS256"}, FORGER, "signature does not verify")
@@ -141,7 +126,7 @@ def _cases(c: Commands) -> dict[str, tuple[str, str]]:
         ("not-jwt", "not-a-jwt"),
         ("two-parts", "eyJhbGciOiJSUzI1NiJ9.e30"),
         ("bad-header", "!!!.e30.sig"),
-        ("header-not-object", _b64(b"[1,2]") + ".e30.sig"),
+        ("header-not-object", b64(b"[1,2]") + ".e30.sig"),
     ]:
         out[case] = (c.raw(token), "command token is not a JWT")
     return out
