@@ -93,7 +93,7 @@ class SignInRelay:
                     f"{len(self._queue)} sign-ins are waiting to be relayed to the hub already"
                 )
             self._queue[ref] = _SignIn(ref, wctx, profile, method, time.monotonic())
-            self._cond.notify()
+            self._cond.notify_all()  # the relay thread (and a drain, which waits here too)
 
     @property
     def pending(self) -> int:
