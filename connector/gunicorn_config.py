@@ -12,7 +12,8 @@
   Prometheus multiprocess files, worker status, recent log lines; and creates the secret key
   once, so workers never race to create it; it says how to get the console's password;
 * ``post_worker_init`` starts one hub poller and one status reporter per worker, after the fork;
-* ``worker_exit`` drains it on SIGTERM: stop polling, finish held commands, post their results;
+* ``worker_exit`` drains it on SIGTERM: stop polling, relay the sign-ins it holds, finish held
+  commands, post their results;
   ``child_exit`` (master) forgets a dead worker's live metrics and status.
 
 SIGHUP to the master (``systemctl reload connector``; the console does it after saving
@@ -230,7 +231,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Drain the poller: finish held commands and post their results before exiting."""
+    """Drain the agent: relay held sign-ins, finish held commands and post their results."""
     services = _services(worker)
     if services is not None:
         services.drain(timeout=max(5.0, graceful_timeout - 5.0))

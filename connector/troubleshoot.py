@@ -29,6 +29,7 @@ import ldap
 import requests
 
 from connector.channel.client import (
+    PROTOCOL_VERSION,
     HubRejected,
     HubUnavailable,
     HubUntrusted,
@@ -240,7 +241,7 @@ def check_hub(
             subject=f"{socket.gethostname()}/check",
             now=time.time(),
         )
-        headers = {"Authorization": f"Bearer {token}", "X-Connector-Protocol": "1"}
+        headers = {"Authorization": f"Bearer {token}", "X-Connector-Protocol": PROTOCOL_VERSION}
     session = make_session(settings)
     session.hooks["response"].append(remember_date)
     via = f" through the proxy {proxy}" if proxy else ""

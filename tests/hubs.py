@@ -278,7 +278,7 @@ class DevHubProcess:
         return dict(self.admin("GET", "state"))
 
     def sessions(self) -> list[dict[str, Any]]:
-        """Browser-flow sessions the agents posted (with ``ref``, ``wctx``, ``profile``)."""
+        """Sign-ins the agents relayed (with ``ref``, ``wctx``, ``profile``), oldest first."""
         return list(self.admin("GET", "sessions")["sessions"])
 
     def add_fault(
@@ -296,7 +296,7 @@ class DevHubProcess:
         Exactly one of: ``status`` (answer it ``count`` times, with ``Retry-After`` if
         ``retry_after``), ``close`` (drop that many connections unanswered), ``delay`` (stall
         ``count`` requests that many seconds, then answer). ``endpoint`` limits the fault to
-        ``"poll"``, ``"results"`` or ``"sessions"``.
+        ``"poll"``, ``"results"`` or ``"signins"``.
         """
         body: dict[str, Any] = {}
         if status is not None:
@@ -310,6 +310,10 @@ class DevHubProcess:
         if endpoint is not None:
             body["endpoint"] = endpoint
         return list(self.admin("POST", "faults", body)["faults"])
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults still pending."""
+        return list(self.admin("GET", "faults")["faults"])
 
     def clear_faults(self) -> None:
         """Forget the pending faults."""

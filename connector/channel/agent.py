@@ -11,20 +11,21 @@ One agent runs per gunicorn worker (started after the fork). Two threads and a p
   redeliver rather than run late (it may be running elsewhere already);
 * the **pool** (``AGENT_CONCURRENCY`` threads) runs commands against the directory;
 * the **poster** sends finished results in batches (lingering a few milliseconds while more
-  are about to finish) and keeps each until the hub acknowledges it.
+  are about to finish) and keeps each until the hub acknowledges it;
+* the **relay** (:mod:`connector.channel.relay`) sends the sign-ins the worker's web threads
+  queue, in batches, and keeps each until the hub acknowledges it (protocol §5).
 
 The first poll after start-up or an outage does not wait, so readiness is known at once.
 
 Hub trouble (unreachable, 5xx, 429, resets) means exponential backoff with full jitter, never an
-exit. :meth:`Agent.drain` (on SIGTERM) stops polling (cutting a poll that waits for work), lets
-running commands finish and posts their results before returning.
+exit. :meth:`Agent.drain` (on SIGTERM) stops polling (cutting a poll that waits for work), relays
+the sign-ins it holds, lets running commands finish and posts their results before returning.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from connector import metrics
+from connector.channel.backoff import Backoff
 from connector.channel.client import HubClient, HubError, HubRejected, HubUnavailable
 from connector.channel.commands import Command, CommandRefused, CommandVerifier, Dispatcher
+from connector.channel.relay import SignInRelay
 
 log = logging.getLogger(__name__)
 
@@ -48,31 +51,6 @@ def _unavailable(result: dict[str, Any]) -> bool:
     """Whether a result says the directory could not be reached (the hub may retry it)."""
     err = result.get("err")
     return isinstance(err, dict) and err.get("name") == "Unavailable"
-
-
-class Backoff:
-    """Exponential backoff with full jitter: 0.5 s doubling up to 30 s."""
-
-    def __init__(
-        self, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] | None = None
-    ):
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self._rng = rng or random.random
-
-    def next_delay(self, retry_after: float | None = None) -> float:
-        """How long to wait after one more failure."""
-        self.failures += 1
-        ceiling: float = min(self.cap, self.base * float(2 ** min(self.failures - 1, 16)))
-        delay = self._rng() * ceiling
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.cap))
-        return delay
-
-    def reset(self) -> None:
-        """Back to the first delay after a success."""
-        self.failures = 0
 
 
 class Agent:
@@ -100,6 +78,7 @@ class Agent:
         self._inflight: set[str] = set()
         self._outbox: dict[str, dict[str, Any]] = {}
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="agent-cmd")
+        self.relay = SignInRelay(client)
         self._poller: threading.Thread | None = None
         self._poster: threading.Thread | None = None
         self._poster_stop = threading.Event()
@@ -123,6 +102,7 @@ class Agent:
         self._poller = threading.Thread(target=self._poll_loop, name="agent-poll", daemon=True)
         self._poster = threading.Thread(target=self._post_loop, name="agent-post", daemon=True)
         self._poster.start()
+        self.relay.start()
         self._poller.start()
         log.info(
             "agent %s started: hub %s, %d concurrent commands",
@@ -132,7 +112,8 @@ class Agent:
         )
 
     def drain(self, timeout: float = 60.0) -> bool:
-        """Stop polling, finish running commands, post their results. True if nothing is left."""
+        """Stop polling, relay held sign-ins, finish running commands, post their results.
+        True if nothing is left."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         with self._cond:
@@ -145,6 +126,8 @@ class Agent:
                 if self.client.cut_polls():
                     log.info("draining: cut the waiting poll")
                 self._poller.join(0.5)
+        # browsers wait at the hub for these (protocol §5.3): first
+        relayed = self.relay.drain(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=True)
         with self._cond:
             while self._outbox and time.monotonic() < deadline:
@@ -163,7 +146,7 @@ class Agent:
             )
         else:
             log.info("agent drained: every result acknowledged")
-        return left == 0
+        return left == 0 and relayed
 
     def status(self) -> dict[str, Any]:
         """What the console and /ready show."""
@@ -178,6 +161,8 @@ class Agent:
             "clock_offset_seconds": round(self.client.clock.offset, 3),
             "inflight": inflight,
             "unacknowledged": pending,
+            "signins_pending": self.relay.pending,
+            "signins_relayed": self.relay.relayed,
             "outcomes": dict(self.outcomes),
             "refused": self.refused,
         }

@@ -31,7 +31,7 @@ from connector.settings import Settings, hub_url_problem, scrub_proxy, without_u
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"
 
 
 class HubError(Exception):
@@ -302,7 +302,7 @@ def _retry_after(resp: requests.Response) -> float | None:
 
 
 class HubClient:
-    """The agent's calls: poll, post results, hand over browser-flow profiles."""
+    """The agent's calls: poll, post results, relay browser sign-ins."""
 
     def __init__(
         self,
@@ -399,28 +399,27 @@ class HubClient:
         lease = data.get("leaseSeconds")
         return commands, float(lease) if isinstance(lease, int | float) else None
 
+    def _acked(self, path: str, items: list[dict[str, Any]]) -> set[str]:
+        """Post ``{path: items}`` to ``agent/{path}``; the ids or refs the hub acknowledged."""
+        data = self._call(path, {path: items}, read_timeout=30)
+        acked = data.get("acked")
+        if not isinstance(acked, list):
+            raise HubRejected(f"the hub's {path} answer has no acked list", 200)
+        return {a for a in acked if isinstance(a, str)}
+
     def post_results(self, results: list[dict[str, Any]]) -> set[str]:
-        """Send results; returns the ids the hub acknowledged.
+        """Send results (protocol §4); returns the ids the hub acknowledged.
 
         Raises:
             HubError: the call failed (the results are still ours to resend).
         """
-        data = self._call("results", {"results": results}, read_timeout=30)
-        acked = data.get("acked")
-        if not isinstance(acked, list):
-            raise HubRejected("the hub's results answer has no acked list", 200)
-        return {a for a in acked if isinstance(a, str)}
+        return self._acked("results", results)
 
-    def create_session(self, wctx: str, profile: dict[str, Any], method: str) -> str:
-        """Hand a browser-flow profile to the hub; returns the one-time reference.
+    def relay_signins(self, signins: list[dict[str, Any]]) -> set[str]:
+        """Send sign-ins ``{ref, wctx, profile, method}`` (protocol §5.2); returns the refs the
+        hub acknowledged.
 
         Raises:
-            HubError: the call failed.
+            HubError: the call failed (the sign-ins are still ours to resend).
         """
-        data = self._call(
-            "sessions", {"wctx": wctx, "profile": profile, "method": method}, read_timeout=30
-        )
-        ref = data.get("ref")
-        if not isinstance(ref, str) or not ref:
-            raise HubRejected("the hub's sessions answer has no ref", 200)
-        return ref
+        return self._acked("signins", signins)

@@ -1,4 +1,4 @@
-"""devhub: the reference hub of the channel protocol v1, for the demo and the tests.
+"""devhub: the reference hub of the channel protocol v2, for the demo and the tests.
 
 ``create_app(DevHubConfig(...))`` builds the Flask app (see :mod:`connector.devhub.app` for
 its routes); ``python -m connector.devhub.server`` (or ``connector devhub``) serves it.

@@ -160,7 +160,7 @@ def api_state() -> ResponseReturnValue:
 
 @admin.get("/sessions")
 def api_sessions() -> ResponseReturnValue:
-    """Every browser-flow session remembered (with its ref)."""
+    """Every relayed sign-in remembered (with its ref), oldest first."""
     return {"sessions": current_hub().state.sessions()}
 
 

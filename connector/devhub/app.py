@@ -1,4 +1,4 @@
-"""The devhub's Flask app: the hub side of the channel protocol v1 (``docs/protocol.md``).
+"""The devhub's Flask app: the hub side of the channel protocol v2 (``docs/protocol.md``).
 
 ``{base}`` is the URL a request came in on (``request.host_url``) unless
 ``DevHubConfig.public_base_url`` is set; ``{t}`` is the one tenant; ``adHub`` is
@@ -9,11 +9,11 @@ Provisioning (the ticket is the credential)::
     GET  /tickets/{ticket}/info          connection, realm, postTokenUrl, kerberos, ipRanges
     POST /tickets/{ticket}               {certs, signInEndpoint, agentVersion} -> {signingKey}
 
-Agent channel (``Authorization: Bearer`` agent JWT, ``X-Connector-Protocol: 1``)::
+Agent channel (``Authorization: Bearer`` agent JWT, ``X-Connector-Protocol: 2``)::
 
     POST /tenants/{t}/agent/poll         {max, wait} -> {commands, serverTime, leaseSeconds}
     POST /tenants/{t}/agent/results      {results: [{id, result}]} -> {acked}
-    POST /tenants/{t}/agent/sessions     {wctx, profile, method} -> {ref}
+    POST /tenants/{t}/agent/signins      {signins: [{ref, wctx, profile, method}]} -> {acked}
 
 Browser pages (server-rendered HTML)::
 
@@ -21,7 +21,8 @@ Browser pages (server-rendered HTML)::
     GET/POST /tenants/{t}/login          username/password form -> queues authenticate_user
     GET      /tenants/{t}/try/{id}       a command's outcome (profile, or error name + message)
     GET      /tenants/{t}/status         agents, certificates, queue counters
-    GET      /tenants/{t}/login/callback realm postTokenUrl: redeems ?ref= once (with ?wctx=)
+    GET      /tenants/{t}/login/callback realm postTokenUrl: redeems ?ref= once (with ?wctx=),
+                                         waiting up to 10 s for a ref not relayed yet
 
 Admin API, **without any authentication**: the devhub is a loopback development and test
 tool, and whoever can reach it can queue commands, read profiles and session refs, inject
@@ -34,7 +35,7 @@ faults and move its clock. Never expose it beyond localhost. ::
     GET    /tenants/{t}/api/commands/{id}     view; ?wait=S long-polls until done
     GET    /tenants/{t}/api/agents            {agents, certificates, serverTime}
     GET    /tenants/{t}/api/state             counters
-    GET    /tenants/{t}/api/sessions          {sessions}
+    GET    /tenants/{t}/api/sessions          {sessions}   (relayed sign-ins, with their ref)
     POST   /tenants/{t}/api/faults            {status, count?, retryAfter?, endpoint?} |
                                               {close: N, endpoint?} |
                                               {delay: S, count?, endpoint?} -> {faults}
@@ -86,7 +87,12 @@ def create_app(config: DevHubConfig) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     hub = DevHub(
         config=config,
-        state=HubState(config.lease_seconds, config.session_seconds),
+        state=HubState(
+            config.lease_seconds,
+            config.session_seconds,
+            max_waiters_per_client=config.max_waiters_per_client,
+            max_waiters=config.max_waiters,
+        ),
         key=TenantKey.generate(config.alg),
     )
     app.extensions["devhub"] = hub

@@ -14,12 +14,13 @@ import logging
 import select
 import socket
 import time
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from connector.devhub.state import Fault
+from connector.devhub.state import REF_PATTERN, Fault
 from connector.devhub.tokens import (
     AgentTokenError,
     CertificateError,
@@ -35,7 +36,6 @@ from connector.devhub.web import (
     int_field,
     json_body,
     number_field,
-    object_field,
     server_time,
     str_field,
     tenant_blueprint,
@@ -43,12 +43,15 @@ from connector.devhub.web import (
 from connector.errors import WIRE_NAMES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-PROTOCOL_VERSION = "1"
-AGENT_ENDPOINTS = ("poll", "results", "sessions")
+PROTOCOL_VERSION = "2"
+AGENT_ENDPOINTS = ("poll", "results", "signins")
 ERROR_NAMES = frozenset(WIRE_NAMES)
 SESSION_METHODS = ("kerberos", "form")
 MAX_RESULTS = 100
+MAX_SIGNINS = 100
+MAX_WCTX = 4096
 
 
 # ---- agent requests ----------------------------------------------------------------------------
@@ -223,6 +226,17 @@ def agent_poll() -> ResponseReturnValue:
     }
 
 
+def _batch(endpoint: str, limit: int, parse: Callable[[int, Any], T]) -> tuple[str, list[T]]:
+    """An agent request whose body is ``{endpoint: [item, ...]}`` (1..``limit`` items), each
+    item parsed by ``parse`` (one malformed item refuses the batch whole): the agent's ``sub``
+    and the parsed items."""
+    sub, body = _agent_request(endpoint)
+    items = body.get(endpoint)
+    if not isinstance(items, list) or not 1 <= len(items) <= limit:
+        bad_request(f"{endpoint} must be a list of 1..{limit} items")
+    return sub, [parse(i, item) for i, item in enumerate(items)]
+
+
 def _parse_result(i: int, item: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
         bad_request(f"results[{i}].id must be a non-empty string")
@@ -243,11 +257,7 @@ def _parse_result(i: int, item: Any) -> tuple[str, dict[str, Any]]:
 @agent.post("/results")
 def agent_results() -> ResponseReturnValue:
     """Protocol §4: record results, idempotent by command id; acknowledge every id."""
-    sub, body = _agent_request("results")
-    items = body.get("results")
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_RESULTS:
-        bad_request(f"results must be a list of 1..{MAX_RESULTS} items")
-    parsed = [_parse_result(i, item) for i, item in enumerate(items)]
+    sub, parsed = _batch("results", MAX_RESULTS, _parse_result)
     acked = current_hub().state.post_results(sub, parsed)
     for command_id, result in parsed:
         err = result.get("err")
@@ -256,15 +266,25 @@ def agent_results() -> ResponseReturnValue:
     return {"acked": acked}
 
 
-@agent.post("/sessions")
-def agent_sessions() -> ResponseReturnValue:
-    """Protocol §5: keep a browser-flow profile; answer with its one-time ``ref``."""
-    sub, body = _agent_request("sessions")
-    wctx = str_field(body, "wctx")
-    profile = object_field(body, "profile")
-    method = body.get("method")
+def _parse_signin(i: int, item: Any) -> tuple[str, str, dict[str, Any], str]:
+    if not isinstance(item, dict):
+        bad_request(f"signins[{i}] must be an object")
+    ref, wctx, profile, method = (item.get(k) for k in ("ref", "wctx", "profile", "method"))
+    if not isinstance(ref, str) or not REF_PATTERN.fullmatch(ref):
+        bad_request(f"signins[{i}].ref must be 22..128 characters of A-Z a-z 0-9 - _")
+    if not isinstance(wctx, str) or len(wctx) > MAX_WCTX:
+        bad_request(f"signins[{i}].wctx must be a string of at most {MAX_WCTX} characters")
+    if not isinstance(profile, dict):
+        bad_request(f"signins[{i}].profile must be a JSON object")
     if method not in SESSION_METHODS:
-        bad_request(f"method must be one of {', '.join(SESSION_METHODS)}")
-    ref = current_hub().state.create_session(sub, wctx, profile, method)
-    log.info("session from %s (%s) for wctx %r", sub, method, wctx)
-    return {"ref": ref}
+        bad_request(f"signins[{i}].method must be one of {', '.join(SESSION_METHODS)}")
+    return ref, wctx, profile, method
+
+
+@agent.post("/signins")
+def agent_signins() -> ResponseReturnValue:
+    """Protocol §5.2: keep relayed sign-ins, idempotent by ``ref``; acknowledge every ref."""
+    sub, parsed = _batch("signins", MAX_SIGNINS, _parse_signin)
+    acked = current_hub().state.relay_signins(sub, parsed)
+    log.info("%d sign-in(s) relayed by %s", len(parsed), sub)
+    return {"acked": acked}

@@ -37,7 +37,11 @@ class DevHubConfig:
         command_ttl: default ``exp - iat`` of command JWTs, in seconds.
         login_wait_seconds: how long the login page waits for the result before showing the
             "waiting" Try page.
-        session_seconds: how long a browser-flow ``ref`` can be redeemed.
+        session_seconds: how long a relayed sign-in's ``ref`` can be redeemed.
+        signin_wait_seconds: how long the ``postTokenUrl`` handler waits for a ``ref`` not
+            relayed yet (protocol §5.3: at most 10 s).
+        max_waiters_per_client: at most this many such waits per client address ...
+        max_waiters: ... and this many in all; beyond either, ``429`` at once.
     """
 
     tenant: str = "acme"
@@ -53,6 +57,9 @@ class DevHubConfig:
     command_ttl: int = 300
     login_wait_seconds: float = 15.0
     session_seconds: int = 120
+    signin_wait_seconds: float = 10.0
+    max_waiters_per_client: int = 8
+    max_waiters: int = 1000
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -74,6 +81,10 @@ class DevHubConfig:
             problems.append("login_wait_seconds must be in 0..60")
         if self.session_seconds < 1:
             problems.append("session_seconds must be positive")
+        if not 0 <= self.signin_wait_seconds <= 10:
+            problems.append("signin_wait_seconds must be in 0..10 (protocol §5.3)")
+        if self.max_waiters_per_client < 1 or self.max_waiters < 1:
+            problems.append("max_waiters_per_client and max_waiters must be positive")
         if self.public_base_url and not re.match(r"^https?://[^/]+/?$", self.public_base_url):
             problems.append("public_base_url must look like http(s)://host[:port], no path")
         for cidr in self.ip_ranges:

@@ -113,19 +113,28 @@ def try_page(command_id: str) -> ResponseReturnValue:
 
 @pages.get("/login/callback")
 def login_callback() -> ResponseReturnValue:
-    """The realm's ``postTokenUrl``: redeem ``ref`` once and show the profile."""
+    """The realm's ``postTokenUrl``: redeem ``ref`` once and show the profile, waiting a
+    while for a ``ref`` no connector relayed yet (protocol §5.3)."""
     wants_json = (
         request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
     )
+    hub = current_hub()
     try:
-        redeemed = current_hub().state.redeem_session(
-            request.args.get("ref", ""), request.args.get("wctx", "")
+        redeemed = hub.state.redeem_session(
+            request.args.get("ref", ""),
+            request.args.get("wctx", ""),
+            client=request.remote_addr or "",
+            wait=hub.config.signin_wait_seconds,
         )
     except SessionError as e:
         log.warning("sign-in callback refused: %s", e.message)
+        status, headers = (429, {"Retry-After": "1"}) if e.problem == "busy" else (400, {})
         if wants_json:
-            return {"error": "invalid_ref", "problem": e.problem, "message": e.message}, 400
-        return _error_page("Sign-in failed", e.message, 400)
+            error = "too_many_waiting" if e.problem == "busy" else "invalid_ref"
+            body = {"error": error, "problem": e.problem, "message": e.message}
+            return body, status, headers
+        title = "Sign-in busy" if e.problem == "busy" else "Sign-in failed"
+        return render_template("error.html", title=title, message=e.message), status, headers
     if wants_json:
         return {k: v for k, v in redeemed.items() if k != "ref"}
     profile = redeemed["profile"]

@@ -140,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--login-wait", type=float, default=15.0, help="seconds the login page waits (15)"
     )
+    p.add_argument(
+        "--signin-wait",
+        type=float,
+        default=10.0,
+        help="seconds postTokenUrl waits for a ref not relayed yet (10, at most 10)",
+    )
+    p.add_argument(
+        "--max-waiters-per-client",
+        type=int,
+        default=8,
+        help="browsers waiting for a ref, per client address (8)",
+    )
+    p.add_argument("--max-waiters", type=int, default=1000, help="... and in all (1000)")
     p.add_argument("--log-level", default="info", help="debug, info, warning, error (info)")
     return p
 
@@ -163,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ip_ranges=_ip_ranges(args.ip_ranges),
             public_base_url=args.public_url,
             login_wait_seconds=args.login_wait,
+            signin_wait_seconds=args.signin_wait,
+            max_waiters_per_client=args.max_waiters_per_client,
+            max_waiters=args.max_waiters,
             **optional,
         )
     except ValueError as e:

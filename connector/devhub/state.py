@@ -2,10 +2,12 @@
 
 Everything the hub knows lives in one :class:`HubState`: registered agent certificates, the
 ``jti`` values seen, the commands (queued, leased, done), the agents and when they last polled,
-browser-flow sessions (``ref`` values), injected faults and the clock offset. Every method takes
-the one lock; long-polls wait on its :class:`threading.Condition`, which is notified when a
-command is queued or answered. A waiting poll also wakes when the earliest lease lapses, so a
-lapsed command is handed out again without any busy loop.
+browser-flow sign-ins relayed by the agents (``ref`` values, protocol §5), injected faults and the
+clock offset. Every method takes the one lock; long-polls wait on its
+:class:`threading.Condition`, which is notified when a command is queued or answered. A waiting
+poll also wakes when the earliest lease lapses, so a lapsed command is handed out again without
+any busy loop. A browser waiting for a ``ref`` not relayed yet waits on an event of its own,
+outside the lock, set by the relay that brings it.
 
 Two clocks: the *hub clock* (wall time plus the offset set through the admin API) for anything
 that goes on the wire or is compared with JWT times (``serverTime``, command ``iat``/``exp``,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
+import re
 import secrets
 import threading
 import time
@@ -32,12 +35,15 @@ GONE_CHECK_SECONDS = 1.0
 MAX_CERTS = 20
 #: A result ``Unavailable`` sends its command back to the queue at most this many times.
 MAX_UNAVAILABLE_REQUEUES = 3
-#: Spent and expired ``ref`` values are remembered this long, to tell "used" from "unknown".
+#: Relayed sign-ins and spent ``ref`` values are remembered this long, to tell "used" from
+#: "unknown".
 SESSION_MEMORY_SECONDS = 3600.0
+#: What a ``ref`` looks like (protocol §5: at least 128 bits, base64url).
+REF_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
 CommandState = Literal["queued", "leased", "done"]
 FaultKind = Literal["status", "close", "delay"]
-SessionProblem = Literal["unknown", "redeemed", "expired", "wctx"]
+SessionProblem = Literal["unknown", "redeemed", "expired", "wctx", "busy"]
 
 #: Payload keys never kept outside the signed command.
 _SECRET_KEYS = frozenset({"password", "oldPassword"})
@@ -52,7 +58,8 @@ class DuplicateCommand(ValueError):
 
 
 class SessionError(Exception):
-    """A ``ref`` cannot be redeemed; ``problem`` says why."""
+    """A ``ref`` cannot be redeemed; ``problem`` says why (``busy``: too many browsers wait
+    already, try again; every other problem spends the ``ref``)."""
 
     def __init__(self, problem: SessionProblem, message: str) -> None:
         super().__init__(message)
@@ -155,6 +162,8 @@ class Registration:
 
 @dataclasses.dataclass
 class _Session:
+    """A relayed sign-in; ``created`` is when it was relayed (hub clock)."""
+
     ref: str = dataclasses.field(repr=False)
     wctx: str
     profile: dict[str, Any]
@@ -214,9 +223,14 @@ class HubState:
         session_seconds: float = 120.0,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        max_waiters_per_client: int = 8,
+        max_waiters: int = 1000,
     ) -> None:
         self.lease_seconds = lease_seconds
         self.session_seconds = session_seconds
+        self.max_waiters_per_client = max_waiters_per_client
+        self.max_waiters = max_waiters
         self._wall = wall
         self._mono = monotonic
         self._cond = threading.Condition()
@@ -230,7 +244,10 @@ class HubState:
         self._queue: collections.deque[str] = collections.deque()
         self._leased: set[str] = set()
         self._agents: dict[str, _Agent] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, _Session] = {}  # relayed, oldest first
+        self._spent: dict[str, float] = {}  # refs presented by a browser, oldest first
+        self._waiters: dict[str, threading.Event] = {}  # refs a browser waits for
+        self._waiting: collections.Counter[str] = collections.Counter()  # per client address
         self._faults: list[Fault] = []
         self._counters: collections.Counter[str] = collections.Counter()
 
@@ -266,6 +283,8 @@ class HubState:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            for event in self._waiters.values():
+                event.set()
 
     def reset(self, certificates: bool = False) -> None:
         """Forget commands, agents, sessions, faults, counters, the clock offset and the
@@ -277,6 +296,9 @@ class HubState:
             self._leased.clear()
             self._agents.clear()
             self._sessions.clear()
+            self._spent.clear()
+            for event in self._waiters.values():
+                event.set()
             self._faults.clear()
             self._counters.clear()
             self._offset = 0.0
@@ -549,43 +571,106 @@ class HubState:
 
     # ---- browser-flow sessions ---------------------------------------------------------------
 
-    def create_session(self, sub: str, wctx: str, profile: dict[str, Any], method: str) -> str:
-        """Store a profile posted by an agent; returns its one-time ``ref``."""
-        with self._cond:
-            now = self.now()
-            for old in [
-                r for r, s in self._sessions.items() if now - s.created > SESSION_MEMORY_SECONDS
-            ]:
-                del self._sessions[old]
-            ref = secrets.token_urlsafe(32)
-            self._sessions[ref] = _Session(ref, wctx, profile, method, sub, now)
-            self._agent(sub).sessions += 1
-            self._counters["sessionsCreated"] += 1
-            return ref
+    def _forget_old(self) -> None:
+        """Forget relayed sign-ins and spent refs older than ``SESSION_MEMORY_SECONDS``."""
+        horizon = self.now() - SESSION_MEMORY_SECONDS
+        for book in (self._sessions, self._spent):
+            while book:
+                oldest = next(iter(book))
+                entry = book[oldest]
+                if (entry if isinstance(entry, float) else entry.created) >= horizon:
+                    break
+                del book[oldest]
 
-    def redeem_session(self, ref: str, wctx: str) -> dict[str, Any]:
-        """Redeem ``ref`` (once, within ``session_seconds``, with its ``wctx``).
+    def relay_signins(
+        self, sub: str, signins: list[tuple[str, str, dict[str, Any], str]]
+    ) -> list[str]:
+        """Keep sign-ins ``(ref, wctx, profile, method)`` relayed by agent ``sub`` (the first
+        relay of a ``ref`` is final; one whose ``ref`` is spent is dropped); wakes a browser
+        waiting for one. Returns the acknowledged refs: all of them."""
+        with self._cond:
+            self._forget_old()
+            now = self.now()
+            self._counters["signinRelays"] += 1
+            self._agent(sub).sessions += len(signins)
+            for ref, wctx, profile, method in signins:
+                self._counters["signinsReceived"] += 1
+                if ref in self._sessions:
+                    self._counters["signinsDuplicate"] += 1
+                    continue
+                waiter = self._waiters.get(ref)
+                if ref in self._spent and waiter is None:
+                    self._counters["signinsLate"] += 1
+                    continue
+                self._sessions[ref] = _Session(ref, wctx, profile, method, sub, now)
+                if waiter is not None:
+                    waiter.set()
+            self._counters["largestSigninRelay"] = max(
+                self._counters["largestSigninRelay"], len(signins)
+            )
+            return [ref for ref, *_ in signins]
+
+    def redeem_session(
+        self, ref: str, wctx: str, client: str = "", wait: float = 0.0
+    ) -> dict[str, Any]:
+        """Redeem ``ref`` once, with its ``wctx``, within ``session_seconds`` of its relay;
+        wait up to ``wait`` seconds for a ``ref`` not relayed yet (protocol §5.3).
 
         Raises:
-            SessionError: unknown, already redeemed, expired, or another ``wctx``; any attempt
-                on a known ``ref`` spends it.
+            SessionError: malformed or unknown (after the wait), already presented, expired,
+                another ``wctx`` (each spends the ``ref``); or ``busy``: too many requests
+                wait already, from ``client`` or in all (the ``ref`` is left unspent).
         """
+        if not REF_PATTERN.fullmatch(ref):
+            raise SessionError("unknown", "this reference is unknown")
         with self._cond:
-            session = self._sessions.get(ref)
-            if session is None:
-                raise SessionError("unknown", "this reference is unknown")
-            if session.redeemed:
+            self._forget_old()
+            if ref in self._spent:
+                self._counters["sessionsReplayed"] += 1
                 raise SessionError("redeemed", "this reference was already used")
+            session = self._sessions.get(ref)
+            waiter = None
+            if session is None and wait > 0:
+                if (
+                    self._waiting[client] >= self.max_waiters_per_client
+                    or len(self._waiters) >= self.max_waiters
+                ):
+                    self._counters["sessionWaitsRefused"] += 1
+                    raise SessionError(
+                        "busy", "too many sign-ins are waiting; try again in a moment"
+                    )
+                waiter = self._waiters[ref] = threading.Event()
+                self._waiting[client] += 1
+                self._counters["sessionWaits"] += 1
+            self._spent[ref] = self.now()
+        if waiter is not None:
+            waiter.wait(wait)
+            with self._cond:
+                del self._waiters[ref]
+                self._waiting[client] -= 1
+                if self._waiting[client] <= 0:
+                    del self._waiting[client]
+                session = self._sessions.get(ref)
+        if session is None:
+            self.count("sessionsUnknown")
+            raise SessionError(
+                "unknown",
+                "this reference is unknown: no connector relayed it"
+                + (f" within {wait:g} s" if wait > 0 else ""),
+            )
+        with self._cond:
             session.redeemed = True
             age = self.now() - session.created
             if age > self.session_seconds:
+                self._counters["sessionsExpired"] += 1
                 raise SessionError(
                     "expired",
                     f"this reference expired: it is {age:.0f} s old, the limit is "
                     f"{self.session_seconds:.0f} s",
                 )
             if session.wctx != wctx:
-                raise SessionError("wctx", "wctx does not match the one the connector posted")
+                self._counters["sessionsWrongWctx"] += 1
+                raise SessionError("wctx", "wctx does not match the one the connector relayed")
             self._counters["sessionsRedeemed"] += 1
             return session.view()
 
@@ -638,6 +723,7 @@ class HubState:
                 "agents": len(self._agents),
                 "certificates": len(self._certs),
                 "sessions": len(self._sessions),
+                "waiting": len(self._waiters),
                 "pendingFaults": len(self._faults),
                 "clockOffsetSeconds": self._offset,
                 "serverTime": int(self.now() * 1000),

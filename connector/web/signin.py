@@ -6,8 +6,10 @@
 * A Negotiate token is accepted against the keytab; any failure shows the form with a short
   reason (200, no new challenge: no prompt loop, never a 500).
 * Everyone else gets the form: CSRF-protected, throttled per username and per address.
-* Success hands the profile to the hub (``agent/sessions``) and redirects the browser to the
-  realm's ``postTokenUrl`` (or an allowed ``wreply``) with ``wctx`` and the one-time ``ref``.
+* Success mints a one-time ``ref``, queues the profile for this worker's agent to relay to the
+  hub (``agent/signins``, in batches: no hub call in the request) and redirects the browser at
+  once to the realm's ``postTokenUrl`` (or an allowed ``wreply``) with ``wctx`` and ``ref``;
+  the hub waits there for the relayed profile (protocol §5).
 
 The web layer parses requests and calls services; it imports neither ``ldap`` nor ``spnego``.
 """
@@ -198,21 +200,21 @@ def _hand_off(
     extra_headers: dict[str, str] | None = None,
     principal: str | None = None,
 ) -> BaseResponse:
-    """Give the profile to the hub and send the browser back with the one-time reference.
+    """Queue the profile for the hub under a fresh one-time reference and send the browser
+    back with it (protocol §5.1: no call to the hub here; the agent relays it in a batch).
 
     ``audit_ctx`` is (user, client address, correlation id) for the audit line.
     """
-    svc = services(current_app)
+    agent = services(current_app).agent
     user, addr, correlation = audit_ctx
+    ref = secrets.token_urlsafe(24)
     try:
-        if svc.hub is None:
+        if agent is None:
             raise HubError("the connector is not connected to a hub yet")
-        hub_started = time.monotonic()
-        ref = svc.hub.create_session(params["wctx"], profile, method)
-        metrics.hub_request("sessions", time.monotonic() - hub_started)
+        agent.relay.submit(ref, params["wctx"], profile, method)
     except HubError as exc:
-        metrics.hub_error("sessions")
-        log.error("hand-off to the hub failed: %s", exc)
+        metrics.hub_error("signins")
+        log.error("sign-in not relayed to the hub: %s", exc)
         _audit(method, user, "Unavailable", addr, correlation, principal)
         return _error_page(
             "Sign-in unavailable",

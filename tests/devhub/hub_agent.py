@@ -128,7 +128,7 @@ class HubAgent:
         """``POST {adHub}/agent/{endpoint}`` with a fresh token (or ``token``)."""
         sent = {
             "Authorization": f"Bearer {token or self.token()}",
-            "X-Connector-Protocol": "1",
+            "X-Connector-Protocol": "2",
             **(headers or {}),
         }
         return requests.post(

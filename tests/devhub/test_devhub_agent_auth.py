@@ -19,7 +19,7 @@ def test_a_token_without_kid_is_checked_against_every_certificate(hub, agent):
     assert agent.call("poll", {"max": 1, "wait": 0}, agent.token(headers={"kid": None})).ok
 
 
-@pytest.mark.parametrize("version", [None, "2", "1.0"])
+@pytest.mark.parametrize("version", [None, "1", "3", "2.0"])
 def test_the_protocol_header_is_required(agent, version):
     response = agent.call(
         "poll", {"max": 1, "wait": 0}, headers={"X-Connector-Protocol": version or ""}
@@ -107,7 +107,7 @@ def test_without_registered_certificates_every_token_is_refused(hub):
     assert "no agent certificate is registered" in response.json()["message"]
 
 
-def test_results_and_sessions_need_the_token_too(agent):
-    for endpoint in ("results", "sessions"):
+def test_results_and_signins_need_the_token_too(agent):
+    for endpoint in ("results", "signins"):
         response = agent.call(endpoint, {}, headers={"Authorization": "Basic dXNlcjpwdw=="})
         assert response.status_code == 401

@@ -152,7 +152,7 @@ def test_a_poll_whose_agent_went_away_takes_nothing(hub, agent):
     body = json.dumps({"max": 5, "wait": 20}).encode()
     request = (
         f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        f"Authorization: Bearer {agent.token()}\r\nX-Connector-Protocol: 1\r\n"
+        f"Authorization: Bearer {agent.token()}\r\nX-Connector-Protocol: 2\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     with socket.create_connection((url.hostname, url.port), timeout=5) as sock:

@@ -13,7 +13,7 @@ def test_info_describes_the_connection(hub):
     response = requests.get(hub.ticket_url + "/info", timeout=10)
     assert response.status_code == 200
     assert response.json() == {
-        "protocolVersion": 1,
+        "protocolVersion": 2,
         "adHub": hub.ad_hub,
         "connectionName": "corp",
         "connectionDomain": "corp.example.com",

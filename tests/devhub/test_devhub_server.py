@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 
 import pytest
@@ -52,7 +53,9 @@ def test_it_stops_cleanly_on_sigterm(hub_factory):
 
 
 def test_the_request_log_names_no_ticket_and_no_query(hub, agent):
-    ref = agent.call("sessions", {"wctx": "w", "profile": {}, "method": "form"}).json()["ref"]
+    ref = secrets.token_urlsafe(24)
+    signin = {"ref": ref, "wctx": "w", "profile": {}, "method": "form"}
+    assert agent.call("signins", {"signins": [signin]}).json() == {"acked": [ref]}
     requests.get(hub.url("login/callback"), params={"wctx": "w", "ref": ref}, timeout=10)
     hub.info()
     banner, _, requests_log = hub.log_text().partition("lease 30 s\n")

@@ -1,6 +1,10 @@
-"""Browser-flow profiles (protocol §5): refs redeemed once, within 120 s, with their wctx."""
+"""Relayed sign-ins (protocol §5): refs minted by the agent, relayed in batches, redeemed once
+at ``postTokenUrl`` within 120 s with their wctx; a ref not relayed yet is waited for."""
 
 from __future__ import annotations
+
+import secrets
+import threading
 
 import pytest
 import requests
@@ -12,21 +16,23 @@ PROFILE = {
 }
 
 
-def _session(agent, wctx: str = "ctx-1", method: str = "kerberos") -> str:
-    response = agent.call("sessions", {"wctx": wctx, "profile": PROFILE, "method": method})
+def _relay(agent, wctx: str = "ctx-1", method: str = "kerberos", ref: str | None = None) -> str:
+    ref = ref or secrets.token_urlsafe(24)
+    body = {"signins": [{"ref": ref, "wctx": wctx, "profile": PROFILE, "method": method}]}
+    response = agent.call("signins", body)
     assert response.status_code == 200, response.text
-    return str(response.json()["ref"])
+    assert response.json() == {"acked": [ref]}
+    return ref
 
 
 def _callback(hub, ref: str, wctx: str = "ctx-1", **kwargs) -> requests.Response:
     return requests.get(
-        hub.url("login/callback"), params={"wctx": wctx, "ref": ref}, timeout=10, **kwargs
+        hub.url("login/callback"), params={"wctx": wctx, "ref": ref}, timeout=30, **kwargs
     )
 
 
 def test_a_ref_is_redeemed_once_and_shows_the_profile(hub, agent):
-    ref = _session(agent)
-    assert len(ref) >= 32
+    ref = _relay(agent)
     page = _callback(hub, ref)
     assert page.status_code == 200
     assert "carol@example.test" in page.text
@@ -41,15 +47,62 @@ def test_a_ref_is_redeemed_once_and_shows_the_profile(hub, agent):
     assert hub.state()["events"]["sessionsRedeemed"] == 1
 
 
-def test_an_unknown_ref_is_a_clear_400(hub):
-    page = _callback(hub, "no-such-ref")
+def test_a_batch_is_one_request_and_a_resent_one_is_acknowledged_and_ignored(hub, agent):
+    refs = [secrets.token_urlsafe(24) for _ in range(50)]
+    batch = [
+        {"ref": r, "wctx": "w", "profile": {"n": i}, "method": "form"} for i, r in enumerate(refs)
+    ]
+    assert agent.call("signins", {"signins": batch}).json() == {"acked": refs}
+    batch[0]["profile"] = {"n": "changed"}
+    assert agent.call("signins", {"signins": batch[:1]}).json() == {"acked": refs[:1]}
+    answer = _callback(hub, refs[0], "w", headers={"Accept": "application/json"})
+    assert answer.json()["profile"] == {"n": 0}
+    events = hub.state()["events"]
+    assert (events["signinRelays"], events["signinsReceived"]) == (2, 51)
+    assert events["signinsDuplicate"] == 1
+
+
+def test_the_hub_waits_for_a_ref_relayed_after_the_browser_came(hub, agent):
+    ref = secrets.token_urlsafe(24)
+    pages: list[requests.Response] = []
+    browser = threading.Thread(target=lambda: pages.append(_callback(hub, ref)))
+    browser.start()
+    while not hub.state()["waiting"]:  # the browser waits at the hub (an observable state)
+        pass
+    _relay(agent, ref=ref)
+    browser.join(15)
+    assert pages[0].status_code == 200 and "carol@example.test" in pages[0].text
+
+
+def test_an_unknown_ref_is_a_clear_400_after_the_wait(hub_factory):
+    hub = hub_factory(extra_args=["--signin-wait", "0.5"])
+    page = _callback(hub, secrets.token_urlsafe(24))
     assert page.status_code == 400
     assert "Sign-in failed" in page.text
-    assert "unknown" in page.text
+    assert "unknown: no connector relayed it within 0.5 s" in page.text
+
+
+def test_a_malformed_ref_is_refused_without_a_wait(hub):
+    page = _callback(hub, "no-such-ref")
+    assert page.status_code == 400 and "unknown" in page.text
+    assert "sessionWaits" not in hub.state()["events"]
+
+
+def test_a_ref_relayed_after_it_was_turned_away_stays_spent(hub_factory):
+    from hub_agent import HubAgent
+
+    hub = hub_factory(extra_args=["--signin-wait", "0.2"])
+    agent = HubAgent(hub)
+    agent.register()
+    ref = secrets.token_urlsafe(24)
+    assert "unknown" in _callback(hub, ref).text
+    _relay(agent, ref=ref)
+    assert "already used" in _callback(hub, ref).text
+    assert hub.state()["events"]["signinsLate"] == 1
 
 
 def test_another_wctx_is_refused_and_spends_the_ref(hub, agent):
-    ref = _session(agent)
+    ref = _relay(agent)
     page = _callback(hub, ref, wctx="ctx-other")
     assert page.status_code == 400
     assert "wctx does not match" in page.text
@@ -57,15 +110,43 @@ def test_another_wctx_is_refused_and_spends_the_ref(hub, agent):
 
 
 def test_a_ref_expires_after_120_seconds_of_hub_time(hub, agent):
-    ref = _session(agent)
+    ref = _relay(agent)
     hub.set_clock_offset(121)
     page = _callback(hub, ref)
     assert page.status_code == 400
     assert "expired" in page.text
 
 
+def test_too_many_waits_from_one_address_get_429_at_once(hub_factory):
+    hub = hub_factory(extra_args=["--max-waiters-per-client", "2"])
+    waiting = [
+        threading.Thread(target=_callback_until_stopped, args=(hub, secrets.token_urlsafe(24)))
+        for _ in range(2)
+    ]
+    for t in waiting:
+        t.start()
+    while hub.state()["waiting"] < 2:
+        pass
+    ref = secrets.token_urlsafe(24)
+    busy = _callback(hub, ref, headers={"Accept": "application/json"})
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+    assert busy.json()["error"] == "too_many_waiting"
+    page = _callback(hub, secrets.token_urlsafe(24))
+    assert page.status_code == 429 and "too many sign-ins are waiting" in page.text
+    hub.stop()  # ends the waits
+    for t in waiting:
+        t.join(15)
+
+
+def _callback_until_stopped(hub, ref: str) -> None:
+    try:
+        _callback(hub, ref)
+    except requests.ConnectionError:
+        pass  # the hub stopped while this browser waited
+
+
 def test_the_callback_answers_json_when_asked(hub, agent):
-    ref = _session(agent, method="form")
+    ref = _relay(agent, method="form")
     answer = _callback(hub, ref, headers={"Accept": "application/json"})
     assert answer.status_code == 200
     assert answer.json() == {
@@ -82,22 +163,37 @@ def test_the_callback_answers_json_when_asked(hub, agent):
 
 
 def test_sessions_are_listed_by_the_admin_api(hub, agent):
-    ref = _session(agent, wctx="ctx-9")
+    ref = _relay(agent, wctx="ctx-9")
     [listed] = hub.sessions()
     assert (listed["ref"], listed["wctx"], listed["redeemed"]) == (ref, "ctx-9", False)
+
+
+GOOD = {"ref": "r" * 32, "wctx": "c", "profile": PROFILE, "method": "form"}
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"profile": PROFILE, "method": "form"},
-        {"wctx": "", "profile": PROFILE, "method": "form"},
-        {"wctx": "c", "profile": "carol", "method": "form"},
-        {"wctx": "c", "method": "form"},
-        {"wctx": "c", "profile": PROFILE, "method": "saml"},
+        {},
+        {"signins": []},
+        {"signins": [GOOD] * 101},
+        {"signins": ["x"]},
+        {"signins": [{**GOOD, "ref": "short"}]},
+        {"signins": [{**GOOD, "ref": "r" * 31 + "/"}]},
+        {"signins": [{**GOOD, "wctx": None}]},
+        {"signins": [{**GOOD, "wctx": "w" * 4097}]},
+        {"signins": [{**GOOD, "profile": "carol"}]},
+        {"signins": [{k: v for k, v in GOOD.items() if k != "profile"}]},
+        {"signins": [{**GOOD, "method": "saml"}]},
+        {"signins": [GOOD, {**GOOD, "ref": 5}]},
     ],
 )
-def test_a_malformed_session_is_400(agent, body):
-    response = agent.call("sessions", body)
+def test_a_malformed_batch_is_refused_whole(hub, agent, body):
+    response = agent.call("signins", body)
     assert response.status_code == 400
     assert response.json()["error"] == "bad_request"
+    assert not hub.sessions()
+
+
+def test_the_old_sessions_endpoint_is_gone(agent):
+    assert agent.call("sessions", {"wctx": "w", "profile": {}, "method": "form"}).status_code == 404

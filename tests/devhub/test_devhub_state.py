@@ -56,7 +56,8 @@ def test_the_clock_offset_moves_the_hub_clock_only(state, clock):
 
 
 def test_a_session_is_spent_by_any_attempt(state):
-    ref = state.create_session("a", "w", {"user_id": "x"}, "form")
+    ref = "r" * 32
+    assert state.relay_signins("a", [(ref, "w", {"user_id": "x"}, "form")]) == [ref]
     with pytest.raises(SessionError) as wrong:
         state.redeem_session(ref, "other")
     assert wrong.value.problem == "wctx"
@@ -81,3 +82,61 @@ def test_close_wakes_waiting_polls():
     state.close()
     poller.join(5)
     assert out == [[]]
+
+
+def test_a_waiting_redeem_is_woken_by_the_relay_that_brings_its_ref():
+    state = HubState(lease_seconds=30)
+    ref = "w" * 32
+    out: list[dict[str, object]] = []
+    waiter = threading.Thread(target=lambda: out.append(state.redeem_session(ref, "x", "c", 30)))
+    waiter.start()
+    while not state.counters()["waiting"]:
+        threading.Event().wait(0.01)  # the waiter registering (an observable state)
+    state.relay_signins("a", [(ref, "x", {"user_id": "u"}, "kerberos")])
+    waiter.join(5)
+    assert not waiter.is_alive() and out[0]["profile"] == {"user_id": "u"}
+    assert state.counters()["waiting"] == 0
+
+
+def test_waits_are_bounded_per_client_and_in_all():
+    state = HubState(lease_seconds=30, max_waiters_per_client=2, max_waiters=3)
+    threads = [
+        threading.Thread(target=_redeem_quietly, args=(state, f"{i}" * 32, client))
+        for i, client in enumerate(["c1", "c1", "c2"])
+    ]
+    for t in threads:
+        t.start()
+    while state.counters()["waiting"] < 3:
+        threading.Event().wait(0.01)
+    for ref, client in (("4" * 32, "c1"), ("5" * 32, "c3")):
+        with pytest.raises(SessionError) as busy:
+            state.redeem_session(ref, "w", client, 30)
+        assert busy.value.problem == "busy"
+    # a busy answer leaves the ref unspent: it can still be relayed and redeemed
+    state.relay_signins("a", [("4" * 32, "w", {}, "form")])
+    assert state.redeem_session("4" * 32, "w", "c1", 0)["method"] == "form"
+    state.close()
+    for t in threads:
+        t.join(5)
+
+
+def _redeem_quietly(state: HubState, ref: str, client: str) -> None:
+    with pytest.raises(SessionError):
+        state.redeem_session(ref, "w", client, 30)
+
+
+def test_relays_are_idempotent_by_ref_and_a_spent_ref_stays_spent(state):
+    first, late = "f" * 32, "l" * 32
+    state.relay_signins("a", [(first, "w", {"n": 1}, "form")])
+    state.relay_signins("a", [(first, "w", {"n": 2}, "form")])
+    assert state.redeem_session(first, "w")["profile"] == {"n": 1}
+    with pytest.raises(SessionError) as unknown:
+        state.redeem_session(late, "w")
+    assert unknown.value.problem == "unknown"
+    assert state.relay_signins("a", [(late, "w", {}, "form")]) == [late]
+    with pytest.raises(SessionError) as again:
+        state.redeem_session(late, "w")
+    assert again.value.problem == "redeemed"
+    events = state.counters()["events"]
+    assert (events["signinRelays"], events["signinsReceived"]) == (3, 3)
+    assert (events["signinsDuplicate"], events["signinsLate"]) == (1, 1)

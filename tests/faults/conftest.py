@@ -34,6 +34,7 @@ _COLUMNS = (
     ("slowest s", 9),
     ("errors", 16),
     ("sign-ins", 18),
+    ("relay s/l/l/d", 13),
     ("recovery s", 10),
     ("limit s", 7),
     ("measured from", 30),
@@ -72,6 +73,7 @@ def _cells(row: Row) -> list[str]:
         f"{row.slowest:.1f}",
         errors,
         row.signins or "-",
+        "-" if row.relay is None else str(row.relay),
         "-" if row.recovery is None else f"{row.recovery:.1f}",
         "-" if row.limit is None else f"{row.limit:g}",
         row.measured_from,
@@ -87,7 +89,7 @@ def format_table(rows: list[Row]) -> list[str]:
         cells = _cells(row)
         lines.append(
             " | ".join(
-                c.ljust(w) if i in (0, 6, 7, 10) else c.rjust(w)
+                c.ljust(w) if i in (0, 6, 7, 11) else c.rjust(w)
                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))
             )
         )
@@ -105,6 +107,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "longest a command waited for its result at the hub; errors = "
         "error results (Unavailable while the directory is down is a precise answer); "
         "sign-ins = browser sign-ins by HTTP status (303 handed to the hub, 200 the form with "
-        "a reason, 503 'cannot be reached right now'); recovery = seconds from the moment "
+        "a reason, 503 'cannot be reached right now'); relay = the sign-ins sent to the hub "
+        "(303) / landed there (relayed by the agent) / lost / held twice; recovery = seconds "
+        "from the moment "
         "named in the last column to the first login that succeeded after it."
     )

@@ -6,7 +6,9 @@ Plain Python (no pytest), like ``tests/servers.py``:
   thread, and a second thread watches them until they are done. :meth:`Stream.row` counts
   what was sent, answered, lost and duplicated, and when the service recovered.
 * :class:`FormStream` signs in through the connector's form at a steady rate;
-  :class:`NegotiateStream` does the same with Kerberos tokens from pyspnego.
+  :class:`NegotiateStream` does the same with Kerberos tokens from pyspnego. Both keep the
+  ``ref`` of every sign-in sent to the hub (303); :func:`relay_tally` says how many of those
+  the hub holds (protocol §5: relayed by the agent).
 * :class:`HubOutage` is a TCP forwarder in front of the devhub that can go away: ``down()``
   closes its listening socket (new connections are refused) and cuts every open connection;
   ``up()`` listens again on the same port.
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 import spnego
@@ -155,6 +158,7 @@ class Row:
     recovery: float | None
     limit: float | None
     measured_from: str
+    relay: RelayTally | None = None
 
     def check(self, allowed_errors: frozenset[str] = frozenset()) -> None:
         """Nothing lost, nothing answered twice, only the expected errors, recovered in time."""
@@ -162,11 +166,51 @@ class Row:
         assert self.lost == 0, f"{self.fault}: {self.lost} commands lost"
         assert self.duplicated == 0, f"{self.fault}: {self.duplicated} commands answered twice"
         assert set(self.errors) <= set(allowed_errors), f"{self.fault}: errors {self.errors}"
+        if self.relay is not None:
+            self.relay.check(self.fault)
         if self.limit is not None:
             assert self.recovery is not None, f"{self.fault}: never recovered"
             assert self.recovery <= self.limit, (
                 f"{self.fault}: recovered after {self.recovery:.1f} s (limit {self.limit} s)"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayTally:
+    """Browser sign-ins sent to the hub (303) against those the hub holds (relayed)."""
+
+    sent: int
+    landed: int
+    duplicated: int
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.landed
+
+    def __str__(self) -> str:
+        return f"{self.sent}/{self.landed}/{self.lost}/{self.duplicated}"
+
+    def check(self, fault: str) -> None:
+        """Every sign-in sent to the hub landed there, once."""
+        assert self.lost == 0, f"{fault}: {self.lost} relayed sign-ins lost"
+        assert self.duplicated == 0, f"{fault}: {self.duplicated} sign-ins held twice"
+
+
+def relay_tally(hub: DevHubProcess, refs: list[str], timeout: float = 0.0) -> RelayTally:
+    """How many of ``refs`` the hub holds (waiting up to ``timeout`` for all of them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = collections.Counter(s["ref"] for s in hub.sessions())
+        landed = [r for r in refs if r in held]
+        if len(landed) == len(refs) or time.monotonic() >= deadline:
+            duplicated = sum(held[r] - 1 for r in landed) + len(refs) - len(set(refs))
+            return RelayTally(len(refs), len(landed), duplicated)
+        time.sleep(0.1)
+
+
+def ref_of(location: str) -> str:
+    """The ``ref`` query parameter of a redirect to the hub."""
+    return parse_qs(urlsplit(location).query)["ref"][0]
 
 
 # --------------------------------------------------------------------------------------
@@ -357,6 +401,7 @@ class Stream:
         limit: float | None,
         measured_from: str,
         signins: str = "",
+        relay: RelayTally | None = None,
     ) -> Row:
         """The table row for this stream (call after :meth:`stop`)."""
         with self._lock:
@@ -381,6 +426,7 @@ class Stream:
             recovery=None if recovery is None else round(recovery, 1),
             limit=limit,
             measured_from=measured_from,
+            relay=relay,
         )
 
 
@@ -395,6 +441,7 @@ class _Repeating:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.outcomes: list[tuple[float, int, str]] = []  # (wall time, status, message)
+        self.locations: list[str] = []  # where the sign-ins sent to the hub (303) went
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -428,6 +475,15 @@ class _Repeating:
         later = [at for at, s, _ in self.outcomes if s == status and at >= t]
         return min(later) - t if later else None
 
+    @property
+    def refs(self) -> list[str]:
+        """The ``ref`` of every sign-in sent to the hub."""
+        return [ref_of(location) for location in self.locations]
+
+    def relay(self, hub: DevHubProcess, timeout: float = 15.0) -> RelayTally:
+        """The sign-ins this stream sent to the hub, against those the hub holds."""
+        return relay_tally(hub, list(self.refs), timeout)
+
     def summary(self) -> str:
         """``303:12 503:3`` (status:count)."""
         return " ".join(f"{s}:{n}" for s, n in sorted(self.statuses().items()))
@@ -458,6 +514,8 @@ class FormStream(_Repeating):
                 return page.status_code, "no form"
             data = {**query, "username": user, "password": password, "csrf_token": token.group(1)}
             resp = s.post(self.url, data=data, allow_redirects=False, timeout=60)
+        if resp.status_code == 303:
+            self.locations.append(resp.headers["Location"])
         return resp.status_code, _message(resp.text)
 
 
@@ -519,6 +577,8 @@ class NegotiateStream(_Repeating):
             allow_redirects=False,
             timeout=30,
         )
+        if resp.status_code == 303:
+            self.locations.append(resp.headers["Location"])
         return resp.status_code, _message(resp.text)
 
 

@@ -37,6 +37,7 @@ def test_directory_server_killed_and_restarted(tmp_path, hub_factory, slapd_fact
         time.sleep(1)
     finally:
         form.stop()
+        relay = form.relay(hub)
         stream.stop()
         alive = proc.proc.poll() is None and proc.worker_pids() == workers
         log = proc.log()
@@ -47,6 +48,7 @@ def test_directory_server_killed_and_restarted(tmp_path, hub_factory, slapd_fact
         limit=5,
         measured_from="server restarted",
         signins=form.summary(),
+        relay=relay,
     )
     fault_table.append(row)
     assert alive  # the master and the same workers, all along
@@ -90,6 +92,7 @@ def test_failover_to_the_second_server_and_back(
         time.sleep(1)
     finally:
         form.stop()
+        relay = form.relay(hub)
         stream.stop()
         alive = proc.proc.poll() is None and proc.worker_pids() == workers
         log = proc.log()
@@ -101,6 +104,7 @@ def test_failover_to_the_second_server_and_back(
         limit=3,
         measured_from="each server killed (worst)",
         signins=form.summary(),
+        relay=relay,
     )
     fault_table.append(row)
     assert alive
@@ -127,6 +131,7 @@ def test_samba_dc_stopped_mid_stream(tmp_path, hub_factory, samba_ad, fault_tabl
         time.sleep(1)
     finally:
         form.stop()
+        relay = form.relay(hub)
         stream.stop()
         if not samba_ad.running:  # shared by the session: leave it answering
             samba_ad.start()
@@ -139,6 +144,7 @@ def test_samba_dc_stopped_mid_stream(tmp_path, hub_factory, samba_ad, fault_tabl
         limit=5,
         measured_from="DC answering again",
         signins=form.summary(),
+        relay=relay,
     )
     fault_table.append(row)
     assert alive

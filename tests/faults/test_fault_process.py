@@ -184,6 +184,7 @@ def test_config_directory_read_only(tmp_path, hub_factory, slapd, fault_table):
         warning = wait_log(proc, r"could not encrypt LDAP_BIND_PASSWORD in \S+ \(([^)]*)\)")
     finally:
         form.stop()
+        relay = form.relay(hub)
         stream.stop()
         alive = proc.proc.poll() is None and proc.worker_pids() == workers
         proc.stop()
@@ -193,6 +194,7 @@ def test_config_directory_read_only(tmp_path, hub_factory, slapd, fault_table):
         limit=None,
         measured_from="- (served throughout)",
         signins=form.summary(),
+        relay=relay,
     )
     fault_table.append(row)
     assert alive

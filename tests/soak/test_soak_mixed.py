@@ -1,6 +1,7 @@
 """Load and soak: channel, form and Negotiate logins at a steady rate against a directory of
 10,000 users in 300 nested groups, for ``SOAK_SECONDS`` (default 300). Zero errors, zero lost
-commands, flat memory per worker; prints latency p50/p99 and RSS at start and end."""
+commands, every browser sign-in relayed to the hub once with its user's profile (protocol §5),
+flat memory per worker; prints latency p50/p99, the relay's tally and RSS at start and end."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -124,6 +126,13 @@ def test_mixed_load_soak(site, capsys, monkeypatch):
     signin = proc.url + "/wsfed"
     queued: list[tuple[str, str]] = []
     queued_lock = threading.Lock()
+    signed_in: list[tuple[str, str]] = []  # (ref, user) of every browser sign-in sent to the hub
+
+    def sent_to_hub(resp, user: str) -> None:
+        assert resp.status_code == 303, (resp.status_code, resp.text[:200])
+        ref = parse_qs(urlsplit(resp.headers["Location"]).query)["ref"][0]
+        with queued_lock:
+            signed_in.append((ref, user))
 
     def channel(rng):
         uid = rng.choice(big.users)
@@ -154,7 +163,7 @@ def test_mixed_load_soak(site, capsys, monkeypatch):
             allow_redirects=False,
             timeout=30,
         )
-        assert resp.status_code == 303, (resp.status_code, resp.text[:200])
+        sent_to_hub(resp, uid)
 
     negotiate_session = requests.Session()
     negotiate_session.trust_env = False
@@ -169,7 +178,7 @@ def test_mixed_load_soak(site, capsys, monkeypatch):
             allow_redirects=False,
             timeout=30,
         )
-        assert resp.status_code == 303, (resp.status_code, resp.text[:200])
+        sent_to_hub(resp, user)
 
     # warm up, then take the starting memory of every worker
     warm_until = time.monotonic() + WARM_UP
@@ -214,6 +223,18 @@ def test_mixed_load_soak(site, capsys, monkeypatch):
         for v, uid in sample
         if set(v["result"]["profile"]["groups"]) != big.expected_groups(uid)
     ]
+    # every browser sign-in relayed to the hub, once, with its user's profile
+    wanted = dict(signed_in)
+    while True:
+        relayed = [s for s in hub.sessions() if s["ref"] in wanted]
+        if len(relayed) >= len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    landed = {s["ref"] for s in relayed}
+    relay_lost = len(wanted) - len(landed)
+    relay_duplicated = len(relayed) - len(landed) + len(signed_in) - len(wanted)
+    wrong_profiles = [s["ref"] for s in relayed if s["profile"].get("id") != wanted[s["ref"]]]
+    relay_requests = hub.state()["events"].get("signinRelays", 0)
     rss_end = {pid: rss_kb(pid) for pid in workers}
     assert proc.worker_pids() == workers, "a worker was replaced during the soak"
 
@@ -230,6 +251,11 @@ def test_mixed_load_soak(site, capsys, monkeypatch):
             f"{pct(lat, 0.5) * 1000:>8.1f} {pct(lat, 0.99) * 1000:>8.1f}"
         )
     lines.append(f"channel: lost {lost}, duplicated {duplicated}, failed {len(failures)}")
+    lines.append(
+        f"relay: sent {len(signed_in)}, landed {len(landed)}, lost {relay_lost}, "
+        f"duplicated {relay_duplicated}, wrong profile {len(wrong_profiles)}; "
+        f"{relay_requests} relay requests in all"
+    )
     for pid in workers:
         lines.append(
             f"worker {pid}: RSS {rss_start[pid] / 1024:.1f} MB at start, "
@@ -243,6 +269,7 @@ def test_mixed_load_soak(site, capsys, monkeypatch):
         assert s.sent >= 0.9 * s.rate * SOAK_SECONDS, (s.name, s.sent)
     assert lost == 0 and duplicated == 0 and failures == [], failures[:5]
     assert wrong_groups == []
+    assert relay_lost == 0 and relay_duplicated == 0 and wrong_profiles == [], wrong_profiles[:5]
     assert statistics.mean(channel_latency) < 2.0
     for pid in workers:  # flat: no more than 15 % (+8 MB slack for allocator noise) of growth
         assert rss_end[pid] <= rss_start[pid] * 1.15 + 8 * 1024, (pid, rss_start, rss_end)
