@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from connector.channel.client import PROTOCOL_VERSION
 from connector.errors import ConnectorError
 from connector.settings import hub_url_problem
 
@@ -115,9 +116,11 @@ def parse_info(body: Any) -> TicketInfo:
     """
     if not isinstance(body, dict):
         raise _bad("the answer", "is not an object")
-    version = body.get("protocolVersion", 1)
-    if version != 1 or isinstance(version, bool):
-        raise _bad("protocolVersion", f"is {version!r}; this connector speaks version 1")
+    version = body.get("protocolVersion")
+    if version != int(PROTOCOL_VERSION) or isinstance(version, bool):
+        raise _bad(
+            "protocolVersion", f"is {version!r}; this connector speaks version {PROTOCOL_VERSION}"
+        )
     realm = body.get("realm")
     if not isinstance(realm, dict):
         raise _bad("realm", "must be an object with name and postTokenUrl")

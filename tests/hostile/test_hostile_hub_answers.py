@@ -157,7 +157,8 @@ def test_ip_ranges_wider_than_private_need_confirmation(tmp_path, hub, tampered,
         ({"realm": "urn:acme"}, "realm"),
         ({"realm": {"postTokenUrl": "x"}}, "realm.name"),
         ({"realm": {"name": "urn:acme", "postTokenUrl": 7}}, "realm.postTokenUrl"),
-        ({"protocolVersion": 2}, "protocolVersion"),
+        ({"protocolVersion": 1}, "protocolVersion"),
+        ({"protocolVersion": None}, "protocolVersion"),
     ],
 )
 def test_malformed_ticket_information_is_refused(tmp_path, hub, tampered, fields, needle):
