@@ -143,12 +143,14 @@ def test_first_run_from_the_console_alone(tmp_path, hub, slapd, browser, console
     deadline = time.monotonic() + 30
     while True:
         browser.get(proc.console + "/")
-        hub_state = text_of(browser, "#hub-state")
-        if hub_state.startswith("Connected") or time.monotonic() > deadline:
+        hub_state, ldap_state = text_of(browser, "#hub-state"), text_of(browser, "#ldap")
+        if hub_state.startswith("Connected") and "up" in ldap_state:
+            break
+        if time.monotonic() > deadline:
             break
         time.sleep(1)
     assert hub_state.startswith("Connected"), hub_state
-    assert "up" in text_of(browser, "#ldap")
+    assert "up" in ldap_state, ldap_state
 
     # a login through the hub works
     done = hub.wait_done(
