@@ -4,6 +4,8 @@ Both run as modules of this interpreter, so a virtual environment's tools are th
 even when its bin/ is not on PATH.
 """
 
+import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +30,26 @@ def test_ruff_format_clean():
 def test_mypy_strict_clean():
     out = _run(sys.executable, "-m", "mypy", "connector")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_test_tool_is_pinned():
+    """deploy/constraints-tests.txt (used by .ci/run) pins each requirement of the test extra."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    wanted = {
+        _canonical(re.split(r"[<>=!~\[;\s]", line.strip(), maxsplit=1)[0])
+        for line in setup["options.extras_require"]["test"].splitlines()
+        if line.strip()
+    }
+    pins = {}
+    for line in (ROOT / "deploy" / "constraints-tests.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version.strip(), f"not an exact pin: {line!r}"
+            pins[_canonical(name)] = version.strip()
+    assert wanted and wanted <= pins.keys(), sorted(wanted - pins.keys())
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
