@@ -18,9 +18,17 @@ from slowproxy import SlowProxy
 FAST = {"POLL_WAIT_SECONDS": 2, "AGENT_CONCURRENCY": 4}
 
 
+#: Longer than the agent can spend retrying one result while the hub fails: four failures in
+#: a row cost up to 0.5 + 1 + 2 + 4 s of jittered backoff, and a 4 s stall is 4 s. A shorter
+#: lease could lapse meanwhile and the command be run (and answered) twice, now and then.
+LEASE = 30
+
+
 @pytest.fixture
-def hub(tmp_path):
-    h = start_devhub(tmp_path / "hub", lease_seconds=4)
+def hub(request, tmp_path):
+    """The devhub; ``@pytest.mark.parametrize("hub", [seconds], indirect=True)`` for a lease
+    meant to lapse."""
+    h = start_devhub(tmp_path / "hub", lease_seconds=getattr(request, "param", LEASE))
     yield h
     h.stop()
 
@@ -196,6 +204,7 @@ def slow_slapd(slapd):
     proxy.close()
 
 
+@pytest.mark.parametrize("hub", [4], indirect=True)  # the lease the redelivery waits for
 def test_sigkilled_worker_loses_nothing(tmp_path, hub, slapd, slow_slapd):
     cfg = openldap_config(
         slapd, LDAP_URL=slow_slapd.url, LDAP_STARTTLS=False, GROUPS_CACHE_SECONDS=0

@@ -9,8 +9,9 @@
 Every secret a test uses (passwords, Kerberos tokens, command JWTs, CSRF values) goes into
 ``site.secrets``; when the session ends, every connector log is searched for each of them, for
 tracebacks and for 5xx answers, and the gunicorn masters and workers must be the ones that
-started (``test_hostile_zz_logs.py`` does the same as the suite's last test, to fail it by
-name).
+started. That check runs after every hostile test that ran, in whatever order; it fails as an
+error at the teardown of the last one. ``test_hostile_logs.py`` runs the same check on
+traffic of its own, so it holds alone and in any order.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _KINDS = {
     "test_hostile_commands.py": "command JWTs (forged, expired, none, oversized)",
     "test_hostile_web.py": "redirects, CSRF, spoofed forwarding headers",
     "test_hostile_secrets_at_rest.py": "secrets at rest",
-    "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",
+    "test_hostile_logs.py": "logs: no secret, no traceback, no 5xx",
 }
 _TALLY: dict[str, list[int]] = {}
 
