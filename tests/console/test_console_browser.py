@@ -18,6 +18,8 @@ from configs import openldap_config
 from conftest import FAST
 from connector_proc import setup_config
 
+pytestmark = pytest.mark.slow  # headless Chromium
+
 WRONG_BIND = "Wrong-Bind-Secret-9"
 PASSPHRASE = "Clone-Passphrase-2024!"
 MAPPER = (

@@ -22,6 +22,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
+
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 

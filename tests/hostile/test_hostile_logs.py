@@ -15,8 +15,11 @@ from __future__ import annotations
 import base64
 import random
 
+import pytest
 import requests
 from hostilekit import REALM_URL, is_form, message
+
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
 
 WRONG = "The username or password is incorrect."
 

@@ -30,6 +30,8 @@ from hypothesis import strategies as st
 
 from connector.kerberos import MAX_HEADER_LENGTH, KerberosAcceptor, KerberosRejected
 
+pytestmark = pytest.mark.slow  # hostile suite: thousands of property-based cases
+
 REASON = "Automatic sign-in did not work ("
 GUNICORN_FIELD_LIMIT = 131072  # connector.gunicorn_config.limit_request_field_size
 CODES = {

@@ -25,6 +25,8 @@ import pytest
 import requests
 from hostilekit import ALLOWED_WREPLY, REALM_URL, is_form, message
 
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
+
 REFUSED = "The return address of this sign-in request is not allowed."
 EXPIRED = "Your session expired. Please sign in again."
 
