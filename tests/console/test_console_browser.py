@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from configs import openldap_config
-from conftest import FAST
 from connector_proc import setup_config
+from consolekit import FAST
 
 pytestmark = pytest.mark.slow  # headless Chromium
 

@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 from configs import openldap_config
-from conftest import CSRF, FAST, ConsoleConnector, wait_agents
 from connector_proc import setup_config
+from consolekit import CSRF, FAST, ConsoleConnector, wait_agents
 
 
 @pytest.fixture(scope="module")
