@@ -1,4 +1,5 @@
-"""The ``connector`` command: look users up, try logins, check everything, export and import."""
+"""The ``connector`` command: look users up, try logins, check everything, export and import,
+migrate from the Node connector."""
 
 from __future__ import annotations
 
@@ -166,6 +167,34 @@ def cmd_console_password(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring a Node connector's config.json, certificate and key over; say what stays."""
+    from pathlib import Path
+
+    from connector.migrate import apply, plan
+    from connector.secretbox import SecretBox
+
+    target = config_file(args.config)
+    if target.exists() and not args.dry_run and not args.force:
+        raise errors.ConfigError(
+            ["it exists already: migrate into a new directory, or give --force to replace it"],
+            str(target),
+        )
+    box = SecretBox.for_config(target, os.environ)
+    migration = plan(Path(args.node_dir), box, os.environ)
+    for line in migration.lines:
+        print(line)
+    for todo in migration.todo:
+        print(f"TO DO {todo}")
+    if args.dry_run:
+        print("dry run: nothing written")
+        return EXIT_OK
+    for path in apply(migration, target, box):
+        print(f"wrote {path}")
+    print(f"next: connector --config {target} check")
+    return EXIT_OK
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """Provision from a ticket URL: register with the hub and store the result."""
     from connector.channel.provision import setup_from_ticket
@@ -273,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Not used when CONSOLE_PASSWORD is set.",
     )
     p.set_defaults(func=cmd_console_password)
+
+    p = sub.add_parser(
+        "migrate",
+        help="bring a Node AD/LDAP connector's config.json, certificate and key over",
+        description="Read the Node connector installed in NODE_DIR (config.json, certs/), "
+        "write this connector's config.json (at --config), agent.crt, agent.key and "
+        "secret.key, and say what cannot come over as it is.",
+    )
+    p.add_argument("node_dir", metavar="NODE_DIR", help="the Node connector's directory")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    p.add_argument("--force", action="store_true", help="replace an existing config.json")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("run", help="serve the sign-in endpoint and poll the hub (gunicorn)")
     p.set_defaults(func=cmd_run)

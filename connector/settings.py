@@ -7,7 +7,8 @@ Every problem found while loading is reported together in one :class:`ConfigErro
 
 A plain ``LDAP_BIND_PASSWORD`` found in the file is replaced, on first load, by an encrypted
 ``LDAP_BIND_CREDENTIALS`` (see :mod:`connector.secretbox`); the file is rewritten atomically
-with mode 0600.
+with mode 0600. An ``LDAP_BIND_CREDENTIALS`` sealed by the Node connector is opened with its
+key (:mod:`connector.nodeseal`) and, in the same way, resealed in this connector's format.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from connector import nodeseal
 from connector.errors import ConfigError
 from connector.realms import parse_realm_directories
 from connector.secretbox import PREFIX, SecretBox, SecretError
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Keys the Node connector reads that this one does not need; accepted silently so an old
 # config.json loads without noise.
-_NODE_KEYS_IGNORED = frozenset(
+NODE_KEYS_IGNORED = frozenset(
     {
         "LDAP_HEARTBEAT_SECONDS",
         "WSFED_ISSUER",
@@ -843,6 +845,54 @@ def _seal_plain(
     log.info("%s in %s replaced by encrypted %s", plain_key, path, sealed_key)
 
 
+def _node_sealed(value: object) -> bool:
+    return (
+        isinstance(value, str) and not value.startswith(PREFIX) and nodeseal.is_node_sealed(value)
+    )
+
+
+def _open_sealed(
+    sealed: str, box: SecretBox, path: Path, data: Mapping[str, Any], env: Mapping[str, str]
+) -> str:
+    """A sealed value opened: ours with ``box``, a Node connector's with its key.
+
+    Raises:
+        SecretError: it cannot be opened (with what to do).
+    """
+    if _node_sealed(sealed):
+        return nodeseal.unseal(sealed, nodeseal.node_key(path.parent, data, env))
+    return box.decrypt(sealed)
+
+
+def _reseal_node_credentials(
+    path: Path, data: dict[str, Any], box: SecretBox, env: Mapping[str, str]
+) -> None:
+    """Replace a Node-sealed ``LDAP_BIND_CREDENTIALS`` in the file by this connector's
+    sealing; one that cannot be opened is left for :func:`load_settings` to report."""
+    sealed = data.get("LDAP_BIND_CREDENTIALS")
+    if not _node_sealed(sealed):
+        return
+    try:
+        token = box.encrypt(_open_sealed(str(sealed), box, path, data, env))
+        update_config_file(path, {"LDAP_BIND_CREDENTIALS": token})
+    except SecretError:
+        return
+    except OSError as exc:
+        log.warning(
+            "could not reseal LDAP_BIND_CREDENTIALS in %s (%s); it stays sealed the Node "
+            "connector's way there",
+            path,
+            exc.strerror or exc,
+        )
+        return
+    data["LDAP_BIND_CREDENTIALS"] = token
+    log.info(
+        "LDAP_BIND_CREDENTIALS in %s: opened with the Node connector's key, resealed with %s",
+        path,
+        box.key_file,
+    )
+
+
 def config_file(
     config_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Path:
@@ -914,7 +964,8 @@ def load_settings(
             ``$CONNECTOR_CONFIG`` or ``./config.json``.
         environ: the environment (defaults to ``os.environ``); known keys override the file.
         require_directory: also report missing LDAP settings.
-        encrypt_in_place: replace a plain ``LDAP_BIND_PASSWORD`` in the file by an encrypted one.
+        encrypt_in_place: replace a plain ``LDAP_BIND_PASSWORD`` in the file by an encrypted
+            one, and reseal one the Node connector sealed.
 
     Raises:
         ConfigError: listing every missing or invalid key at once.
@@ -925,6 +976,7 @@ def load_settings(
     box = SecretBox.for_config(path, env)
     if encrypt_in_place:
         _encrypt_plain_password(path, data, box)
+        _reseal_node_credentials(path, data, box, env)
 
     merged: dict[str, Any] = dict(data)
     for key in KNOWN_KEYS:
@@ -958,11 +1010,11 @@ def load_settings(
     ):
         if not values.get(name) and merged.get(sealed_key):
             try:
-                values[name] = box.decrypt(str(merged[sealed_key]))
+                values[name] = _open_sealed(str(merged[sealed_key]), box, path, data, env)
             except SecretError as exc:
                 problems.append(f"{sealed_key}: {exc}")
 
-    ignored = sorted(k for k in data if k not in KNOWN_KEYS and k not in _NODE_KEYS_IGNORED)
+    ignored = sorted(k for k in data if k not in KNOWN_KEYS and k not in NODE_KEYS_IGNORED)
     settings = Settings(
         **values,
         config_path=str(path),

@@ -6,9 +6,11 @@
 #
 #   usage: deploy/quickstart.sh [--dir DIR] [--port PORT] [--hub-port PORT] [--no-kerberos]
 #   Python: $PYTHON, else python3. Debian's own python3 refuses system-wide pip installs
-#   (PEP 668), so for it the connector goes into a virtual environment in ./.venv.
+#   (PEP 668), so for it the connector goes into a virtual environment in ./.venv
+#   (deploy/python-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/python-env.sh
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "quickstart.sh: run as root (it installs Debian packages), or install them yourself" >&2
@@ -17,10 +19,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 python=${PYTHON:-python3}
+python_check "$python"
 extra=()
-managed=$("$python" -c 'import os, sysconfig
-print(int(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))')
-if [ "$managed" = 1 ] && [ -z "${VIRTUAL_ENV:-}" ]; then
+if python_managed "$python"; then
   extra=(python3-venv python3-pip)
 fi
 
@@ -28,8 +29,7 @@ echo "quickstart: installing Debian packages (deploy/debian-packages.txt) ..."
 deploy/install-packages.sh "${extra[@]}"
 
 if [ ${#extra[@]} -gt 0 ]; then
-  [ -x .venv/bin/python ] || "$python" -m venv .venv
-  python=.venv/bin/python
+  python=$(python_venv "$python")
   echo "quickstart: using the virtual environment .venv (activate it: . .venv/bin/activate)"
 fi
 echo "quickstart: installing the connector (pip install -e .) ..."

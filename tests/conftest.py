@@ -6,19 +6,29 @@
                      slapd (for tests that kill/restart a server); stopped at test end.
 
 Servers are never skipped: a missing binary is a RuntimeError (an error, not a skip).
+
+Property tests (hypothesis) draw the same examples on every run, so a run cannot fail by
+chance: profile ``fixed`` (derandomized, no example database carried between runs).
+``HYPOTHESIS_PROFILE=explore`` draws new examples, to look for bugs rather than to gate.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with any --import-mode
 
 from servers import SambaAD, Slapd
+
+hypothesis.settings.register_profile("fixed", derandomize=True, database=None)
+hypothesis.settings.register_profile("explore", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 
 @pytest.fixture(scope="session")

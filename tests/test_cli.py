@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 from configs import openldap_config
@@ -38,8 +40,10 @@ def test_user_prints_the_profile(config):
 
 
 def test_console_script_is_installed(config):
+    # the script pip installed beside this interpreter (a venv's bin/ need not be on PATH)
+    script = Path(sysconfig.get_path("scripts")) / "connector"
     out = subprocess.run(
-        ["connector", "--config", str(config), "user", "alice"],
+        [str(script), "--config", str(config), "user", "alice"],
         capture_output=True,
         text=True,
         timeout=60,

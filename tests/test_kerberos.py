@@ -812,6 +812,7 @@ class _PerRequestCredentials(KerberosAcceptor):
         return self._acquire()
 
 
+@pytest.mark.slow
 def test_measure_credentials_once_vs_per_request(
     mit_kdc: MitKdc,
     mit: Realm,

@@ -1,6 +1,11 @@
-"""Lint (ruff) and type checks (mypy, strict, on connector/) are part of the test run."""
+"""Lint (ruff) and type checks (mypy, strict, on connector/) are part of the test run.
 
-import shutil
+Both run as modules of this interpreter, so a virtual environment's tools are the ones used
+even when its bin/ is not on PATH.
+"""
+
+import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +18,38 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_clean():
-    assert shutil.which("ruff"), "ruff is not installed (pip install -e '.[test]')"
-    out = _run("ruff", "check", "connector", "tests", "wsgi.py")
+    out = _run(sys.executable, "-m", "ruff", "check", "connector", "tests", "wsgi.py")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_ruff_format_clean():
-    out = _run("ruff", "format", "--check", "connector", "tests", "wsgi.py")
+    out = _run(sys.executable, "-m", "ruff", "format", "--check", "connector", "tests", "wsgi.py")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_mypy_strict_clean():
     out = _run(sys.executable, "-m", "mypy", "connector")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_test_tool_is_pinned():
+    """deploy/constraints-tests.txt (used by .ci/run) pins each requirement of the test extra."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    wanted = {
+        _canonical(re.split(r"[<>=!~\[;\s]", line.strip(), maxsplit=1)[0])
+        for line in setup["options.extras_require"]["test"].splitlines()
+        if line.strip()
+    }
+    pins = {}
+    for line in (ROOT / "deploy" / "constraints-tests.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version.strip(), f"not an exact pin: {line!r}"
+            pins[_canonical(name)] = version.strip()
+    assert wanted and wanted <= pins.keys(), sorted(wanted - pins.keys())
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()

@@ -1,6 +1,7 @@
 """Running verified commands against the real OpenLDAP: every outcome is a protocol result."""
 
 import json
+import random
 
 import pytest
 from configs import openldap_config
@@ -132,5 +133,6 @@ def test_backoff_grows_with_full_jitter_and_resets():
     b.reset()
     assert b.next_delay() == 0.5
     assert Backoff(rng=lambda: 0.0).next_delay(retry_after=7) == 7
-    jittered = Backoff(base=1, cap=30)
-    assert all(0 <= jittered.next_delay() <= 30 for _ in range(50))
+    jittered = Backoff(base=1, cap=30, rng=random.Random(17).random)  # seeded: same every run
+    delays = [jittered.next_delay() for _ in range(50)]
+    assert all(0 <= d <= 30 for d in delays) and len(set(delays)) == 50, delays

@@ -146,6 +146,7 @@ def regular(name, data):
         (lambda e: replace(e, "profile_mapper.py", b"def (:"), "does not compile"),
     ],
 )
+@pytest.mark.slow
 def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, tamper, message):
     a = make_state(tmp_path / "a")
     genuine = [regular(name, data) for name, data in entries_of(a).items()]
@@ -201,6 +202,7 @@ def cli(config, *args, stdin=""):
     )
 
 
+@pytest.mark.slow
 def test_cli_export_and_import(tmp_path):
     make_state(tmp_path / "a")
     out = tmp_path / "a.export"

@@ -42,6 +42,8 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from servers import find_binary, free_port, make_ca
 
+pytestmark = pytest.mark.slow  # nginx, a KDC and a connector per case
+
 CLIENT = "127.0.0.1"
 PROXY_SOURCE = "127.0.0.3"  # nginx -> gunicorn; the only trusted proxy
 SPOOFED = "10.9.9.9"

@@ -198,6 +198,8 @@ def test_exec_start_as_written_serves_and_stops_on_kill_signal(
         key: value.replace(STATE_DIR, str(state)).replace(":4000", f":{port}")
         for key, value in _environment(text).items()
     }
+    # the console listens on the sign-in port + 1 by default: a port nobody checked is free
+    env["CONSOLE_BIND"] = f"127.0.0.1:{free_port()}"
     argv = shlex.split(_one(text, "ExecStart"))
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:

@@ -4,6 +4,7 @@ hub instead of giving up."""
 
 import time
 
+import pytest
 import requests
 from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
@@ -12,6 +13,8 @@ from slowproxy import SlowProxy
 
 from connector.channel.identity import AgentIdentity
 from connector.settings import load_settings
+
+pytestmark = pytest.mark.slow  # a connector per case, long polls held for seconds
 
 
 def _ready(proc: ConnectorProcess) -> bool:

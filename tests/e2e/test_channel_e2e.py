@@ -18,9 +18,17 @@ from slowproxy import SlowProxy
 FAST = {"POLL_WAIT_SECONDS": 2, "AGENT_CONCURRENCY": 4}
 
 
+#: Longer than the agent can spend retrying one result while the hub fails: four failures in
+#: a row cost up to 0.5 + 1 + 2 + 4 s of jittered backoff, and a 4 s stall is 4 s. A shorter
+#: lease could lapse meanwhile and the command be run (and answered) twice, now and then.
+LEASE = 30
+
+
 @pytest.fixture
-def hub(tmp_path):
-    h = start_devhub(tmp_path / "hub", lease_seconds=4)
+def hub(request, tmp_path):
+    """The devhub; ``@pytest.mark.parametrize("hub", [seconds], indirect=True)`` for a lease
+    meant to lapse."""
+    h = start_devhub(tmp_path / "hub", lease_seconds=getattr(request, "param", LEASE))
     yield h
     h.stop()
 
@@ -44,6 +52,7 @@ def result_of(hub, name, timeout=30, **payload):
     return done["result"]
 
 
+@pytest.mark.slow
 def test_setup_stores_the_connection_and_the_agent_appears(tmp_path, hub, connector):
     cfg = (connector.state_dir / "config.json").read_text()
     assert hub.ad_hub in cfg and '"CONNECTION": "corp"' in cfg
@@ -74,11 +83,13 @@ def test_authenticate_user_with_nested_groups(hub, connector):
         ("*)(uid=*", "alicepw", "WrongUsername"),
     ],
 )
+@pytest.mark.slow
 def test_error_kinds_openldap(hub, connector, username, password, kind):
     result = result_of(hub, "authenticate_user", username=username, password=password)
     assert result["err"]["name"] == kind
 
 
+@pytest.mark.slow
 def test_locked_account_openldap(hub, connector, slapd):
     slapd.unlock("locky")
     for _ in range(3):
@@ -88,6 +99,7 @@ def test_locked_account_openldap(hub, connector, slapd):
     slapd.unlock("locky")
 
 
+@pytest.mark.slow
 def test_search_list_and_ping(hub, connector):
     users = result_of(hub, "search_users", search="car")["users"]
     assert [u["id"] for u in users] == ["carol"]
@@ -95,11 +107,13 @@ def test_search_list_and_ping(hub, connector):
     assert result_of(hub, "ping") == {}
 
 
+@pytest.mark.slow
 def test_change_password_off(hub, connector):
     result = result_of(hub, "change_password", username="bob", password="New-bobpw1")
     assert result["err"]["name"] == "InsufficientAccessRights"
 
 
+@pytest.mark.slow
 def test_change_password_on(tmp_path, hub, slapd):
     proc = start_connector(tmp_path, hub, openldap_config(slapd, ENABLE_WRITE_BACK=True))
     try:
@@ -114,6 +128,7 @@ def test_change_password_on(tmp_path, hub, slapd):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_forged_expired_and_wrong_audience_commands_are_refused(hub, connector):
     now = int(time.time())
     payload = {"pid": "p", "username": "alice", "password": "alicepw"}
@@ -168,6 +183,7 @@ def test_forged_expired_and_wrong_audience_commands_are_refused(hub, connector):
     ],
     ids=["500s", "503-retry-after", "connection-resets", "stalls"],
 )
+@pytest.mark.slow
 def test_hub_faults_are_ridden_out(hub, connector, fault):
     result_of(hub, "ping")  # connected
     hub.add_fault(**fault)
@@ -182,6 +198,7 @@ def test_hub_faults_are_ridden_out(hub, connector, fault):
     assert connector.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_results_are_retried_until_acknowledged(hub, connector):
     result_of(hub, "ping")
     hub.add_fault(status=500, count=3, endpoint="results")
@@ -196,6 +213,8 @@ def slow_slapd(slapd):
     proxy.close()
 
 
+@pytest.mark.parametrize("hub", [4], indirect=True)  # the lease the redelivery waits for
+@pytest.mark.slow
 def test_sigkilled_worker_loses_nothing(tmp_path, hub, slapd, slow_slapd):
     cfg = openldap_config(
         slapd,
@@ -238,6 +257,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path, hub, slapd, slow_slapd):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_drains_held_commands(tmp_path, hub, slapd, slow_slapd):
     cfg = openldap_config(
         slapd,
@@ -266,6 +286,7 @@ def test_sigterm_drains_held_commands(tmp_path, hub, slapd, slow_slapd):
     assert "agent drained" in proc.log()
 
 
+@pytest.mark.slow
 def test_two_connectors_share_the_work(tmp_path, hub, slapd):
     a = start_connector(tmp_path, hub, openldap_config(slapd), name="a")
     b = start_connector(tmp_path, hub, openldap_config(slapd), name="b")
@@ -293,6 +314,7 @@ def test_two_connectors_share_the_work(tmp_path, hub, slapd):
         ("mustchange1", "PasswordChangeRequired"),
     ],
 )
+@pytest.mark.slow
 def test_error_kinds_active_directory(tmp_path, hub, samba_ad, user, kind):
     proc = start_connector(tmp_path, hub, ad_config(samba_ad))
     try:
@@ -304,6 +326,7 @@ def test_error_kinds_active_directory(tmp_path, hub, samba_ad, user, kind):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_directory_down_gives_unavailable(tmp_path, hub, slapd_factory):
     server = slapd_factory()
     proc = start_connector(tmp_path, hub, openldap_config(server, LDAP_CONNECT_TIMEOUT=1))

@@ -185,6 +185,7 @@ def test_https_proxy_is_used_and_no_proxy_bypasses_it(tmp_path, hub, proxy, slap
     assert len(proxy.seen) == before
 
 
+@pytest.mark.slow
 def test_certificate_change_is_registered_again(tmp_path, hub, slapd):
     state = tmp_path / "c"
     setup_config(state, openldap_config(slapd), hub.ticket_url, POLL_WAIT_SECONDS=1)
@@ -202,6 +203,7 @@ def test_certificate_change_is_registered_again(tmp_path, hub, slapd):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_clock_skew_is_detected_and_survived(tmp_path, hub, slapd):
     state = tmp_path / "c"
     setup_config(state, openldap_config(slapd), hub.ticket_url, POLL_WAIT_SECONDS=1)

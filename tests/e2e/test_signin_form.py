@@ -158,6 +158,7 @@ def test_audit_lines_without_secrets(env):
     assert "Erin-Wrong-Secret" not in log and "erinpw" not in log
 
 
+@pytest.mark.slow
 def test_the_username_throttle_holds_across_workers(tmp_path, slapd):
     """Failures that land on different gunicorn workers add up (the counts are shared)."""
     hub = start_devhub(tmp_path / "hub")

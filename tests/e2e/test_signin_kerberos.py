@@ -47,6 +47,8 @@ from kerberos_clients import (
 
 from connector.kerberos import MAX_HEADER_LENGTH
 
+pytestmark = pytest.mark.slow  # headless Chromium and curl against both KDCs
+
 FAST = {"POLL_WAIT_SECONDS": 2}
 IN_RANGE = ["127.0.0.0/8"]
 OTHER_RANGE = "10.1.2.0/24"  # does not hold 127.0.0.1

@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from configs import ad_config, openldap_config
 from faultkit import OPENLDAP_LOGINS, FormStream, Stream, start_connector
+
+pytestmark = pytest.mark.slow  # fault suite: outages timed in seconds
 
 LEASE = 10  # seconds; longer than any single login takes here, even during an outage
 

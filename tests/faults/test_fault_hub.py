@@ -26,7 +26,12 @@ from faultkit import (
 )
 from hubs import DevHubProcess, start_devhub
 
-LEASE = 10
+pytestmark = pytest.mark.slow  # fault suite: outages timed in seconds (one of 60 s)
+
+#: Longer than a poster can spend on one result while the hub fails: five failures in a row
+#: (the 500 and reset faults below) cost up to 0.5 + 1 + 2 + 4 + 8 = 15.5 s of jittered
+#: backoff. A lease that lapsed meanwhile would have the command run and answered twice.
+LEASE = 20
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ import pytest
 from configs import openldap_config
 from faultkit import OPENLDAP_LOGINS, NegotiateStream, Stream, start_connector, wait_log
 
+pytestmark = pytest.mark.slow  # fault suite: outages timed in seconds
+
 UNAVAILABLE = "Kerberos sign-in is not available; use your password."
 
 

@@ -31,6 +31,8 @@ from faultkit import (
 )
 from slowproxy import SlowProxy
 
+pytestmark = pytest.mark.slow  # fault suite: killed and restarted workers
+
 
 def _files(state):
     """The state directory's files, but the gunicorn logs the tests write there."""

@@ -9,8 +9,9 @@
 Every secret a test uses (passwords, Kerberos tokens, command JWTs, CSRF values) goes into
 ``site.secrets``; when the session ends, every connector log is searched for each of them, for
 tracebacks and for 5xx answers, and the gunicorn masters and workers must be the ones that
-started (``test_hostile_zz_logs.py`` does the same as the suite's last test, to fail it by
-name).
+started. That check runs after every hostile test that ran, in whatever order; it fails as an
+error at the teardown of the last one. ``test_hostile_logs.py`` runs the same check on
+traffic of its own, so it holds alone and in any order.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ _KINDS = {
     "test_hostile_tenant_key.py": "tenant key: a public key passed off as a secret",
     "test_hostile_proxy_and_ticket.py": "ticket and proxy credentials in messages",
     "test_hostile_command_replay.py": "command replays, nbf, NaN times, short RSA keys",
-    "test_hostile_zz_logs.py": "logs: no secret, no traceback, no 5xx",
+    "test_hostile_logs.py": "logs: no secret, no traceback, no 5xx",
 }
 _TALLY: dict[str, list[int]] = {}
 
@@ -84,3 +85,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         "a case passes when the input is refused with a clear error (or finds nobody), the "
         "connector keeps serving, and nothing leaks into the logs; hypothesis cases count once."
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The whole hostile suite is ``slow`` (out of ``-m "not slow"``), whatever file it is in."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.slow)

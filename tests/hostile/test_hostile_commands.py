@@ -20,6 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hostilekit import b64, raw_jwt
 
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
+
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 

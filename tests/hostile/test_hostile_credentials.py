@@ -12,6 +12,8 @@ import secrets
 import pytest
 from hostilekit import is_form, message
 
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
+
 WRONG = "The username or password is incorrect."
 MAX_PASSWORD = 4096  # connector.directory.service.MAX_PASSWORD_LENGTH and the channel's limit
 

@@ -23,6 +23,8 @@ from hostilekit import is_form, message
 from hubs import DevHubProcess, start_devhub
 from ldap.filter import escape_filter_chars
 
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
+
 #: Filter metacharacters, escapes, wildcards, DN and attribute syntax: nobody is named so.
 METACHARACTERS = [
     "*",

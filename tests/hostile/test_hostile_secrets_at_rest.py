@@ -12,6 +12,7 @@ import json
 import stat
 import time
 
+import pytest
 import requests
 from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
@@ -20,6 +21,8 @@ from hubs import start_devhub
 
 from connector.channel.identity import AgentIdentity
 from connector.settings import load_settings
+
+pytestmark = pytest.mark.slow  # hostile suite: its own hub, KDC and two connectors
 
 
 def _mode(path) -> int:

@@ -26,6 +26,8 @@ from connector_proc import ConnectorProcess, setup_config
 from hubs import start_devhub
 from kerberos_clients import spnego_header
 
+pytestmark = pytest.mark.slow  # a mixed load for minutes
+
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "300"))
 WARM_UP = min(20.0, SOAK_SECONDS / 5)
 RATES = {"channel": 6.0, "form": 3.0, "negotiate": 3.0}  # per second
