@@ -122,6 +122,8 @@ class SharedThrottle:
     PROBE = 8
     _HEADER = struct.Struct("<8s16sdI")
     _RECORD = struct.Struct(f"<16sq{BUCKETS + 1}I")
+    _NEWEST = struct.Struct("<q")
+    _NO_COUNTS = bytes(4 * (BUCKETS + 1))
 
     def __init__(
         self,
@@ -185,23 +187,29 @@ class SharedThrottle:
 
     @contextlib.contextmanager
     def _entry(self, key: str) -> Iterator[tuple[int, int, bytes, int, list[tuple[int, int]]]]:
-        """Under the lock: (fd, record offset, digest, bucket now, live (bucket, count))."""
+        """Under the lock: (fd, record offset, digest, bucket now, live (bucket, count)).
+
+        Only the matching record is unpacked whole; the others are told apart by their digest
+        and, for the victim, their newest bucket and whether their counts are all zero.
+        """
         now = int(self._clock() // self.width)
         digest = self._digest(key)
+        size = self._RECORD.size
         with self._locked() as fd:
             first = int.from_bytes(digest[:4], "little") % self.slots
-            offset = self._HEADER.size + first * self._RECORD.size
-            raw = os.pread(fd, self.PROBE * self._RECORD.size, offset)
+            offset = self._HEADER.size + first * size
+            raw = os.pread(fd, self.PROBE * size, offset)
             victim, victim_newest, alive = offset, None, []
             for i in range(self.PROBE):
-                found, newest, *counts = self._RECORD.unpack_from(raw, i * self._RECORD.size)
-                at = offset + i * self._RECORD.size
-                if found == digest:
-                    victim, alive = at, self._alive(newest, tuple(counts), now)
+                at = i * size
+                if raw[at : at + 16] == digest:
+                    _, newest, *counts = self._RECORD.unpack_from(raw, at)
+                    victim, alive = offset + at, self._alive(newest, tuple(counts), now)
                     break
-                empty = not any(counts)
+                empty = raw[at + 24 : at + size] == self._NO_COUNTS
+                newest = -1 if empty else self._NEWEST.unpack_from(raw, at + 16)[0]
                 if victim_newest is None or empty or newest < victim_newest:
-                    victim, victim_newest = at, (-1 if empty else newest)
+                    victim, victim_newest = offset + at, newest
             yield fd, victim, digest, now, alive
 
     def blocked(self, key: str) -> float:
