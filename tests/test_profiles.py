@@ -955,3 +955,17 @@ def test_validate_profile_directly() -> None:
     assert validate_profile({"id": "x", "n": math.pi}) == {"id": "x", "n": math.pi}
     with pytest.raises(ValueError, match=r"^custom source: "):
         validate_profile({}, "custom source")
+
+
+def test_text_values_with_control_characters_are_dropped_and_others_kept() -> None:
+    """Every BMP character, alone and inside text: dropped exactly for C0 controls other than
+    tab, LF and CR, and DEL (the printable fast path agrees with the rule)."""
+    from connector.profiles import _decode_text
+
+    dropped = {c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)} | {0x7F}
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # surrogates are not UTF-8
+        for text in (chr(code), f"a{chr(code)}b"):
+            got = _decode_text(text.encode("utf-8"))
+            assert got == (None if code in dropped else text), hex(code)
