@@ -309,6 +309,8 @@ class Bench:
         hold = min(poll_wait + 3 + n / 400, poll_wait + 12)  # < the agent's read timeout
         hub.add_fault(delay=hold, count=self.site.workers, endpoint="poll")
         time.sleep(poll_wait + 0.5)  # the polls in flight return; the next ones are held
+        # py-spy from before the release (the held workers barely hold the GIL) to the end
+        spy = self._profile_start("channel_drain-c8", min(hold + 1 + n / 200, hold + 40))
         t0 = time.monotonic()
         fed = run_clients(self.queue_setup(d.users, n // 4), 4, hold, timeout=30)
         if fed.ok != n:
@@ -322,6 +324,7 @@ class Bench:
                 if state["done"] >= n:
                     break
                 time.sleep(0.05)
+        self._profile_finish(spy)
         views = [v for v in hub.commands() if v["state"] == "done"]
         done = sorted(v["doneAt"] for v in views)
         failed = sum(1 for v in views if "profile" not in (v.get("result") or {}))
