@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -193,6 +194,8 @@ _DEFAULT_COPIED = (
     "employeeID",
     "employeeNumber",
 )
+
+_DEFAULT_COPIED_LOWER = tuple((name, name.lower()) for name in _DEFAULT_COPIED)
 
 _OTHER_KNOWN = (
     "objectGUID",
@@ -465,17 +468,24 @@ def _decode_text(value: bytes) -> str | None:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _CONTROL_RE.search(text):
+    if not text.isprintable() and _CONTROL_RE.search(text):  # printable: no control chars
         return None
     return text
 
 
+@functools.lru_cache(maxsize=1024)  # a directory's attribute names: a small, fixed set
 def _canonical_name(name: str) -> tuple[str, str]:
     """Return (key to use in the raw profile, lower-case base name without options)."""
     base, sep, options = name.partition(";")
     lower = base.lower()
     canonical = _CANONICAL.get(lower, base)
     return canonical + sep + options, lower
+
+
+@functools.lru_cache(maxsize=1024)
+def _base_lower(key: str) -> str:
+    """A raw-profile key's attribute name without options, lower-case."""
+    return key.partition(";")[0].lower()
 
 
 def _shape(lower: str, values: list[Any]) -> Any:
@@ -548,7 +558,7 @@ def entry_to_raw_profile(
 
     raw: dict[str, Any] = {}
     for key, values in merged.values():
-        lower = key.partition(";")[0].lower()
+        lower = _base_lower(key)
         if not values:
             continue
         if lower == "objectguid":
@@ -595,6 +605,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def _copy_value(value: Any) -> Any:
     """Copy lists and dicts so the profile shares nothing mutable with the raw dict."""
+    if isinstance(value, list) and all(type(v) is str for v in value):
+        return list(value)  # text values (the usual case): a shallow copy is a deep one
     return copy.deepcopy(value) if isinstance(value, list | dict) else value
 
 
@@ -647,8 +659,8 @@ def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
         "emails": [{"value": m} for m in _as_list(lowered.get("mail"))] or None,
         "dn": lowered.get("dn"),
     }
-    for name in _DEFAULT_COPIED:
-        profile[name] = _copy_value(lowered.get(name.lower()))
+    for name, lower in _DEFAULT_COPIED_LOWER:
+        profile[name] = _copy_value(lowered.get(lower))
 
     units = lowered.get("organizationunits")
     if units is None and isinstance(lowered.get("dn"), str):

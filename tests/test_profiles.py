@@ -974,3 +974,17 @@ def test_load_profile_mapper_returns_the_declared_attributes(tmp_path: Path) -> 
     _, declared = profiles.load_profile_mapper(str(path))
     assert declared == ("costCenter", "extensionAttribute1", "1.2.840.113556.1.4.1")
     assert profiles.load_profile_mapper(None) == (default_profile, ())
+
+
+def test_text_values_with_control_characters_are_dropped_and_others_kept() -> None:
+    """Every BMP character, alone and inside text: dropped exactly for C0 controls other than
+    tab, LF and CR, and DEL (the printable fast path agrees with the rule)."""
+    from connector.profiles import _decode_text
+
+    dropped = {c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)} | {0x7F}
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # surrogates are not UTF-8
+        for text in (chr(code), f"a{chr(code)}b"):
+            got = _decode_text(text.encode("utf-8"))
+            assert got == (None if code in dropped else text), hex(code)

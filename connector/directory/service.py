@@ -338,7 +338,10 @@ class Directory:
                     user.dn, password, serverctrls=[PasswordPolicyControl()]
                 )
                 _, _, _, ctrls = conn.ldap.result3(
-                    msgid, all=1, timeout=self.settings.ldap_operation_timeout
+                    msgid,
+                    all=1,
+                    timeout=self.settings.ldap_operation_timeout,
+                    resp_ctrl_classes=ldaperrors.BIND_RESPONSE_CONTROLS,
                 )
             except ldaperrors.CONNECTION_ERRORS:
                 raise

@@ -257,6 +257,8 @@ class SharedThrottle:
     PROBE = 8
     _HEADER = struct.Struct("<8s16sdI")
     _RECORD = struct.Struct(f"<16sq{BUCKETS + 1}I")
+    _NEWEST = struct.Struct("<q")
+    _NO_COUNTS = bytes(4 * (BUCKETS + 1))
 
     def __init__(
         self,
@@ -339,29 +341,37 @@ class SharedThrottle:
         The offset is the key's own record, else an empty or expired one, else the least
         recently used record whose key is not blocked; ``None`` when every record the key may
         use holds a blocked key (a blocked key is never evicted before its window ends).
+        Only a matching record is unpacked whole; empty ones are told apart by their bytes.
         """
         now = int(self._clock() // self.width)
         digest = self._digest(key)
+        size = self._RECORD.size
         with self._locked() as fd:
             first = int.from_bytes(digest[:4], "little") % self.slots
-            offset = self._HEADER.size + first * self._RECORD.size
-            raw = os.pread(fd, self.PROBE * self._RECORD.size, offset)
+            offset = self._HEADER.size + first * size
+            raw = os.pread(fd, self.PROBE * size, offset)
+            for i in range(self.PROBE):
+                at = i * size
+                if raw[at : at + 16] == digest:
+                    _, newest, *counts = self._RECORD.unpack_from(raw, at)
+                    yield fd, offset + at, digest, now, self._alive(newest, tuple(counts), now)
+                    return
             victim: int | None = None
             victim_newest: int | None = None
-            alive: list[tuple[int, int]] = []
             for i in range(self.PROBE):
-                found, newest, *counts = self._RECORD.unpack_from(raw, i * self._RECORD.size)
-                at = offset + i * self._RECORD.size
-                held = self._alive(newest, tuple(counts), now)
-                if found == digest:
-                    victim, alive = at, held
-                    break
-                if held and self._wait(held):
-                    continue  # blocked: keeps its record until its window ends
-                stamp = newest if held else -1
+                at = i * size
+                stamp = -1
+                if raw[at + 24 : at + size] != self._NO_COUNTS:
+                    _, newest, *counts = self._RECORD.unpack_from(raw, at)
+                    held = self._alive(newest, tuple(counts), now)
+                    if held and self._wait(held):
+                        continue  # blocked: keeps its record until its window ends
+                    stamp = newest if held else -1
                 if victim_newest is None or stamp < victim_newest:
-                    victim, victim_newest = at, stamp
-            yield fd, victim, digest, now, alive
+                    victim, victim_newest = offset + at, stamp
+                    if stamp == -1:
+                        break  # free (empty or expired): nothing better to find
+            yield fd, victim, digest, now, []
 
     def blocked(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 when it is not throttled)."""

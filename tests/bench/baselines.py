@@ -5,6 +5,8 @@ around it. Each function returns a :data:`loadgen.Setup` (run in a forked client
   service-account connection, bind as the user on a second connection, walk the nested groups
   ``(member=<dn>)`` level by level (OR-batched by 100, as the connector's member walk), all on
   reused StartTLS connections.
+  Without a password, the raw profile lookup of a Kerberos sign-in: the same search and
+  group walk, no bind (the ticket proved the user).
 * :func:`gssapi_accept` -- python-gssapi ``accept_sec_context`` of SPNEGO tokens (MIT's own
   SPNEGO), one acceptor credential per process, a shared replay cache.
 * :func:`acceptor_accept` -- the connector's own :class:`KerberosAcceptor` (pyspnego) without
@@ -69,15 +71,16 @@ def ldap_validate(
     people_base: str,
     groups_base: str,
     users: Sequence[str],
-    password: str,
+    password: str | None,
     seed: int,
 ) -> Setup:
-    """The raw validate sequence for ``users`` in a random order per client."""
+    """The raw validate sequence for ``users`` in a random order per client; with
+    ``password`` None, the profile lookup (no bind)."""
 
     def setup(index: int) -> Callable[[int], float | None]:
         search = connect(uri, ca_file)
         search.simple_bind_s(bind_dn, bind_pw)
-        binder = connect(uri, ca_file)
+        binder = connect(uri, ca_file) if password is not None else None
         order = list(users)
         random.Random(seed * 100 + index).shuffle(order)
 
@@ -93,7 +96,8 @@ def ldap_validate(
             entries = [dn for dn, _ in found if dn is not None]
             if len(entries) != 1:
                 raise RuntimeError(f"{uid}: {len(entries)} entries")
-            binder.simple_bind_s(entries[0], password)
+            if binder is not None:
+                binder.simple_bind_s(entries[0], password)
             if not member_walk(search, groups_base, entries[0]):
                 raise RuntimeError(f"{uid}: no groups")
             return None

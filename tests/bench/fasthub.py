@@ -19,6 +19,41 @@ from servers import _RUNNING, _tail, free_port
 HERE = Path(__file__).resolve().parent
 
 
+def popen_gunicorn(
+    app: str,
+    port: int,
+    workers: int,
+    threads: int,
+    log_file: Path,
+    env: dict[str, str],
+    *options: str,
+) -> subprocess.Popen[bytes]:
+    """``gunicorn app`` (gthread) from this folder on loopback, its output in ``log_file``."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--log-level",
+        "warning",
+        "--no-control-socket",
+        *options,
+        app,
+    ]
+    with open(log_file, "wb") as log:
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=HERE,
+            env={**os.environ, **env},
+        )  # fmt: skip
+
+
 class GunicornDevHub(DevHubProcess):
     """A :class:`DevHubProcess` whose server is gunicorn (1 worker, gthread, 64 threads)."""
 
@@ -39,21 +74,11 @@ class GunicornDevHub(DevHubProcess):
             "kerberos": bool(self._options.get("kerberos", False)),
             "ip_ranges": list(self._options.get("ip_ranges", ())),
         }
-        command = [
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-            "--workers", "1", "--worker-class", "gthread", "--threads", "64",
-            "--timeout", "120", "--keep-alive", "30", "--log-level", "warning",
-            "--no-control-socket", "hubapp:app",
-        ]  # fmt: skip
-        with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=HERE,
-                env={**os.environ, "BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"},
-            )
+        self.proc = popen_gunicorn(
+            "hubapp:app", port, 1, 64, self.log_file,
+            {"BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"},
+            "--timeout", "120", "--keep-alive", "30",
+        )  # fmt: skip
         _RUNNING.add(self)
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout

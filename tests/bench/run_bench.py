@@ -309,6 +309,8 @@ class Bench:
         hold = min(poll_wait + 3 + n / 400, poll_wait + 12)  # < the agent's read timeout
         hub.add_fault(delay=hold, count=self.site.workers, endpoint="poll")
         time.sleep(poll_wait + 0.5)  # the polls in flight return; the next ones are held
+        # py-spy from before the release (the held workers barely hold the GIL) to the end
+        spy = self._profile_start("channel_drain-c8", min(hold + 1 + n / 200, hold + 40))
         t0 = time.monotonic()
         fed = run_clients(self.queue_setup(d.users, n // 4), 4, hold, timeout=30)
         if fed.ok != n:
@@ -322,6 +324,7 @@ class Bench:
                 if state["done"] >= n:
                     break
                 time.sleep(0.05)
+        self._profile_finish(spy)
         views = [v for v in hub.commands() if v["state"] == "done"]
         done = sorted(v["doneAt"] for v in views)
         failed = sum(1 for v in views if "profile" not in (v.get("result") or {}))
@@ -362,14 +365,46 @@ class Bench:
 
     # ---- (3) form logins -------------------------------------------------------------
 
-    def form_setup(self, users: list[str], seed: int) -> Any:
+    def browser_follow(self) -> Callable[[], Callable[[bytes], None]]:
+        """Made in a client: follows a 303 to the hub's postTokenUrl as a browser would, so a
+        sign-in counts only once the hub holds its profile (v1: the ref exists already; v2: the
+        hub waits for the relayed ref). The hub answers 200 (its page) or a redirect."""
+        hub = self.site.hub
+        assert hub is not None
+        base = urlsplit(hub.ad_hub)
+        keep = self.args.keepalive
+
+        def make() -> Callable[[bytes], None]:
+            client = HttpClient(base.hostname or "127.0.0.1", base.port or 80, keepalive=keep)
+
+            def follow(head: bytes) -> None:
+                location = urlsplit(header(head, "Location") or "")
+                if location.netloc != base.netloc:
+                    raise RuntimeError(f"303 to {location.geturl()!r}, not to the hub")
+                raw = (
+                    f"GET {location.path}?{location.query} HTTP/1.1\r\nHost: {base.netloc}\r\n"
+                    "Accept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\n\r\n"
+                ).encode()
+                status, _, body = client.request(raw)
+                if status not in (200, 302, 303):
+                    raise RuntimeError(f"the hub's postTokenUrl answered {status}: {body[:160]!r}")
+
+            return follow
+
+        return make
+
+    def form_setup(
+        self, users: list[str], seed: int, port: int | None = None, follow: bool = True
+    ) -> Any:
+        """Form sign-ins at ``port`` (default: the connector's), each followed to the hub."""
         conn = self.site.connector
         d = self.site.directory
         assert conn is not None and d is not None
-        port = conn.port
+        port = conn.port if port is None else port
         password = d.password
         query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
         keep = self.args.keepalive
+        make_follow = self.browser_follow() if follow else None
 
         def setup(index: int) -> Callable[[int], float | None]:
             import random
@@ -400,10 +435,14 @@ class Bench:
                     + form
                 )
 
+            follow = make_follow() if make_follow else None
+
             def op(n: int) -> float | None:
-                status, _, body = client.request(requests_[n % len(requests_)])
+                status, head, body = client.request(requests_[n % len(requests_)])
                 if status != 303:
                     raise RuntimeError(f"form login answered {status}: {body[:200]!r}")
+                if follow is not None:
+                    follow(head)
                 return None
 
             return op
@@ -455,9 +494,19 @@ class Bench:
                 c,
                 parts=("connector",),
             )
+        lean = self.site.lean
+        if lean is not None:
+            for c in CONCURRENCY:
+                self.measure(
+                    "lean reference, NOT the product: form view, no hand-off",
+                    "lean_form",
+                    self.form_setup(d.users, 5, port=lean.port, follow=False),
+                    c,
+                    parts=("lean", "slapd"),
+                )
         for c in CONCURRENCY:
             self.measure(
-                "form login POST /wsfed, generated users",
+                "form login POST /wsfed + hub postTokenUrl, generated users",
                 "form",
                 self.form_setup(d.users, 5),
                 c,
@@ -466,7 +515,7 @@ class Bench:
             )
         for c in CONCURRENCY:
             self.measure(
-                "form login POST /wsfed, the nested user",
+                "form login POST /wsfed + hub postTokenUrl, the nested user",
                 "form_nested",
                 self.form_setup([NESTED_USER], 6),
                 c,
@@ -504,12 +553,15 @@ class Bench:
         return tokens
 
     def negotiate_setup(self, port: int, path: str, tokens: list[bytes], clients: int) -> Any:
+        """Negotiate requests; a sign-in's 303 (``/wsfed``) is followed to the hub."""
         expect = 303 if "/wsfed" in path else 200
         keep = self.args.keepalive
+        make_follow = self.browser_follow() if expect == 303 else None
 
         def setup(index: int) -> Callable[[int], float | None]:
             client = HttpClient("127.0.0.1", port, keepalive=keep)
             mine = tokens[index::clients]
+            follow = make_follow() if make_follow else None
 
             def op(n: int) -> float | None:
                 if n >= len(mine):
@@ -522,6 +574,8 @@ class Bench:
                 mutual = header(head, "WWW-Authenticate") or ""
                 if status != expect or not mutual.startswith("Negotiate "):
                     raise RuntimeError(f"negotiate answered {status}: {body[:160]!r}")
+                if follow is not None:
+                    follow(head)
                 return None
 
             return op
@@ -552,6 +606,17 @@ class Bench:
                 c,
                 limit=cap,
             )  # fmt: skip
+        s = self.site.slapd
+        assert s is not None
+        for c in CONCURRENCY:
+            self.measure(
+                "raw python-ldap profile lookup (search+walk), Kerberos users",
+                "ldap_raw_lookup",
+                baselines.ldap_validate(s.uri, s.ca_file, s.bind_dn, s.bind_pw, s.people_dn,
+                                        s.groups_dn, self.site.kerberos_users, None, 8),
+                c,
+                parts=("slapd",),
+            )  # fmt: skip
         for c in CONCURRENCY:
             self.measure(
                 "connector KerberosAcceptor (pyspnego), no HTTP",
@@ -574,7 +639,7 @@ class Bench:
         query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
         for c in CONCURRENCY:
             self.measure(
-                "Negotiate sign-in GET /wsfed (accept+lookup+groups+hand-off)",
+                "Negotiate sign-in GET /wsfed + hub postTokenUrl",
                 "negotiate",
                 self.negotiate_setup(conn.port, f"/wsfed?{query}", self.token_sets()[c], c),
                 c,
@@ -690,6 +755,9 @@ class Bench:
         assert d is not None and conn is not None
         seconds = self.args.warmup
         run_clients(self.form_setup(d.users, 11), 2, seconds)
+        if self.site.lean is not None:
+            lean = self.form_setup(d.users, 11, port=self.site.lean.port, follow=False)
+            run_clients(lean, 2, seconds)
         run_clients(self.channel_setup(4, d.users, 12), 2, seconds)
         tokens = self.make_tokens(600)
         query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
@@ -736,6 +804,7 @@ def git_state() -> dict[str, Any]:
 
 
 def _tokens_worker(n: int, ccaches: list[str], krb5_conf: str) -> list[bytes]:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool ends its workers with SIGTERM
     tokens, _ = baselines.make_tokens(n, ccaches, krb5_conf)
     return tokens
 
@@ -801,6 +870,8 @@ def measure_all(bench: Bench, site: Site, only: set[str], details: dict[str, Any
     )
     if not site.start_apache():
         print("  apache2 (mod_authnz_ldap, mod_auth_gssapi) not installed: no peer rows")
+    if "forms" in only:
+        site.start_lean()
     assert site.slapd is not None
     bench.admin = site.slapd.admin()
     details["correctness"] = bench.check_correctness()

@@ -19,6 +19,7 @@ from benchdir import NESTED_CHAIN, BenchDirectory, MonitoredSlapd, build
 from configs import openldap_config
 from connector_proc import ROOT, ConnectorProcess, setup_config
 from fasthub import GunicornDevHub
+from lean import LeanReference
 from loadgen import children
 from peers import Apache, apache_binary
 from servers import MitKdc, find_binary
@@ -86,6 +87,7 @@ class Site:
         self.hub: GunicornDevHub | None = None
         self.connector: ConnectorProcess | None = None
         self.apache: Apache | None = None
+        self.lean: LeanReference | None = None
         self.state_dir = workdir / "connector"
 
     # ---- start -----------------------------------------------------------------------
@@ -240,6 +242,27 @@ class Site:
         self._timed("apache_start_s", t)
         return True
 
+    def start_lean(self) -> None:
+        """The lean reference sign-in (NOT the product), same workers and threads."""
+        assert self.slapd is not None and self.hub is not None
+        t = time.monotonic()
+        s = self.slapd
+        self.lean = LeanReference(
+            self.workdir / "lean",
+            workers=self.workers,
+            threads=self.threads,
+            uri=s.uri,
+            ca_file=s.ca_file,
+            bind_dn=s.bind_dn,
+            bind_pw=s.bind_pw,
+            people=s.people_dn,
+            groups=s.groups_dn,
+            post_token_url=f"{self.hub.ad_hub}/login/callback",
+        )
+        self._track(self.lean)
+        self.lean.start()
+        self._timed("lean_start_s", t)
+
     # ---- processes -------------------------------------------------------------------
 
     def worker_pids(self) -> list[int]:
@@ -258,6 +281,8 @@ class Site:
             out["kdc"] = [self.kdc.pid]
         if self.apache is not None and self.apache.pid:
             out["apache"] = [self.apache.pid, *children(self.apache.pid)]
+        if self.lean is not None and self.lean.pid:
+            out["lean"] = [self.lean.pid, *children(self.lean.pid)]
         return out
 
     def wait_hub_idle(self, timeout: float = 60.0) -> None:
