@@ -34,10 +34,16 @@ def hub(tmp_path_factory):
 @pytest.fixture(scope="module")
 def proc(tmp_path_factory, hub, slapd):
     state = tmp_path_factory.mktemp("relay-connector") / "c"
-    # 32 sign-ins in flight from one address: each holds one of the address's attempts until
-    # it succeeds (the throttle reserves before the bind), so the default limit of 20 is raised
+    # up to 64 sign-ins in flight from one address, 16 per user: each holds one of its
+    # address's and its user's attempts until it succeeds (the throttle reserves before the
+    # bind), so the default limits (20 and 5) are raised
     setup_config(
-        state, openldap_config(slapd), hub.ticket_url, **FAST, LOGIN_FAILURES_PER_ADDRESS=1000
+        state,
+        openldap_config(slapd),
+        hub.ticket_url,
+        **FAST,
+        LOGIN_FAILURES_PER_ADDRESS=1000,
+        LOGIN_FAILURES_PER_USER=1000,
     )
     p = ConnectorProcess(state, workers=2, threads=16).start()
     yield p
