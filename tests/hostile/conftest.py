@@ -49,6 +49,7 @@ _KINDS = {
     "test_hostile_console.py": "console: no session, forged cookies, GET-only SSRF",
     "test_hostile_secrets_at_rest.py": "secrets at rest",
     "test_hostile_throttle.py": "throttle bypass (spellings, IPv6, bursts, floods)",
+    "test_hostile_enumeration.py": "user enumeration: unknown name vs wrong password",
     "test_hostile_cleartext.py": "cleartext: https from SSL_PFX, loopback, LDAP w/o TLS",
     "test_hostile_limits.py": "header floods, /ready bursts, dependency CVE floors",
     "test_hostile_archive.py": "archives: scrypt cost bombs, old backups pruned",
