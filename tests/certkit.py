@@ -146,7 +146,7 @@ class TestCA:
                     False,
                 ),
                 critical=True,
-            )  # fmt: skip
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
             )
