@@ -80,12 +80,12 @@ def _der_or_pem(value: bytes) -> list[x509.Certificate]:
     Raises:
         CertificateRejected: nothing readable (``malformed``), or too many (``too_large``).
     """
-    text = value.strip()
+    text = value.strip()  # never for DER, whose last bytes may well be "white space"
     try:
-        if text.startswith(b"-----BEGIN"):
+        if value[:1] == b"\x30":
+            certs = [x509.load_der_x509_certificate(value)]
+        elif text.startswith(b"-----BEGIN"):
             certs = x509.load_pem_x509_certificates(text)
-        elif text[:1] == b"\x30":
-            certs = [x509.load_der_x509_certificate(text)]
         else:
             try:
                 der = base64.b64decode(b"".join(text.split()), validate=True)

@@ -12,6 +12,7 @@ EC P-256 keys (fast). Every file is written under the CA's directory; keys are m
 
 from __future__ import annotations
 
+import base64
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,3 +210,21 @@ class TestCA:
         """Write the CRL (PEM) to :attr:`crl_file`; its path."""
         Path(self.crl_file).write_bytes(self.crl().public_bytes(serialization.Encoding.PEM))
         return self.crl_file
+
+
+def server_pfx(tls_dir: Path, password: str) -> tuple[str, str]:
+    """A PKCS#12 of a server key and certificate for 127.0.0.1/localhost as base64 (the Node
+    connector's ``SSL_PFX`` form), and the file of the CA that issued it."""
+    from servers import make_ca
+
+    files = make_ca(tls_dir, ["127.0.0.1"], ["localhost"], ca_cn="Connector TLS Test CA")
+    key = serialization.load_pem_private_key(Path(files.key_file).read_bytes(), None)
+    cert = x509.load_pem_x509_certificate(Path(files.cert_file).read_bytes())
+    blob = pkcs12.serialize_key_and_certificates(
+        b"signin",
+        key,  # type: ignore[arg-type]
+        cert,
+        None,
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+    return base64.b64encode(blob).decode(), files.ca_file
