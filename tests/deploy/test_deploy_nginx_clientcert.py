@@ -246,3 +246,54 @@ def test_a_refused_certificate_opens_no_other_path(cert_site: CertSite) -> None:
         ]  # fmt: skip
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert result.stdout == "404", (path, result.stdout, result.stderr)
+
+
+POLICY_DIR = Path("/etc/chromium/policies/managed")
+
+
+@pytest.fixture
+def chromium_home(cert_site: CertSite) -> Iterator[Path]:
+    """A HOME whose NSS database holds alice's key and certificate and trusts nginx's CA, and
+    a managed policy (a file of our own, removed after) that selects a certificate for this
+    nginx without a prompt."""
+    home = cert_site.workdir / "chrome-home"
+    nssdb = f"sql:{home / '.pki' / 'nssdb'}"
+    (home / ".pki" / "nssdb").mkdir(parents=True)
+    certutil = find_binary("certutil", "libnss3-tools")
+    pk12util = find_binary("pk12util", "libnss3-tools")
+    for argv in (
+        [certutil, "-N", "-d", nssdb, "--empty-password"],
+        [pk12util, "-i", cert_site.certs["alice"].p12_file, "-d", nssdb, "-W", "test"],
+        [certutil, "-A", "-n", "nginx-ca", "-t", "C,,", "-i", cert_site.tls_ca, "-d", nssdb],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+    POLICY_DIR.mkdir(parents=True, exist_ok=True)
+    policy = POLICY_DIR / f"connector-test-client-cert-{os.getpid()}.json"
+    rule = json.dumps({"pattern": cert_site.https, "filter": {}})
+    policy.write_text(json.dumps({"AutoSelectCertificateForUrls": [rule]}))
+    try:
+        yield home
+    finally:
+        policy.unlink(missing_ok=True)
+
+
+def test_chromium_signs_in_with_a_client_certificate(
+    cert_site: CertSite, chromium_home: Path
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    from kerberos_clients import Chromium
+
+    url = f"{cert_site.https}/wsfed?wtrealm=urn:acme&wctx=ctx-chromium"
+    with Chromium(cert_site.workdir / "chromium", env={"HOME": str(chromium_home)}) as browser:
+        browser.get(url)
+        method = browser.wait_for("#method")
+        assert method.text == "certificate", browser.text()[:2000]
+        assert browser.url.startswith(cert_site.hub.url("login/callback")), browser.url
+        assert set(browser.texts("#groups li")) == SLAPD_EXPECTED_GROUPS["alice"]
+    assert re.search(
+        r"login method=certificate user='uid=alice,[^']*' outcome=success",
+        cert_site.connector.log(),
+    )
