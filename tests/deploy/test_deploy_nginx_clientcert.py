@@ -22,6 +22,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -69,24 +70,11 @@ class CertSite:
         return f"https://127.0.0.1:{self.nginx.https_port}"
 
 
-@pytest.fixture(scope="module")
-def cert_site(tmp_path_factory: pytest.TempPathFactory, slapd: object) -> Iterator[CertSite]:
-    tmp = tmp_path_factory.mktemp("deploy-nginx-cert")
-    ca = TestCA.create(tmp / "client-ca")
-    stranger = TestCA.create(tmp / "other-ca", name="Stranger CA")
-    certs = {
-        "alice": ca.issue("alice", emails=("alice@example.test",)),
-        "dave": ca.issue("dave", emails=("dave@example.test",)),
-        "expired": ca.issue("bob-old", emails=("bob@example.test",), days=(-30, -2)),
-        "revoked": ca.issue("carol-lost", emails=("carol@example.test",)),
-        "untrusted": stranger.issue("alice-forged", emails=("alice@example.test",)),
-        "no_eku": ca.issue(
-            "alice-server", emails=("alice@example.test",), eku=(ExtendedKeyUsageOID.SERVER_AUTH,)
-        ),
-        "unmapped": ca.issue("nobody", emails=("nobody@example.test",)),
-    }
-    ca.revoke(certs["revoked"])
-    ca.write_crl()
+def start_cert_site(
+    tmp: Path, directory_cfg: dict[str, Any], ca: TestCA, certs: dict[str, Issued], **config: Any
+) -> Iterator[CertSite]:
+    """Devhub, the connector with ``CLIENT_CERT_AUTH`` (``ca``'s CA file and CRL file), and
+    nginx with the client-certificate snippet in front; yields the site, then stops it."""
     hub = start_devhub(tmp / "hub", lease_seconds=4)
     connector: ConnectorProcess | None = None
     nginx: Nginx | None = None
@@ -94,13 +82,13 @@ def cert_site(tmp_path_factory: pytest.TempPathFactory, slapd: object) -> Iterat
         state = tmp / "connector"
         setup_config(
             state,
-            openldap_config(slapd),
+            directory_cfg,
             hub.ticket_url,
             POLL_WAIT_SECONDS=2,
             CLIENT_CERT_AUTH=True,
             CLIENT_CERT_CA_FILE=ca.ca_file,
             CLIENT_CERT_CRL=[ca.crl_file],
-            CLIENT_CERT_MAPPING=["upn", "email"],
+            **config,
         )
         env = {"TRUSTED_PROXIES": PROXY_SOURCE}
         connector = ConnectorProcess(state, env=env).start()
@@ -132,7 +120,30 @@ def cert_site(tmp_path_factory: pytest.TempPathFactory, slapd: object) -> Iterat
         hub.stop()
 
 
-def _curl(site: CertSite, wctx: str, cert: Issued | None, *extra: str) -> tuple[int, str, str]:
+@pytest.fixture(scope="module")
+def cert_site(tmp_path_factory: pytest.TempPathFactory, slapd: Any) -> Iterator[CertSite]:
+    tmp = tmp_path_factory.mktemp("deploy-nginx-cert")
+    ca = TestCA.create(tmp / "client-ca")
+    stranger = TestCA.create(tmp / "other-ca", name="Stranger CA")
+    certs = {
+        "alice": ca.issue("alice", emails=("alice@example.test",)),
+        "dave": ca.issue("dave", emails=("dave@example.test",)),
+        "expired": ca.issue("bob-old", emails=("bob@example.test",), days=(-30, -2)),
+        "revoked": ca.issue("carol-lost", emails=("carol@example.test",)),
+        "untrusted": stranger.issue("alice-forged", emails=("alice@example.test",)),
+        "no_eku": ca.issue(
+            "alice-server", emails=("alice@example.test",), eku=(ExtendedKeyUsageOID.SERVER_AUTH,)
+        ),
+        "unmapped": ca.issue("nobody", emails=("nobody@example.test",)),
+    }
+    ca.revoke(certs["revoked"])
+    ca.write_crl()
+    yield from start_cert_site(
+        tmp, openldap_config(slapd), ca, certs, CLIENT_CERT_MAPPING=["upn", "email"]
+    )
+
+
+def curl(site: CertSite, wctx: str, cert: Issued | None, *extra: str) -> tuple[int, str, str]:
     """GET /wsfed through nginx with ``curl --cert``: (status, Location, body)."""
     body = site.workdir / "curl.body"
     argv = [
@@ -148,32 +159,33 @@ def _curl(site: CertSite, wctx: str, cert: Issued | None, *extra: str) -> tuple[
     return int(status), location, body.read_text()
 
 
-def _message(page: str) -> str:
+def message(page: str) -> str:
     found = re.search(r'id="message" role="alert">([^<]*)<', page)
     assert found, page[:1000]
     return html.unescape(found.group(1))
 
 
-def _landed(site: CertSite, location: str, wctx: str, user: str) -> None:
-    """Follow the hand-off to the hub: method certificate, the user's profile and groups."""
+def landed(site: CertSite, location: str, wctx: str) -> dict[str, Any]:
+    """Follow the hand-off to the hub: method certificate; the profile the hub received."""
     assert location.startswith(site.hub.url("login/callback") + "?"), location
     assert parse_qs(urlsplit(location).query)["wctx"] == [wctx]
     page = requests.get(location, timeout=30)
     assert page.status_code == 200, page.text[:500]
     method = re.search(r'id="method">([^<]*)<', page.text)
     assert method and method.group(1) == "certificate", page.text[:1000]
-    profile = json.loads(html.unescape(re.search(r'id="result">(.*?)</pre>', page.text, re.S)[1]))
-    assert f"{user}@example.test" in profile["emails"][0]["value"] or profile.get("email") == (
-        f"{user}@example.test"
-    ), profile
-    assert set(profile["groups"]) == SLAPD_EXPECTED_GROUPS[user], profile
+    shown = re.search(r'id="result">(.*?)</pre>', page.text, re.S)
+    assert shown, page.text[:1000]
+    profile: dict[str, Any] = json.loads(html.unescape(shown.group(1)))
+    return profile
 
 
 @pytest.mark.parametrize("user", ["alice", "dave"])
 def test_good_certificate_lands_at_the_hub(cert_site: CertSite, user: str) -> None:
-    status, location, body = _curl(cert_site, f"ctx-{user}", cert_site.certs[user])
+    status, location, body = curl(cert_site, f"ctx-{user}", cert_site.certs[user])
     assert status == 303, body[:500]
-    _landed(cert_site, location, f"ctx-{user}", user)
+    profile = landed(cert_site, location, f"ctx-{user}")
+    assert f"{user}@example.test" in json.dumps(profile), profile
+    assert set(profile["groups"]) == SLAPD_EXPECTED_GROUPS[user], profile
 
 
 @pytest.mark.parametrize(
@@ -189,15 +201,15 @@ def test_good_certificate_lands_at_the_hub(cert_site: CertSite, user: str) -> No
 def test_bad_certificate_gets_the_form_with_its_reason(
     cert_site: CertSite, kind: str, words: str
 ) -> None:
-    status, location, body = _curl(cert_site, f"ctx-{kind}", cert_site.certs[kind])
+    status, location, body = curl(cert_site, f"ctx-{kind}", cert_site.certs[kind])
     assert status == 200 and not location, (status, location)
     assert 'name="password"' in body, body[:500]
-    message = _message(body)
-    assert message.startswith("Certificate sign-in did not work.") and words in message, message
+    said = message(body)
+    assert said.startswith("Certificate sign-in did not work.") and words in said, said
 
 
 def test_no_certificate_gets_the_form(cert_site: CertSite) -> None:
-    status, _, body = _curl(cert_site, "ctx-none", None)
+    status, _, body = curl(cert_site, "ctx-none", None)
     assert status == 200 and 'name="password"' in body
     assert 'id="message"' not in body, body[:1000]
 
@@ -205,7 +217,7 @@ def test_no_certificate_gets_the_form(cert_site: CertSite) -> None:
 def test_certificate_header_from_the_client_is_not_passed_by_nginx(cert_site: CertSite) -> None:
     """A client sending nginx its own certificate header, without a TLS certificate."""
     pem = quote(cert_site.certs["alice"].pem, safe="")
-    status, location, body = _curl(
+    status, location, body = curl(
         cert_site,
         "ctx-spoof-nginx",
         None,
