@@ -231,3 +231,23 @@ def test_time_is_the_verifiers_not_the_proxys(ca: TestCA) -> None:
     with pytest.raises(CertificateRejected) as caught:
         verifier.verify(_presented(issued), now=later)
     assert caught.value.code == "expired"
+
+
+def test_settings_want_a_ca_file_with_client_certificates(tmp_path: Path) -> None:
+    from connector.settings import load_settings
+
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    with pytest.raises(ConfigError, match="CLIENT_CERT_CA_FILE: required with CLIENT_CERT_AUTH"):
+        load_settings(config, {"CLIENT_CERT_AUTH": "true"}, require_directory=False)
+    on = load_settings(
+        config,
+        {"CLIENT_CERT_AUTH": "true", "CLIENT_CERT_CA_FILE": "/ca.pem"},
+        require_directory=False,
+    )
+    assert on.client_cert_auth and on.client_cert_crl == ("cdp",)
+    assert "CLIENT_CERT_AUTH" not in on.ignored_keys
+    with pytest.raises(ConfigError, match="CLIENT_CERT_MAPPING"):
+        load_settings(config, {"CLIENT_CERT_MAPPING": '["subject"]'}, require_directory=False)
+    off = load_settings(config, {}, require_directory=False)
+    assert off.client_cert_auth is False  # off unless configured

@@ -205,3 +205,8 @@ def test_filter_syntax_in_a_good_certificate_finds_nobody(
     good = ca.issue("alice-ok", emails=("alice@example.test",))
     signed_in = _get(certs_on, quote(good.pem, safe=""))
     assert signed_in.status_code == 303, message(signed_in.text)  # the same path does work
+    # ... and before Negotiate: this client is offered Kerberos when it brings no certificate
+    plain = requests.get(
+        certs_on.url + "/wsfed", params={"wtrealm": REALM_URL}, allow_redirects=False, timeout=30
+    )
+    assert plain.status_code == 401 and plain.headers["WWW-Authenticate"] == "Negotiate"
