@@ -5,6 +5,9 @@
   the body*, so a browser that cannot do Kerberos simply shows the form.
 * A Negotiate token is accepted against the keytab; any failure shows the form with a short
   reason (200, no new challenge: no prompt loop, never a 500).
+* With ``CLIENT_CERT_AUTH``, a client certificate (from a trusted proxy's header or gunicorn's
+  TLS socket) is tried first, before Negotiate: verified and mapped by
+  :mod:`connector.clientcert`; a failing one gets the form with the reason.
 * Everyone else gets the form: CSRF-protected, throttled per username and per address.
 * Success mints a one-time ``ref``, queues the profile for this worker's agent to relay to the
   hub (``agent/signins``, in batches: no hub call in the request) and redirects the browser at
