@@ -6,6 +6,7 @@
     ├── ConfigError                      settings missing or invalid (lists every problem)
     │   └── KeytabError                  the Kerberos keytab is unusable
     ├── KerberosRejected                 a Negotiate token was refused (``code`` says why)
+    ├── CertificateRejected              a client certificate was refused (``code`` says why)
     ├── LoginThrottled                   too many recent failures (``wait`` seconds); form only
     ├── DirectoryError                   infrastructure broke: not the user's fault
     │   ├── DirectoryUnavailable         no configured server answered in time   -> Unavailable
@@ -160,6 +161,24 @@ class KerberosRejected(ConnectorError):
 
     def __repr__(self) -> str:
         return f"KerberosRejected({self.reason!r}, code={self.code!r})"
+
+
+class CertificateRejected(ConnectorError):
+    """A client certificate did not sign anybody in; ``reason`` is plain words, safe to show.
+
+    ``code`` is stable for tests and logs: ``malformed``, ``too_large``, ``expired``,
+    ``not_yet_valid``, ``usage`` (no Client Authentication / Smart Card Logon EKU, or a key
+    usage that forbids signatures), ``untrusted``, ``revoked``, ``revocation_unknown``,
+    ``unmapped``, ``ambiguous`` (see :mod:`connector.clientcert`).
+    """
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"CertificateRejected({self.reason!r}, code={self.code!r})"
 
 
 class LoginThrottled(ConnectorError):

@@ -8,6 +8,8 @@
 * two listeners: the sign-in endpoint (``BIND``) and the admin console on loopback
   (``CONSOLE_BIND``, default 127.0.0.1 at the sign-in port + 1); the app tells them apart by
   the port of the socket a request came in on (WSGI ``SERVER_PORT``);
+* client certificates (``CLIENT_CERT_AUTH``) when gunicorn serves https: asked optionally in
+  the TLS handshake against ``CLIENT_CERT_CA_FILE``, read by the app from the socket;
 * ``on_starting`` (master, before the fork) prepares the run directory the workers share:
   Prometheus multiprocess files, worker status, recent log lines; and creates the secret key
   once, so workers never race to create it; it says how to get the console's password;
@@ -32,6 +34,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,12 @@ def _server_pem() -> tuple[Path | None, Any]:
 # Read once, when the master imports this module (a reload keeps the file and the values).
 _tls_pem, _tls_cert = _server_pem()
 certfile = keyfile = str(_tls_pem) if _tls_pem is not None else None
+if certfile and _settings.client_cert_auth and _settings.client_cert_ca_file:
+    # Client certificates asked in the handshake (optional: no certificate, the form or
+    # Kerberos as before). OpenSSL refuses, at the handshake, one that does not chain to the
+    # CA file or is out of date; the app verifies what it gets again (connector.clientcert).
+    cert_reqs = ssl.CERT_OPTIONAL
+    ca_certs = _settings.client_cert_ca_file
 
 bind = [_settings.main_bind]
 _console = _settings.console_address

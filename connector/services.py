@@ -22,6 +22,7 @@ from connector.channel.client import HubClient
 from connector.channel.commands import CommandVerifier, Dispatcher
 from connector.channel.identity import AgentIdentity
 from connector.channel.provision import ensure_registered, pin_signing_alg
+from connector.clientcert import CertificateVerifier
 from connector.directory import Directory
 from connector.errors import ConfigError
 from connector.kerberos import KerberosAcceptor
@@ -84,6 +85,7 @@ class Services:
             settings, "address", settings.login_failures_per_address, window
         )
         self._kerberos: KerberosAcceptor | None = None
+        self._cert_verifier: CertificateVerifier | None = None
         # Operations (see start_reporter): set by the gunicorn hooks after the fork.
         self.server_info: dict[str, Any] | None = None
         self.reload_workers: Callable[[], None] | None = None
@@ -111,6 +113,22 @@ class Services:
         return self.settings.kerberos_auth and self.negotiate_policy.offers_negotiate(
             addr, user_agent
         )
+
+    @property
+    def cert_verifier(self) -> CertificateVerifier:
+        """The client-certificate verifier (``CLIENT_CERT_AUTH``), built on first use.
+
+        Raises:
+            ConfigError: the CA file or a CRL file cannot be read.
+        """
+        if self._cert_verifier is None:
+            s = self.settings
+            with self._lock:
+                if self._cert_verifier is None:
+                    self._cert_verifier = CertificateVerifier(
+                        s.client_cert_ca_file or "", s.client_cert_crl
+                    )
+        return self._cert_verifier
 
     @property
     def kerberos(self) -> KerberosAcceptor | None:

@@ -41,7 +41,6 @@ NODE_KEYS_IGNORED = frozenset(
         "LDAP_HEARTBEAT_SECONDS",
         "WSFED_ISSUER",
         "SESSION_SECRET",
-        "CLIENT_CERT_AUTH",
         "AUTH_CERT",
         "AUTH_CERT_KEY",
         "LDAP_SEARCH_BY_UPN",
@@ -509,6 +508,61 @@ class Settings:
         "LOGIN_THROTTLE_SECONDS", 300.0, "Window in which failures are counted.", check=_positive
     )
     kerberos_auth: bool = _setting("KERBEROS_AUTH", False, "Offer Kerberos (Negotiate) sign-in.")
+    client_cert_auth: bool = _setting(
+        "CLIENT_CERT_AUTH",
+        False,
+        "Sign in with a client certificate (smart card) when the browser presents one; "
+        "see connector/clientcert.py.",
+    )
+    client_cert_ca_file: str | None = _setting(
+        "CLIENT_CERT_CA_FILE",
+        None,
+        "PEM file of the certificate authorities client certificates must chain to "
+        "(required with CLIENT_CERT_AUTH).",
+    )
+    client_cert_crl: tuple[str, ...] = _setting(
+        "CLIENT_CERT_CRL",
+        ("cdp",),
+        "Where revocation is read: paths of CRL files (PEM or DER), and/or cdp (fetch the "
+        "certificate's CRL distribution points, cached until their nextUpdate); off: no check.",
+    )
+    client_cert_mapping: tuple[str, ...] = _setting(
+        "CLIENT_CERT_MAPPING",
+        ("upn", "altsecid", "email"),
+        "How a certificate names its person, tried in this order: upn (msUPN in the SAN, "
+        "looked up with LDAP_USER_BY_UPN), altsecid (AD altSecurityIdentities strong mappings), "
+        "email (SAN e-mail with CLIENT_CERT_EMAIL_FILTER), cn (subject CN with "
+        "CLIENT_CERT_CN_FILTER).",
+        check=lambda v: (
+            None
+            if v and all(m in ("upn", "altsecid", "email", "cn") for m in v)
+            else "a non-empty list of upn, altsecid, email, cn"
+        ),
+    )
+    client_cert_email_filter: str = _setting(
+        "CLIENT_CERT_EMAIL_FILTER",
+        "(mail={0})",
+        "Filter that finds a user by the e-mail address in a certificate.",
+        check=_filter_with_placeholder,
+    )
+    client_cert_cn_filter: str = _setting(
+        "CLIENT_CERT_CN_FILTER",
+        "(cn={0})",
+        "Filter that finds a user by a certificate subject's CN (mapping cn).",
+        check=_filter_with_placeholder,
+    )
+    client_cert_allow_weak_mapping: bool = _setting(
+        "CLIENT_CERT_ALLOW_WEAK_MAPPING",
+        False,
+        "Also accept weak altSecurityIdentities forms (X509:<I>..<S>.., X509:<S>.., "
+        "X509:<RFC822>..), which KB5014754 retired.",
+    )
+    client_cert_headers: tuple[str, ...] = _setting(
+        "CLIENT_CERT_HEADERS",
+        ("X-SSL-Client-Cert", "X-ARR-ClientCert"),
+        "Request headers a TRUSTED_PROXIES proxy passes the client certificate in (nginx: "
+        "$ssl_client_escaped_cert; IIS ARR: X-ARR-ClientCert).",
+    )
     port: int = _setting("PORT", 4000, "Port of the sign-in endpoint.", check=_positive)
     server_url: str | None = _setting("SERVER_URL", None, "Public URL of the sign-in endpoint.")
     bind: str = _setting(
@@ -1025,6 +1079,8 @@ def load_settings(
     console, main = settings.console_address, split_host_port(settings.main_bind)
     if console is not None and main is not None and console[1] == main[1]:
         problems.append(f"CONSOLE_BIND: port {console[1]} is the sign-in endpoint's; use another")
+    if settings.client_cert_auth and not settings.client_cert_ca_file:
+        problems.append("CLIENT_CERT_CA_FILE: required with CLIENT_CERT_AUTH")
     if require_directory:
         problems.extend(p for p in settings.directory_problems() if p not in problems)
     if problems:

@@ -285,6 +285,40 @@ class Directory:
             raise kind(message, username=username, dn=user.dn, code=code)
         return self.profile(user)
 
+    def find_entries(self, flt: str) -> list[Entry]:
+        """Up to two user entries under ``LDAP_BASE`` matching ``flt`` (values already escaped):
+        enough to tell one from several.
+
+        Raises:
+            DirectoryUnavailable: the directory could not be asked.
+            DirectoryFailure: the server refused the search.
+        """
+
+        def find(conn: Connection) -> list[Entry]:
+            return search(
+                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=2
+            )
+
+        found: list[Entry] = self._run(find, "find the user")
+        return found
+
+    def usable_profile(self, user: Entry, method: str) -> dict[str, Any]:
+        """The profile of an entry signing in without a password (a client certificate):
+        its account must be usable now, as for Kerberos (see :func:`account_state`).
+
+        Raises:
+            AccountDisabled, AccountLocked, AccountExpired: the account may not sign in now.
+            DirectoryUnavailable: the directory could not be asked.
+        """
+        state = account_state(user, time.time(), self._ppolicy_lockout_seconds(user))
+        if state is not None:
+            kind, message, code = state
+            log.info(
+                "%s sign-in refused dn=%r outcome=%s code=%s", method, user.dn, kind.wire_name, code
+            )
+            raise kind(message, dn=user.dn, code=code)
+        return self.profile(user)
+
     def _ppolicy_lockout_seconds(self, user: Entry) -> float | None:
         """The ``pwdLockoutDuration`` of a locked entry's own ppolicy (``pwdPolicySubentry``),
         or None: not locked, no policy of its own, or the policy cannot be read."""

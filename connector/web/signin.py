@@ -5,6 +5,9 @@
   the body*, so a browser that cannot do Kerberos simply shows the form.
 * A Negotiate token is accepted against the keytab; any failure shows the form with a short
   reason (200, no new challenge: no prompt loop, never a 500).
+* With ``CLIENT_CERT_AUTH``, a client certificate (from a trusted proxy's header or gunicorn's
+  TLS socket) is tried first, before Negotiate: verified and mapped by
+  :mod:`connector.clientcert`; a failing one gets the form with the reason.
 * Everyone else gets the form: CSRF-protected, throttled per username and per address.
 * Success mints a one-time ``ref``, queues the profile for this worker's agent to relay to the
   hub (``agent/signins``, in batches: no hub call in the request) and redirects the browser at
@@ -38,10 +41,10 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
-from connector import errors, metrics
+from connector import clientcert, errors, metrics
 from connector.channel.client import HubError
 from connector.kerberos import KerberosRejected
-from connector.netpolicy import client_address
+from connector.netpolicy import client_address, parse_address
 from connector.services import Services
 from connector.web import services
 from connector.web.guards import (
@@ -287,11 +290,55 @@ def _kerberos_refused(
     )
 
 
+def _certificate(begun: _Begun) -> ResponseReturnValue | None:
+    """A client-certificate sign-in (``CLIENT_CERT_AUTH``; see :mod:`connector.clientcert`):
+    the hand-off, the form with the reason, or None when no certificate came."""
+    svc, params, target, addr, correlation = begun
+    s = svc.settings
+    subject = None
+    try:
+        cert = clientcert.presented(
+            request.headers,
+            request.environ,
+            parse_address(request.remote_addr or ""),
+            svc.trusted_proxies,
+            s.client_cert_headers,
+        )
+        if cert is None:
+            return None
+        subject = cert.leaf.subject.rfc4514_string()
+        svc.cert_verifier.verify(cert)
+        directory = svc.require_directory()
+        filters = clientcert.mapping_filters(
+            cert.leaf,
+            s.client_cert_mapping,
+            upn_filter=s.ldap_user_by_upn,
+            email_filter=s.client_cert_email_filter,
+            cn_filter=s.client_cert_cn_filter,
+            allow_weak=s.client_cert_allow_weak_mapping,
+        )
+        _mapping, entry = clientcert.find_person(filters, directory.find_entries)
+        profile = directory.usable_profile(entry, "certificate")
+    except errors.CertificateRejected as exc:
+        _audit("certificate", None, f"rejected:{exc.code}", addr, correlation, subject)
+        return _render_form(params, f"Certificate sign-in did not work. {exc.reason}")
+    except errors.ConnectorError as exc:
+        _audit("certificate", None, exc.wire_name, addr, correlation, subject)
+        return _render_form(params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]))
+    return _hand_off(
+        params, profile, "certificate", target, (entry.dn, addr, correlation), None, subject
+    )
+
+
 @bp.route("/wsfed", methods=["GET"])
 @_begun
 def signin_get(begun: _Begun) -> ResponseReturnValue:
     """Start a sign-in: Negotiate for clients in range, the form for everyone else."""
     svc, params, target, addr, correlation = begun
+    if svc.settings.client_cert_auth:
+        answered = _certificate(begun)
+        if answered is not None:
+            return answered
     offered = svc.offers_negotiate(addr, request.headers.get("User-Agent"))
     header = request.headers.get("Authorization", "")
     if not offered:

@@ -35,9 +35,14 @@ def _one(parent: ET.Element, path: str) -> ET.Element:
     return found[0]
 
 
-def _route(server: ET.Element, path: str, https: bool = True) -> tuple[str, str]:
-    """What URL Rewrite does with ``path`` (no leading slash): (action type, url or status)."""
+def _route(
+    server: ET.Element, path: str, https: bool = True, headers: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """What URL Rewrite does with ``path`` (no leading slash) and request ``headers``:
+    (action type, url or status)."""
     variables = {"HTTPS": "on" if https else "off"}
+    for name, value in (headers or {}).items():
+        variables["HTTP_" + name.upper().replace("-", "_")] = value
     for rule in server.findall("rewrite/rules/rule"):
         match = _one(rule, "match")
         flags = re.IGNORECASE if match.get("ignoreCase", "true") == "true" else 0
@@ -45,10 +50,19 @@ def _route(server: ET.Element, path: str, https: bool = True) -> tuple[str, str]
         if bool(found) == (match.get("negate", "false") == "true"):
             continue
         conditions = rule.findall("conditions/add")
-        if not all(
-            re.search(c.get("pattern", ""), variables[c.get("input", "").strip("{}")], re.I)
+        any_of = (
+            _one(rule, "conditions").get("logicalGrouping") == "MatchAny" if conditions else False
+        )
+        met = [
+            bool(
+                re.search(
+                    c.get("pattern", ""), variables.get(c.get("input", "").strip("{}"), ""), re.I
+                )
+            )
+            != (c.get("negate", "false") == "true")
             for c in conditions
-        ):
+        ]
+        if not (any(met) if any_of else all(met)):
             continue
         action = _one(rule, "action")
         kind = action.get("type", "")
@@ -130,3 +144,24 @@ def test_the_guide_names_the_server_side_steps() -> None:
     ):
         assert needle in guide, f"the guide does not mention {needle}"
         assert needle in config, f"web.config's comment does not mention {needle}"
+
+
+@pytest.mark.parametrize("header", ["X-ARR-ClientCert", "X-SSL-Client-Cert"])
+def test_a_client_sent_certificate_header_is_refused(server: ET.Element, header: str) -> None:
+    assert _route(server, "wsfed", headers={header: "MIIB..."}) == ("CustomResponse", "400")
+    assert _route(server, "wsfed", headers={header: ""}) == ("Rewrite", UPSTREAM + "wsfed")
+
+
+def test_the_client_certificate_variant_is_one_uncommented_line() -> None:
+    """Uncommenting the ``access`` element gives valid XML that accepts certificates."""
+    text = WEB_CONFIG.read_text()
+    line = '<access sslFlags="Ssl, SslNegotiateCert" />'
+    assert text.count(line) == 1
+    start = text.index(line)
+    opening = text.rindex("<!--", 0, start)
+    closing = text.index("-->", start)
+    variant = text[:opening] + line + text[closing + 3 :]
+    tree = ET.fromstring(variant)  # noqa: S314 - our own shipped file
+    access = tree.find("system.webServer/security/access")
+    assert access is not None and "SslNegotiateCert" in access.get("sslFlags", "")
+    assert "SslRequireCert" not in access.get("sslFlags", "")  # accept, never require

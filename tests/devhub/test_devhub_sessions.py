@@ -162,6 +162,13 @@ def test_the_callback_answers_json_when_asked(hub, agent):
     assert refused.json()["problem"] == "redeemed"
 
 
+def test_a_certificate_sign_in_is_accepted_and_shown(hub, agent):
+    ref = _relay(agent, wctx="ctx-cert", method="certificate")
+    page = _callback(hub, ref, wctx="ctx-cert")
+    assert page.status_code == 200
+    assert '<td id="method">certificate</td>' in page.text
+
+
 def test_sessions_are_listed_by_the_admin_api(hub, agent):
     ref = _relay(agent, wctx="ctx-9")
     [listed] = hub.sessions()
@@ -185,6 +192,7 @@ GOOD = {"ref": "r" * 32, "wctx": "c", "profile": PROFILE, "method": "form"}
         {"signins": [{**GOOD, "profile": "carol"}]},
         {"signins": [{k: v for k, v in GOOD.items() if k != "profile"}]},
         {"signins": [{**GOOD, "method": "saml"}]},
+        {"signins": [{**GOOD, "method": "Certificate"}]},
         {"signins": [GOOD, {**GOOD, "ref": 5}]},
     ],
 )

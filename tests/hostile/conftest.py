@@ -60,6 +60,7 @@ _KINDS = {
     "test_hostile_tenant_key.py": "tenant key: a public key passed off as a secret",
     "test_hostile_proxy_and_ticket.py": "ticket and proxy credentials in messages",
     "test_hostile_command_replay.py": "command replays, nbf, NaN times, short RSA keys",
+    "test_hostile_client_cert.py": "client certificates: malformed, huge, chain loops",
     "test_hostile_logs.py": "logs: no secret, no traceback, no 5xx",
 }
 _TALLY: dict[str, list[int]] = {}

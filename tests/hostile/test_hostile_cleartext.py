@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import stat
@@ -19,12 +18,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from certkit import server_pfx
 from configs import openldap_config
 from connector_proc import ConnectorProcess
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
-from servers import make_ca
 
 from connector import errors
 from connector.directory.check import check_server
@@ -37,17 +33,7 @@ PFX_PASSWORD = "pfx-Secret-9"
 
 def _pfx(tls_dir: Path, password: str) -> str:
     """A PKCS#12 of a server key and certificate for 127.0.0.1, as base64 (Node's form)."""
-    files = make_ca(tls_dir, ["127.0.0.1"], ["localhost"], ca_cn="Connector TLS Test CA")
-    key = serialization.load_pem_private_key(Path(files.key_file).read_bytes(), None)
-    cert = x509.load_pem_x509_certificate(Path(files.cert_file).read_bytes())
-    blob = pkcs12.serialize_key_and_certificates(
-        b"signin",
-        key,  # type: ignore[arg-type]
-        cert,
-        None,
-        serialization.BestAvailableEncryption(password.encode()),
-    )
-    return base64.b64encode(blob).decode()
+    return server_pfx(tls_dir, password)[0]
 
 
 def _state(tmp_path: Path, slapd, **extra) -> Path:
