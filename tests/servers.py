@@ -318,6 +318,10 @@ SLAPD_PEOPLE: dict[str, tuple[str, str, str, str | None, str]] = {
     "jürgen": ("jürgenpw", "Jürgen", "Müller", None, "Entwickler"),
     "paren": ("parenpw", "Paren", "Test", None, "DN escaping"),
 }
+#: the policy of the people tests add for the password change step (Slapd.add_person):
+#: 30 days' maximum age with 3 grace sign-ins, at least 8 characters, 3 remembered
+CHANGE_STEP_POLICY = "change-step"
+CHANGE_STEP_MAX_AGE = 30 * 86400
 #: name -> password of every user under ou=people
 SLAPD_USERS: dict[str, str] = {uid: v[0] for uid, v in SLAPD_PEOPLE.items()}
 
@@ -656,6 +660,25 @@ ppolicy_hash_cleartext
                 ],
             )
         )
+        # the sign-in's password change step: people made per test with add_person()
+        out.append(
+            _ldif_record(
+                f"cn={CHANGE_STEP_POLICY},{self.policies_dn}",
+                [
+                    *policy_oc,
+                    ("cn", CHANGE_STEP_POLICY),
+                    ("pwdAttribute", "userPassword"),
+                    ("pwdMaxAge", str(CHANGE_STEP_MAX_AGE)),
+                    ("pwdGraceAuthNLimit", "3"),
+                    ("pwdMustChange", "TRUE"),
+                    ("pwdAllowUserChange", "TRUE"),
+                    ("pwdMinLength", "8"),
+                    ("pwdInHistory", "3"),
+                    ("pwdCheckQuality", "2"),
+                    ("pwdLockout", "FALSE"),
+                ],
+            )
+        )
         out.append(
             _ldif_record(
                 self.bind_dn,
@@ -799,6 +822,37 @@ ppolicy_hash_cleartext
             )
         finally:
             conn.unbind_s()
+
+    def add_person(
+        self,
+        uid: str,
+        password: str,
+        *,
+        policy: str | None = CHANGE_STEP_POLICY,
+        changed: str | None = None,
+        reset: bool = False,
+    ) -> str:
+        """Add a person of a test's own under ou=people (not in any group); their DN.
+
+        ``changed``: a back-dated ``pwdChangedTime`` (GeneralizedTime); ``reset``: must change.
+        """
+        dn = self.user_dn(uid)
+        attrs: dict[str, Any] = {
+            "objectClass": [b"inetOrgPerson"],
+            "uid": [uid.encode()],
+            "cn": [uid.encode()],
+            "sn": [uid.encode()],
+            "mail": [f"{uid}@example.test".encode()],
+            "userPassword": [password.encode()],
+        }
+        if policy:
+            attrs["pwdPolicySubentry"] = [f"cn={policy},{self.policies_dn}".encode()]
+        if changed:
+            attrs["pwdChangedTime"] = [changed.encode()]
+        if reset:
+            attrs["pwdReset"] = [b"TRUE"]
+        self.add(dn, attrs, relax=True)
+        return dn
 
     def delete(self, dn: str) -> None:
         conn = self.admin()
