@@ -8,7 +8,6 @@ at least 8 characters, 3 remembered), so that changing their passwords touches n
 from __future__ import annotations
 
 import datetime
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,11 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import ldap
 import pytest
-import requests
 from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import DevHubProcess, start_devhub
 from kerberos_clients import Chromium
+from password_step import Browserless, chromium_change, message, wait_for_text
 from servers import CHANGE_STEP_MAX_AGE, Slapd
 
 pytestmark = pytest.mark.slow
@@ -88,87 +87,18 @@ def binds(slapd: Slapd, dn: str, password: str) -> bool:
         conn.unbind_s()
 
 
-def csrf(text: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', text)
-    assert found, text[:500]
-    return found.group(1)
-
-
-def ticket(text: str) -> str:
-    found = re.search(r'name="step" value="([^"]+)"', text)
-    assert found, text[:800]
-    return found.group(1)
-
-
-def message(text: str) -> str:
-    found = re.search(r'id="message" role="alert">([^<]*)<', text)
-    return found.group(1).replace("&#39;", "'") if found else ""
-
-
-class Browserless:
-    """The form walked with requests (one session, one client address via the proxy)."""
-
-    def __init__(self, proc: ConnectorProcess, client: str = "192.0.2.10") -> None:
-        self.proc = proc
-        self.s = requests.Session()
-        self.s.headers["X-Forwarded-For"] = client
-        self.query = {"wtrealm": "urn:acme", "wctx": "ctx-pw"}
-
-    def sign_in(self, username: str, password: str) -> requests.Response:
-        page = self.s.get(self.proc.url + "/wsfed", params=self.query, timeout=10)
-        data = {
-            **self.query,
-            "username": username,
-            "password": password,
-            "csrf_token": csrf(page.text),
-        }
-        return self.s.post(self.proc.url + "/wsfed", data=data, allow_redirects=False, timeout=30)
-
-    def change(
-        self, page: requests.Response, new: str, again: str | None = None, **kw: str
-    ) -> requests.Response:
-        data = {
-            "csrf_token": csrf(page.text),
-            "step": ticket(page.text),
-            "new_password": new,
-            "new_password2": new if again is None else again,
-            "action": "change",
-            **kw,
-        }
-        return self.s.post(
-            self.proc.url + "/wsfed/password", data=data, allow_redirects=False, timeout=30
-        )
-
-
 def test_must_change_user_changes_in_chromium_and_lands_with_groups(env, slapd, people, tmp_path):
     hub, proc = env
     dn = add(slapd, people, "pwreset1", "Reset-Old-pw1", reset=True)
     in_group(slapd, dn)
     with Chromium(tmp_path / "chromium", {}) as browser:
-        browser.get(f"{proc.url}/wsfed?wtrealm=urn:acme&wctx=ctx-chromium")
-        browser.wait_for("#username").send_keys("pwreset1")
-        browser.driver.find_element("id", "password").send_keys("Reset-Old-pw1")
-        browser.driver.find_element("id", "submit").click()
-        browser.wait_for("#new_password")
+        url = f"{proc.url}/wsfed?wtrealm=urn:acme&wctx=ctx-chromium"
+        attempt = chromium_change(browser, url, "pwreset1", "Reset-Old-pw1")
         assert "must be changed" in browser.text()
-
-        def attempt(new: str) -> None:
-            browser.wait_for("#new_password").send_keys(new)
-            browser.driver.find_element("id", "new_password2").send_keys(new)
-            browser.driver.find_element("id", "submit").click()
-
-        attempt("short1")
-        assert "too short" in browser.wait_for("#message").text
-        attempt("Reset-Old-pw1")  # the current one is in the history too
-        assert "used this password before" in browser.wait_for("#message").text
+        assert "too short" in attempt("short1")
+        assert "used this password before" in attempt("Reset-Old-pw1")  # the current one
         attempt("Reset-New-pw22")
-        browser.wait_for("body")
-        for _ in range(100):  # the devhub's page, once the relayed profile arrived
-            if browser.url.startswith(hub.url("login/callback")) and GROUP in browser.text():
-                break
-            browser.wait_for("body", 1)
-        assert browser.url.startswith(hub.url("login/callback")), browser.text()[:500]
-        assert GROUP in browser.text()
+        wait_for_text(browser, hub.url("login/callback"), GROUP)
     assert binds(slapd, dn, "Reset-New-pw22")
     assert not binds(slapd, dn, "Reset-Old-pw1")
 
