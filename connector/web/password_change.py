@@ -115,6 +115,7 @@ class StepStore:
         db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=DELETE")
+            db.execute("PRAGMA secure_delete=ON")  # a used ticket's bytes are overwritten
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")

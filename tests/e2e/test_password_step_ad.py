@@ -15,10 +15,10 @@ from typing import Any
 import ldap
 import pytest
 from configs import ad_config
-from connector_proc import ConnectorProcess, setup_config
-from hubs import DevHubProcess, start_devhub
+from connector_proc import ConnectorProcess
+from hubs import DevHubProcess
 from kerberos_clients import Chromium
-from password_step import Browserless, chromium_change, message, wait_for_text
+from password_step import Browserless, chromium_change, connector_with_hub, message, wait_for_text
 from servers import AD_STEP_GROUP, AD_STEP_PEOPLE
 
 pytestmark = pytest.mark.slow
@@ -29,20 +29,8 @@ POLICY_WORDS = "too short, too simple, one you have used before"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, samba_ad) -> Iterator[tuple[DevHubProcess, ConnectorProcess]]:
     tmp = tmp_path_factory.mktemp("password-step-ad")
-    hub = start_devhub(tmp / "hub", lease_seconds=4)
-    state = tmp / "connector"
-    setup_config(
-        state,
-        ad_config(samba_ad),
-        hub.ticket_url,
-        POLL_WAIT_SECONDS=2,
-        ENABLE_WRITE_BACK=True,
-        TRUSTED_PROXIES=["127.0.0.1"],
-    )
-    proc = ConnectorProcess(state).start()
-    yield hub, proc
-    proc.stop()
-    hub.stop()
+    with connector_with_hub(tmp, ad_config(samba_ad)) as running:
+        yield running
 
 
 def dn_of(samba_ad: Any, sam: str) -> str:

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import ldap
 import pytest
 from configs import openldap_config
-from connector_proc import ConnectorProcess, setup_config
-from hubs import DevHubProcess, start_devhub
+from connector_proc import ConnectorProcess
+from hubs import DevHubProcess
 from kerberos_clients import Chromium
-from password_step import Browserless, chromium_change, message, wait_for_text
+from password_step import Browserless, chromium_change, connector_with_hub, message, wait_for_text
 from servers import CHANGE_STEP_MAX_AGE, Slapd
 
 pytestmark = pytest.mark.slow
@@ -30,20 +30,8 @@ GROUP = "pw-step-group"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, slapd) -> Iterator[tuple[DevHubProcess, ConnectorProcess]]:
     tmp = tmp_path_factory.mktemp("password-step")
-    hub = start_devhub(tmp / "hub", lease_seconds=4)
-    state = tmp / "connector"
-    setup_config(
-        state,
-        openldap_config(slapd),
-        hub.ticket_url,
-        POLL_WAIT_SECONDS=2,
-        ENABLE_WRITE_BACK=True,
-        TRUSTED_PROXIES=["127.0.0.1"],
-    )
-    proc = ConnectorProcess(state).start()
-    yield hub, proc
-    proc.stop()
-    hub.stop()
+    with connector_with_hub(tmp, openldap_config(slapd)) as running:
+        yield running
 
 
 @pytest.fixture

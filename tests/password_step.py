@@ -1,13 +1,43 @@
-"""The sign-in form and its password change step, walked with requests or Chromium."""
+"""The sign-in form and its password change step, walked with requests or Chromium
+(``kerberos_clients.Chromium``), for the e2e and hostile suites."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import requests
-from connector_proc import ConnectorProcess
-from kerberos_clients import Chromium
+from connector_proc import ConnectorProcess, setup_config
+from hubs import DevHubProcess, start_devhub
+
+
+@contextlib.contextmanager
+def connector_with_hub(
+    tmp: Path, directory_cfg: dict[str, Any], **extra: Any
+) -> Iterator[tuple[DevHubProcess, ConnectorProcess]]:
+    """A devhub and a connector behind it with write-back on, trusting 127.0.0.1 as a proxy
+    (so that each test names its client address in ``X-Forwarded-For``)."""
+    hub = start_devhub(tmp / "hub", lease_seconds=4)
+    try:
+        setup_config(
+            tmp / "connector",
+            directory_cfg,
+            hub.ticket_url,
+            POLL_WAIT_SECONDS=2,
+            ENABLE_WRITE_BACK=True,
+            TRUSTED_PROXIES=["127.0.0.1"],
+            **extra,
+        )
+        proc = ConnectorProcess(tmp / "connector").start()
+        try:
+            yield hub, proc
+        finally:
+            proc.stop()
+    finally:
+        hub.stop()
 
 
 def csrf(text: str) -> str:
@@ -62,7 +92,7 @@ class Browserless:
         )
 
 
-def chromium_change(browser: Chromium, url: str, username: str, old: str) -> Any:
+def chromium_change(browser: Any, url: str, username: str, old: str) -> Any:
     """Sign in at ``url`` in ``browser``; the change step's submit function, once shown."""
     browser.get(url)
     browser.wait_for("#username").send_keys(username)
@@ -89,7 +119,7 @@ def chromium_change(browser: Chromium, url: str, username: str, old: str) -> Any
     return attempt
 
 
-def wait_for_text(browser: Chromium, url_prefix: str, text: str) -> None:
+def wait_for_text(browser: Any, url_prefix: str, text: str) -> None:
     """Wait until the browser shows ``text`` on a page under ``url_prefix``."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
