@@ -205,6 +205,32 @@ def warn_days(profile: dict[str, Any]) -> int | None:
     return math.ceil(left)
 
 
+def console_note(
+    settings: Any, profile: dict[str, Any] | None, outcome: errors.ConnectorError | None
+) -> str | None:
+    """What the console's "try a login" says of the password's expiry and the change step."""
+    if isinstance(outcome, errors.PasswordExpired | errors.PasswordChangeRequired):
+        if outcome.context.get("code") == passwords.NO_GRACE:
+            return (
+                "The password has expired and the directory's policy grants no grace sign-in "
+                "(pwdGraceAuthNLimit): only an administrator can change it."
+            )
+        if not passwords.can_change_at_sign_in(outcome):
+            return None
+        if not settings.enable_write_back:
+            return "With ENABLE_WRITE_BACK on, the sign-in page would offer the change step."
+        return "The sign-in page would ask this person for a new password (the change step)."
+    expires_at = (profile or {}).get("password_expires_at")
+    if not expires_at:
+        return None if profile is None else "The password's expiry is not known (or never)."
+    left = passwords.days_left(expires_at) or 0.0
+    note = f"The password expires at {expires_at} (in {math.ceil(left)} days)."
+    warning = settings.password_expiry_warning_days
+    if settings.enable_write_back and warning and 0 <= left <= warning:
+        note += " The sign-in page would offer to change it now (skippable)."
+    return note
+
+
 def start(
     params: dict[str, str],
     username: str,
