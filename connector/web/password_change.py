@@ -361,6 +361,16 @@ def change() -> ResponseReturnValue:
     except errors.WrongPassword:
         _audit(step.username, "WrongPassword", addr, correlation)  # the attempt stays counted
         return _start_over("Your password was changed meanwhile. Sign in again.", 401, step)
+    except (errors.PasswordExpired, errors.PasswordChangeRequired) as exc:
+        attempt.cancel()  # e.g. the grace sign-ins ran out between the form and this step
+        log.warning("password change at sign-in refused for %r: %s", step.username, exc)
+        _audit(step.username, exc.wire_name, addr, correlation)
+        return _start_over(
+            "Your password has expired and the directory no longer lets you change it "
+            "yourself. Contact your administrator.",
+            403,
+            step,
+        )
     except errors.InsufficientAccessRights as exc:
         attempt.cancel()
         log.error("password change at sign-in refused for %r: %s", step.username, exc)

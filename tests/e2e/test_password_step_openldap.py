@@ -184,3 +184,37 @@ def test_hub_change_password_with_the_old_one_works_for_a_must_change_user(env, 
     )
     assert "profile" in done["result"], done
     assert binds(slapd, dn, "Reset-New-pw22") and not binds(slapd, dn, "Reset-Old-pw1")
+
+
+def test_the_last_grace_sign_in_spent_by_the_form_is_said_plainly(env, slapd, people):
+    _, proc = env
+    policy = f"cn=one-grace,{slapd.policies_dn}"
+    slapd.add(
+        policy,
+        {
+            "objectClass": [b"top", b"device", b"pwdPolicy"],
+            "cn": [b"one-grace"],
+            "pwdAttribute": [b"userPassword"],
+            "pwdMaxAge": [b"60"],
+            "pwdGraceAuthNLimit": [b"1"],
+            "pwdAllowUserChange": [b"TRUE"],
+        },
+    )
+    try:
+        dn = add(
+            slapd,
+            people,
+            "pwgrace1",
+            "Grace-Old-pw1",
+            policy="one-grace",
+            changed="20200101000000Z",
+        )
+        form = Browserless(proc)
+        step = form.sign_in("pwgrace1", "Grace-Old-pw1")  # spends the one grace sign-in
+        assert 'name="new_password"' in step.text, step.text[:500]
+        refused = form.change(step, "Grace-New-pw22")
+        assert refused.status_code == 403
+        assert "no longer lets you change it yourself" in message(refused.text)
+        assert not binds(slapd, dn, "Grace-New-pw22")
+    finally:
+        slapd.delete(policy)  # the person goes with the fixture
