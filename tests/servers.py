@@ -972,6 +972,7 @@ AD_EXPECTED_GROUPS: dict[str, set[str]] = {
 AD_STEP_PEOPLE: dict[str, tuple[str, bool, int, int]] = {
     "stepmust1": ("Stepmust-Passw0rd!", True, 0, 0),
     "stepexp1": ("Stepexp-Passw0rd!", False, 2, 3),
+    "stepexp2": ("Stepexp2-Passw0rd!", False, 2, 3),
     "stepsoon1": ("Stepsoon-Passw0rd!", False, 10, 5),
     "stephub1": ("Stephub-Passw0rd!", True, 0, 0),
     "stephub2": ("Stephub2-Passw0rd!", False, 2, 3),

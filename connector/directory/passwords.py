@@ -46,7 +46,8 @@ NO_GRACE = "ppolicy:0"
 _UF_DONT_EXPIRE_PASSWD = 0x10000
 _FILETIME_EPOCH = 11644473600
 _FILETIME_NEVER = 0x7FFFFFFFFFFFFFFF
-_POLICY_SECONDS = 60.0  # how long a policy's pwdMaxAge is remembered
+_POLICY_SECONDS = 60.0  # how long a policy's numbers are remembered
+_POLICY_NUMBERS = ("pwdMaxAge", "pwdMinLength")
 
 
 def can_change_at_sign_in(outcome: errors.AuthError) -> bool:
@@ -74,6 +75,20 @@ def change_as_user(directory: Directory, user: Entry, old: str, new: str, userna
     ctx = {"username": username, "dn": user.dn}
     is_ad = directory.is_active_directory()
     timeout = directory.settings.ldap_operation_timeout
+    if not is_ad:
+        # on OpenLDAP every bind of an expired password spends a grace sign-in: what can be
+        # judged here is refused before any bind
+        if new == old:
+            raise errors.PasswordComplexity(
+                "the new password is the current one", reason="in_history", **ctx
+            )
+        shortest = directory.expiry.min_length(user)
+        if shortest and len(new) < shortest:
+            raise errors.PasswordComplexity(
+                f"the new password is shorter than the policy's {shortest} characters",
+                reason="too_short",
+                **ctx,
+            )
 
     def need_tls(conn: Connection) -> None:
         if is_ad and not conn.tls:
@@ -187,7 +202,7 @@ class ExpiryReader:
 
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
-        self._max_age: dict[str, tuple[float, int | None]] = {}
+        self._policies: dict[str, tuple[float, dict[str, int | None]]] = {}
         self._lock = threading.Lock()
 
     def expires_at(self, user: Entry) -> str | None:
@@ -210,9 +225,18 @@ class ExpiryReader:
             return None
         return _iso(changed_at + max_age)
 
+    def min_length(self, user: Entry) -> int | None:
+        """The ``pwdMinLength`` of an OpenLDAP user's own policy, if it can be read."""
+        policy = user.first("pwdPolicySubentry")
+        return self._policy(policy, time.monotonic()).get("pwdMinLength") if policy else None
+
     def _policy_max_age(self, policy: str, now: float) -> int | None:
+        return self._policy(policy, now).get("pwdMaxAge")
+
+    def _policy(self, policy: str, now: float) -> dict[str, int | None]:
+        """The numbers of a ppolicy entry this module uses (remembered a minute)."""
         with self._lock:
-            cached = self._max_age.get(policy)
+            cached = self._policies.get(policy)
         if cached is not None and now - cached[0] < _POLICY_SECONDS:
             return cached[1]
 
@@ -222,7 +246,7 @@ class ExpiryReader:
                 self.directory.settings,
                 policy,
                 "(objectClass=*)",
-                ["pwdMaxAge"],
+                list(_POLICY_NUMBERS),
                 scope=ldap.SCOPE_BASE,
             )
 
@@ -230,11 +254,11 @@ class ExpiryReader:
             found = self.directory._run(read, "read the password policy", dn=policy)
         except errors.DirectoryFailure as exc:
             log.info("password policy %r not read: %s", policy, exc)
-            return None
-        value = _int(found[0].first("pwdMaxAge")) if found else None
+            return {}
+        values = {n: _int(found[0].first(n)) if found else None for n in _POLICY_NUMBERS}
         with self._lock:
-            self._max_age[policy] = (now, value)
-        return value
+            self._policies[policy] = (now, values)
+        return values
 
 
 def days_left(expires_at: str | None, now: float | None = None) -> float | None:

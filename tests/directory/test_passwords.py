@@ -74,3 +74,25 @@ def test_days_left():
 )
 def test_which_refusals_open_the_change_step(outcome, offered):
     assert passwords.can_change_at_sign_in(outcome) is offered
+
+
+def test_openldap_refusals_carry_their_reason(ldap_with, slapd):
+    directory = ldap_with(ENABLE_WRITE_BACK=True)
+    dn = slapd.add_person("pwhistory1", "History-One-pw1", reset=True)
+    try:
+        user = directory.find_user("pwhistory1")
+
+        def refusal(old: str, new: str) -> str:
+            with pytest.raises(errors.PasswordComplexity) as caught:
+                passwords.change_as_user(directory, user, old, new, "pwhistory1")
+            return str(caught.value.context["reason"])
+
+        assert refusal("History-One-pw1", "short1") == "too_short"  # before any bind
+        assert refusal("History-One-pw1", "History-One-pw1") == "in_history"  # the same
+        passwords.change_as_user(directory, user, "History-One-pw1", "History-Two-pw2", "h")
+        # back to the first one: the server's pwdInHistory says no (ppolicy error 8)
+        assert refusal("History-Two-pw2", "History-One-pw1") == "in_history"
+        with pytest.raises(errors.WrongPassword):
+            passwords.change_as_user(directory, user, "History-One-pw1", "History-3-pw3", "h")
+    finally:
+        slapd.delete(dn)

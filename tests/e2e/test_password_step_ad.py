@@ -50,20 +50,23 @@ def binds(samba_ad: Any, sam: str, password: str) -> bool:
         return False
 
 
-def test_must_change_user_changes_in_chromium_and_lands_with_groups(env, samba_ad, tmp_path):
+@pytest.mark.parametrize(("sam", "code"), [("stepmust1", "773"), ("stepexp2", "532")])
+def test_in_chromium_a_new_password_is_asked_and_the_sign_in_lands_with_groups(
+    env, samba_ad, tmp_path, sam, code
+):
     hub, proc = env
-    old = AD_STEP_PEOPLE["stepmust1"][0]
-    assert "data 773" in _bind_error(samba_ad, "stepmust1", old)
+    old, new = AD_STEP_PEOPLE[sam][0], f"{sam}-New-pw22!"
+    assert f"data {code}" in _bind_error(samba_ad, sam, old)
     with Chromium(tmp_path / "chromium", {}) as browser:
         url = f"{proc.url}/wsfed?wtrealm=urn:acme&wctx=ctx-chromium"
-        attempt = chromium_change(browser, url, "stepmust1", old)
-        assert "must be changed" in browser.text()
+        attempt = chromium_change(browser, url, sam, old)
+        assert "expired or must be changed" in browser.text()
         assert POLICY_WORDS in attempt("Sh0rt!")
         assert POLICY_WORDS in attempt(old)  # in the history
-        attempt("Stepmust-New-pw22!")
+        attempt(new)
         wait_for_text(browser, hub.url("login/callback"), AD_STEP_GROUP)
-    assert binds(samba_ad, "stepmust1", "Stepmust-New-pw22!")
-    assert not binds(samba_ad, "stepmust1", old)
+    assert binds(samba_ad, sam, new)
+    assert not binds(samba_ad, sam, old)
 
 
 def _bind_error(samba_ad: Any, sam: str, password: str) -> str:

@@ -75,20 +75,28 @@ def binds(slapd: Slapd, dn: str, password: str) -> bool:
         conn.unbind_s()
 
 
-def test_must_change_user_changes_in_chromium_and_lands_with_groups(env, slapd, people, tmp_path):
+@pytest.mark.parametrize("kind", ["must-change", "expired"])
+def test_in_chromium_a_new_password_is_asked_and_the_sign_in_lands_with_groups(
+    env, slapd, people, tmp_path, kind
+):
     hub, proc = env
-    dn = add(slapd, people, "pwreset1", "Reset-Old-pw1", reset=True)
+    uid, old, new = f"pwchromium-{kind}", "Chromium-Old-pw1", "Chromium-New-pw22"
+    if kind == "must-change":
+        dn = add(slapd, people, uid, old, reset=True)
+    else:
+        dn = add(slapd, people, uid, old, changed="20200101000000Z")
     in_group(slapd, dn)
     with Chromium(tmp_path / "chromium", {}) as browser:
         url = f"{proc.url}/wsfed?wtrealm=urn:acme&wctx=ctx-chromium"
-        attempt = chromium_change(browser, url, "pwreset1", "Reset-Old-pw1")
-        assert "must be changed" in browser.text()
+        attempt = chromium_change(browser, url, uid, old)
+        assert "expired or must be changed" in browser.text()
+        assert "Not now" not in browser.text()  # required: no skipping
         assert "too short" in attempt("short1")
-        assert "used this password before" in attempt("Reset-Old-pw1")  # the current one
-        attempt("Reset-New-pw22")
+        assert "used this password before" in attempt(old)  # the current one
+        attempt(new)
         wait_for_text(browser, hub.url("login/callback"), GROUP)
-    assert binds(slapd, dn, "Reset-New-pw22")
-    assert not binds(slapd, dn, "Reset-Old-pw1")
+    assert binds(slapd, dn, new)
+    assert not binds(slapd, dn, old)
 
 
 def test_expired_user_with_grace_changes_and_signs_in(env, slapd, people):
