@@ -169,6 +169,13 @@ def bind_success_policy(ctrls: Any, *, username: str, dn: str) -> errors.AuthErr
     return None
 
 
+def time_before_expiration(ctrls: Any) -> int | None:
+    """Seconds before the password expires, when a bind's password-policy response says."""
+    policy = ppolicy_response(ctrls)
+    seconds = None if policy is None else policy.timeBeforeExpiration
+    return int(seconds) if seconds is not None else None
+
+
 def write_failure(exc: Exception, *, username: str, dn: str) -> errors.ConnectorError:
     """Classify a refused password change."""
     ctx = {"username": username, "dn": dn}

@@ -193,7 +193,8 @@ def user_by_dn(directory: Directory, dn: str) -> Entry:
     return entry
 
 
-def _iso(epoch: float) -> str:
+def iso_time(epoch: float) -> str:
+    """An epoch time as ISO 8601 UTC, to the second (``2026-12-05T16:53:00Z``)."""
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -214,7 +215,7 @@ class ExpiryReader:
         if computed is not None:
             if computed in (0, _FILETIME_NEVER):
                 return None  # 0: must change at next logon (no date); max: never
-            return _iso(computed / 10_000_000 - _FILETIME_EPOCH)
+            return iso_time(computed / 10_000_000 - _FILETIME_EPOCH)
         changed = user.first("pwdChangedTime")
         policy = user.first("pwdPolicySubentry")
         if not changed or not policy:
@@ -223,7 +224,7 @@ class ExpiryReader:
         changed_at = _generalized_time(changed)
         if not max_age or changed_at is None:
             return None
-        return _iso(changed_at + max_age)
+        return iso_time(changed_at + max_age)
 
     def min_length(self, user: Entry) -> int | None:
         """The ``pwdMinLength`` of an OpenLDAP user's own policy, if it can be read."""

@@ -334,11 +334,15 @@ class Directory:
 
     # --- passwords --------------------------------------------------------------------------
 
-    def _check_password(self, user: Entry, username: str, password: str) -> None:
-        """Bind as the user on the bind pool; raise the classified outcome if refused."""
+    def _check_password(self, user: Entry, username: str, password: str) -> int | None:
+        """Bind as the user on the bind pool; raise the classified outcome if refused.
+
+        Returns the seconds before the password expires when the server said so on the bind
+        (OpenLDAP ppolicy's ``timeBeforeExpiration``, sent within ``pwdExpireWarning``).
+        """
         ctx = {"username": username, "dn": user.dn}
 
-        def bind(conn: Connection) -> None:
+        def bind(conn: Connection) -> int | None:
             try:
                 msgid = conn.ldap.simple_bind(
                     user.dn, password, serverctrls=[PasswordPolicyControl()]
@@ -356,8 +360,10 @@ class Directory:
             state = ldaperrors.bind_success_policy(ctrls, **ctx)
             if state is not None:
                 raise state
+            return ldaperrors.time_before_expiration(ctrls)
 
-        self.bind_pool.run(bind)
+        seconds: int | None = self.bind_pool.run(bind)
+        return seconds
 
     def _decoy_bind(self, username: str, password: str) -> None:
         """For a name that finds nobody, the bind a wrong password costs (against a DN that
@@ -407,8 +413,9 @@ class Directory:
             raise
         if before_bind is not None:
             before_bind(user)
+        expires_in = None
         try:
-            self._check_password(user, username, password)
+            expires_in = self._check_password(user, username, password)
         except errors.AuthError as outcome:
             if not self._policy(outcome):
                 log.info(
@@ -426,6 +433,9 @@ class Directory:
                 outcome.wire_name,
             )
         profile = self.profile(user)
+        if expires_in is not None and "password_expires_at" not in profile:
+            # the entry's policy could not tell (the server's default policy is not readable)
+            profile["password_expires_at"] = passwords.iso_time(time.time() + expires_in)
         log.debug(
             "login ok username=%r dn=%r in %.1f ms",
             username,

@@ -96,3 +96,30 @@ def test_openldap_refusals_carry_their_reason(ldap_with, slapd):
             passwords.change_as_user(directory, user, "History-One-pw1", "History-3-pw3", "h")
     finally:
         slapd.delete(dn)
+
+
+def test_the_bind_tells_the_expiry_under_the_unreadable_default_policy(ldap_dir, slapd):
+    import ldap
+
+    from connector.directory.passwords import days_left
+
+    default = slapd.default_policy_dn
+    month, warn = str(30 * 86400).encode(), str(10 * 86400).encode()
+    changed = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() - 25 * 86400))
+    dn = slapd.add_person("pwdefault1", "Default-Old-pw1", policy=None, changed=changed)
+    before = ldap_dir.authenticate("pwdefault1", "Default-Old-pw1")
+    assert "password_expires_at" not in before  # pwdMaxAge 0: never
+    slapd.modify(
+        default,
+        [(ldap.MOD_REPLACE, "pwdMaxAge", [month]), (ldap.MOD_REPLACE, "pwdExpireWarning", [warn])],
+    )
+    try:
+        profile = ldap_dir.authenticate("pwdefault1", "Default-Old-pw1")
+    finally:
+        slapd.modify(
+            default,
+            [(ldap.MOD_REPLACE, "pwdMaxAge", [b"0"]), (ldap.MOD_DELETE, "pwdExpireWarning", None)],
+        )
+        slapd.delete(dn)
+    left = days_left(profile["password_expires_at"])
+    assert left is not None and 4.99 < left <= 5.0
