@@ -226,3 +226,20 @@ def test_the_last_grace_sign_in_spent_by_the_form_is_said_plainly(env, slapd, pe
         assert not binds(slapd, dn, "Grace-New-pw22")
     finally:
         slapd.delete(policy)  # the person goes with the fixture
+
+
+def test_the_offered_change_takes_a_refusal_then_a_new_password(env, slapd, people):
+    hub, proc = env
+    changed = time.time() - CHANGE_STEP_MAX_AGE + 2 * 86400
+    dn = add(slapd, people, "pwsoon2", "Soon-Old-pw1", changed=_generalized(changed))
+    form = Browserless(proc)
+    step = form.sign_in("pwsoon2", "Soon-Old-pw1")
+    assert "expires in 2 days" in step.text
+    refused = form.change(step, "short1")
+    assert refused.status_code == 400 and "too short" in message(refused.text)
+    assert "expires soon" in refused.text and "Not now" in refused.text  # still optional
+    done = form.change(refused, "Soon-New-pw22")
+    assert done.status_code == 303 and done.headers["Location"].startswith(
+        hub.url("login/callback")
+    )
+    assert binds(slapd, dn, "Soon-New-pw22") and not binds(slapd, dn, "Soon-Old-pw1")
