@@ -40,14 +40,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: operational attributes the expiry is computed from (never in ``*``: asked for by name)
-EXPIRY_ATTRS = ["msDS-UserPasswordExpiryTimeComputed", "pwdChangedTime"]
+EXPIRY_ATTRS = ["msDS-UserPasswordExpiryTimeComputed", "pwdChangedTime", "msDS-ResultantPSO"]
 #: the error code of an OpenLDAP bind refused because the password expired without grace
 NO_GRACE = "ppolicy:0"
 _UF_DONT_EXPIRE_PASSWD = 0x10000
 _FILETIME_EPOCH = 11644473600
 _FILETIME_NEVER = 0x7FFFFFFFFFFFFFFF
 _POLICY_SECONDS = 60.0  # how long a policy's numbers are remembered
-_POLICY_NUMBERS = ("pwdMaxAge", "pwdMinLength")
+#: ppolicy entries; AD password settings objects (readable by few) and the domain's defaults
+_POLICY_NUMBERS = ("pwdMaxAge", "pwdMinLength", "msDS-MinimumPasswordLength", "minPwdLength")
 
 
 def can_change_at_sign_in(outcome: errors.AuthError) -> bool:
@@ -75,20 +76,19 @@ def change_as_user(directory: Directory, user: Entry, old: str, new: str, userna
     ctx = {"username": username, "dn": user.dn}
     is_ad = directory.is_active_directory()
     timeout = directory.settings.ldap_operation_timeout
-    if not is_ad:
-        # on OpenLDAP every bind of an expired password spends a grace sign-in: what can be
-        # judged here is refused before any bind
-        if new == old:
-            raise errors.PasswordComplexity(
-                "the new password is the current one", reason="in_history", **ctx
-            )
-        shortest = directory.expiry.min_length(user)
-        if shortest and len(new) < shortest:
-            raise errors.PasswordComplexity(
-                f"the new password is shorter than the policy's {shortest} characters",
-                reason="too_short",
-                **ctx,
-            )
+    # what can be judged here is refused before any bind (on OpenLDAP each bind of an expired
+    # password spends a grace sign-in; AD's refusal does not say which rule the password broke)
+    if not is_ad and new == old:
+        raise errors.PasswordComplexity(
+            "the new password is the current one", reason="in_history", **ctx
+        )
+    shortest = directory.expiry.ad_min_length(user) if is_ad else directory.expiry.min_length(user)
+    if shortest and len(new) < shortest:
+        raise errors.PasswordComplexity(
+            f"the new password is shorter than the policy's {shortest} characters",
+            reason="too_short",
+            **ctx,
+        )
 
     def need_tls(conn: Connection) -> None:
         if is_ad and not conn.tls:
@@ -204,6 +204,7 @@ class ExpiryReader:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
         self._policies: dict[str, tuple[float, dict[str, int | None]]] = {}
+        self._default_nc: tuple[float, str | None] | None = None
         self._lock = threading.Lock()
 
     def expires_at(self, user: Entry) -> str | None:
@@ -230,6 +231,38 @@ class ExpiryReader:
         """The ``pwdMinLength`` of an OpenLDAP user's own policy, if it can be read."""
         policy = user.first("pwdPolicySubentry")
         return self._policy(policy, time.monotonic()).get("pwdMinLength") if policy else None
+
+    def ad_min_length(self, user: Entry) -> int | None:
+        """The shortest password Active Directory takes for ``user``: its password settings
+        object's (``msDS-ResultantPSO``) when readable, else the domain's ``minPwdLength`` when
+        no PSO applies; None when unknown (a PSO the service account may not read)."""
+        now = time.monotonic()
+        pso = user.first("msDS-ResultantPSO")
+        if pso:
+            return self._policy(pso, now).get("msDS-MinimumPasswordLength")
+        domain = self._domain(now)
+        return self._policy(domain, now).get("minPwdLength") if domain else None
+
+    def _domain(self, now: float) -> str | None:
+        """The domain's DN (the root DSE's ``defaultNamingContext``)."""
+        if self._default_nc is None or now - self._default_nc[0] >= _POLICY_SECONDS:
+
+            def read(conn: Connection) -> list[Entry]:
+                return search(
+                    conn,
+                    self.directory.settings,
+                    "",
+                    "(objectClass=*)",
+                    ["defaultNamingContext"],
+                    scope=ldap.SCOPE_BASE,
+                )
+
+            try:
+                found = self.directory._run(read, "read the root DSE")
+            except errors.DirectoryFailure:
+                return None
+            self._default_nc = (now, found[0].first("defaultNamingContext") if found else None)
+        return self._default_nc[1]
 
     def _policy_max_age(self, policy: str, now: float) -> int | None:
         return self._policy(policy, now).get("pwdMaxAge")

@@ -50,9 +50,17 @@ def binds(samba_ad: Any, sam: str, password: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize(("sam", "code"), [("stepmust1", "773"), ("stepexp2", "532")])
+@pytest.mark.parametrize(
+    ("sam", "code", "short_words"),
+    [
+        # the domain's policy (minPwdLength 7) is readable: the connector says "too short"
+        ("stepmust1", "773", "The new password is too short."),
+        # a PSO the service account may not read: AD's own refusal, which names no rule
+        ("stepexp2", "532", POLICY_WORDS),
+    ],
+)
 def test_in_chromium_a_new_password_is_asked_and_the_sign_in_lands_with_groups(
-    env, samba_ad, tmp_path, sam, code
+    env, samba_ad, tmp_path, sam, code, short_words
 ):
     hub, proc = env
     old, new = AD_STEP_PEOPLE[sam][0], f"{sam}-New-pw22!"
@@ -61,7 +69,7 @@ def test_in_chromium_a_new_password_is_asked_and_the_sign_in_lands_with_groups(
         url = f"{proc.url}/wsfed?wtrealm=urn:acme&wctx=ctx-chromium"
         attempt = chromium_change(browser, url, sam, old)
         assert "expired or must be changed" in browser.text()
-        assert POLICY_WORDS in attempt("Sh0rt!")
+        assert short_words in attempt("Sh0rt!")
         assert POLICY_WORDS in attempt(old)  # in the history
         attempt(new)
         wait_for_text(browser, hub.url("login/callback"), AD_STEP_GROUP)
@@ -99,7 +107,7 @@ def test_the_step_is_single_use_and_bound_to_its_address(env, samba_ad):
     form = Browserless(proc)
     step = form.sign_in("stepreplay1", old)
     replay_source = form.change(step, "Sh0rt!")
-    assert POLICY_WORDS in message(replay_source.text)
+    assert "too short" in message(replay_source.text)  # the domain's policy: no PSO
     assert "already used" in message(form.change(step, "Stepreplay-New-pw22!").text)
     form.s.headers["X-Forwarded-For"] = "192.0.2.99"
     assert "another sign-in" in message(form.change(replay_source, "Stepreplay-New-pw22!").text)
