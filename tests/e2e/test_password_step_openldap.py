@@ -243,3 +243,17 @@ def test_the_offered_change_takes_a_refusal_then_a_new_password(env, slapd, peop
         hub.url("login/callback")
     )
     assert binds(slapd, dn, "Soon-New-pw22") and not binds(slapd, dn, "Soon-Old-pw1")
+
+
+def test_without_grace_the_form_says_expired_and_the_hub_hears_it_too(env, slapd, people):
+    hub, proc = env
+    # the fixture's "expiry": expired under a policy without grace sign-ins (no step possible)
+    resp = Browserless(proc).sign_in("expiry", "expirypw")
+    assert resp.status_code == 401 and 'name="step"' not in resp.text
+    assert "expired" in message(resp.text)
+    # a grace sign-in is an expired password too: the hub is told so, as for AD's 532
+    add(slapd, people, "pwexpired3", "Expired-Old-pw1", changed="20200101000000Z")
+    done = hub.wait_done(
+        hub.queue("authenticate_user", {"username": "pwexpired3", "password": "Expired-Old-pw1"})
+    )
+    assert done["result"]["err"]["name"] == "PasswordExpired"
