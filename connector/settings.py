@@ -358,6 +358,19 @@ class Settings:
         "Let the hub reset a password without the old one (as the service account); never "
         "the service account's own, nor an account with adminCount=1. Needs ENABLE_WRITE_BACK.",
     )
+    password_expiry_warning_days: float = _setting(
+        "PASSWORD_EXPIRY_WARNING_DAYS",
+        14.0,
+        "Days before a password expires from which the sign-in form offers to change it "
+        "(skippable; 0: never). Needs ENABLE_WRITE_BACK, as does the change of an expired one.",
+        check=_not_negative,
+    )
+    password_change_step_seconds: float = _setting(
+        "PASSWORD_CHANGE_STEP_SECONDS",
+        300.0,
+        "How long the sign-in form's password change step stays usable.",
+        check=_positive,
+    )
     profile_mapper: str | None = _setting(
         "PROFILE_MAPPER", None, "Python file with map_profile(raw, default) to shape profiles."
     )

@@ -318,6 +318,10 @@ SLAPD_PEOPLE: dict[str, tuple[str, str, str, str | None, str]] = {
     "jürgen": ("jürgenpw", "Jürgen", "Müller", None, "Entwickler"),
     "paren": ("parenpw", "Paren", "Test", None, "DN escaping"),
 }
+#: the policy of the people tests add for the password change step (Slapd.add_person):
+#: 30 days' maximum age with 3 grace sign-ins, at least 8 characters, 3 remembered
+CHANGE_STEP_POLICY = "change-step"
+CHANGE_STEP_MAX_AGE = 30 * 86400
 #: name -> password of every user under ou=people
 SLAPD_USERS: dict[str, str] = {uid: v[0] for uid, v in SLAPD_PEOPLE.items()}
 
@@ -656,6 +660,25 @@ ppolicy_hash_cleartext
                 ],
             )
         )
+        # the sign-in's password change step: people made per test with add_person()
+        out.append(
+            _ldif_record(
+                f"cn={CHANGE_STEP_POLICY},{self.policies_dn}",
+                [
+                    *policy_oc,
+                    ("cn", CHANGE_STEP_POLICY),
+                    ("pwdAttribute", "userPassword"),
+                    ("pwdMaxAge", str(CHANGE_STEP_MAX_AGE)),
+                    ("pwdGraceAuthNLimit", "3"),
+                    ("pwdMustChange", "TRUE"),
+                    ("pwdAllowUserChange", "TRUE"),
+                    ("pwdMinLength", "8"),
+                    ("pwdInHistory", "3"),
+                    ("pwdCheckQuality", "2"),
+                    ("pwdLockout", "FALSE"),
+                ],
+            )
+        )
         out.append(
             _ldif_record(
                 self.bind_dn,
@@ -800,6 +823,37 @@ ppolicy_hash_cleartext
         finally:
             conn.unbind_s()
 
+    def add_person(
+        self,
+        uid: str,
+        password: str,
+        *,
+        policy: str | None = CHANGE_STEP_POLICY,
+        changed: str | None = None,
+        reset: bool = False,
+    ) -> str:
+        """Add a person of a test's own under ou=people (not in any group); their DN.
+
+        ``changed``: a back-dated ``pwdChangedTime`` (GeneralizedTime); ``reset``: must change.
+        """
+        dn = self.user_dn(uid)
+        attrs: dict[str, Any] = {
+            "objectClass": [b"inetOrgPerson"],
+            "uid": [uid.encode()],
+            "cn": [uid.encode()],
+            "sn": [uid.encode()],
+            "mail": [f"{uid}@example.test".encode()],
+            "userPassword": [password.encode()],
+        }
+        if policy:
+            attrs["pwdPolicySubentry"] = [f"cn={policy},{self.policies_dn}".encode()]
+        if changed:
+            attrs["pwdChangedTime"] = [changed.encode()]
+        if reset:
+            attrs["pwdReset"] = [b"TRUE"]
+        self.add(dn, attrs, relax=True)
+        return dn
+
     def delete(self, dn: str) -> None:
         conn = self.admin()
         try:
@@ -911,6 +965,20 @@ AD_EXPECTED_GROUPS: dict[str, set[str]] = {
     "carol": {"Team-Dev", "Staff", "Everyone"},
     "dave": {"Team-Core", "Team-Dev", "Staff", "Everyone"},
 }
+
+#: people of the password change step's tests only (their passwords get changed):
+#: sam -> (password, must change, PSO maximum age in days or 0, pwdLastSet days ago or 0);
+#: each PSO: at least 8 characters, complexity, 3 remembered
+AD_STEP_PEOPLE: dict[str, tuple[str, bool, int, int]] = {
+    "stepmust1": ("Stepmust-Passw0rd!", True, 0, 0),
+    "stepexp1": ("Stepexp-Passw0rd!", False, 2, 3),
+    "stepexp2": ("Stepexp2-Passw0rd!", False, 2, 3),
+    "stepsoon1": ("Stepsoon-Passw0rd!", False, 10, 5),
+    "stephub1": ("Stephub-Passw0rd!", True, 0, 0),
+    "stephub2": ("Stephub2-Passw0rd!", False, 2, 3),
+    "stepreplay1": ("Stepreplay-Passw0rd!", True, 0, 0),
+}
+AD_STEP_GROUP = "PwStep"
 
 # ports Samba binds with "server services = ldap cldap kdc"
 _AD_TCP_PORTS = (88, 389, 464, 636, 3268, 3269)
@@ -1024,11 +1092,36 @@ try:
             "msDS-LockoutDuration": str(-600000000),              # 1 min
             "msDS-PSOAppliesTo": str(dn_of(target)),
         })
+    # the sign-in's password change step: people of its own tests (passwords get changed)
+    for sam, (pw, must, age_days, set_days_ago) in cfg["step_people"].items():
+        db.newuser(sam, pw, force_password_change_at_next_login_req=must)
+        if age_days:
+            db.add({
+                "dn": "CN=step-%s,%s" % (sam, psos), "objectClass": "msDS-PasswordSettings",
+                "msDS-PasswordSettingsPrecedence": "3",
+                "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
+                "msDS-PasswordHistoryLength": "3",
+                "msDS-MinimumPasswordLength": "8",
+                "msDS-PasswordComplexityEnabled": "TRUE",
+                "msDS-MinimumPasswordAge": "0",
+                "msDS-MaximumPasswordAge": str(-age_days * DAY),
+                "msDS-LockoutThreshold": "0",
+                "msDS-LockoutObservationWindow": str(-600000000),
+                "msDS-LockoutDuration": str(-600000000),
+                "msDS-PSOAppliesTo": str(dn_of(sam)),
+            })
+    db.newgroup(cfg["step_group"], description="password change step tests")
+    db.add_remove_group_members(cfg["step_group"], list(cfg["step_people"]),
+                                add_members_operation=True)
     db.setexpiry("(sAMAccountName=acctexp1)", 0)          # accountExpires=now -> "data 701"
     # LDAP only accepts pwdLastSet 0/-1 -> back-date it here, bypassing password_hash
     nt_now = int((time.time() + 11644473600) * 10**7)    # 100-ns ticks since 1601
     replace(dn_of("expired1"), "pwdLastSet", str(nt_now - 3 * DAY),
             ["local_oid:%s:0" % dsdb.DSDB_CONTROL_BYPASS_PASSWORD_HASH_OID])
+    for sam, (_, must, age_days, set_days_ago) in cfg["step_people"].items():
+        if set_days_ago:
+            replace(dn_of(sam), "pwdLastSet", str(nt_now - set_days_ago * DAY),
+                    ["local_oid:%s:0" % dsdb.DSDB_CONTROL_BYPASS_PASSWORD_HASH_OID])
     # without msDS-SupportedEncryptionTypes: RC4-only tickets and an RC4-only keytab
     replace(dn_of("httpsvc"), "msDS-SupportedEncryptionTypes", "24")
     add_values(dn_of("httpsvc"), "servicePrincipalName", ["HTTP/localhost"])
@@ -1296,6 +1389,8 @@ class SambaAD:
             "people": AD_PEOPLE,
             "groups": AD_GROUPS,
             "late_members": AD_GROUP_LATE_MEMBERS,
+            "step_people": AD_STEP_PEOPLE,
+            "step_group": AD_STEP_GROUP,
             "keytab": self.keytab,
         }
         (d / "setup.json").write_text(json.dumps(cfg))

@@ -47,6 +47,8 @@ PPOLICY_PASSWORD_EXPIRED = 0
 PPOLICY_ACCOUNT_LOCKED = 1
 PPOLICY_CHANGE_AFTER_RESET = 2
 PPOLICY_QUALITY_ERRORS = (5, 6, 7, 8)  # insufficient quality, too short, too young, in history
+#: why a new password was refused, in the words the sign-in page uses (see REFUSAL_WORDS)
+PPOLICY_REFUSALS = {5: "too_simple", 6: "too_short", 7: "too_young", 8: "in_history"}
 
 # Active Directory "extended error" codes seen on writes.
 _AD_COMPLEXITY = ("0000052d",)
@@ -156,7 +158,22 @@ def bind_success_policy(ctrls: Any, *, username: str, dn: str) -> errors.AuthErr
         return errors.PasswordExpired(
             "the password has expired", username=username, dn=dn, code="ppolicy:0"
         )
+    if policy.error is None and policy.graceAuthNsRemaining is not None:
+        # expired, and this bind spent one of the grace sign-ins ppolicy keeps for a change
+        return errors.PasswordExpired(
+            f"the password has expired (grace sign-ins left: {policy.graceAuthNsRemaining})",
+            username=username,
+            dn=dn,
+            code="ppolicy:grace",
+        )
     return None
+
+
+def time_before_expiration(ctrls: Any) -> int | None:
+    """Seconds before the password expires, when a bind's password-policy response says."""
+    policy = ppolicy_response(ctrls)
+    seconds = None if policy is None else policy.timeBeforeExpiration
+    return int(seconds) if seconds is not None else None
 
 
 def write_failure(exc: Exception, *, username: str, dn: str) -> errors.ConnectorError:
@@ -171,11 +188,16 @@ def write_failure(exc: Exception, *, username: str, dn: str) -> errors.Connector
     if isinstance(exc, ldap.CONSTRAINT_VIOLATION):
         policy = ppolicy_response(error_info(exc).get("ctrls"))
         info = str(error_info(exc).get("info") or "").lower()
-        if (policy is not None and policy.error in PPOLICY_QUALITY_ERRORS) or any(
-            code in info for code in _AD_COMPLEXITY
-        ):
+        if policy is not None and policy.error in PPOLICY_REFUSALS:
             return errors.PasswordComplexity(
-                "the new password does not meet the password policy", **ctx
+                "the new password does not meet the password policy",
+                reason=PPOLICY_REFUSALS[policy.error],
+                **ctx,
+            )
+        if any(code in info for code in _AD_COMPLEXITY):
+            # AD says no more than "length, complexity, history or minimum age"
+            return errors.PasswordComplexity(
+                "the new password does not meet the password policy", reason="policy", **ctx
             )
         return errors.PasswordComplexity(
             f"the directory refused the new password: {describe(exc)}", **ctx

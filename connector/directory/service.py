@@ -22,7 +22,7 @@ from ldap.controls.ppolicy import PasswordPolicyControl
 from ldap.filter import escape_filter_chars
 
 from connector import errors
-from connector.directory import ldaperrors
+from connector.directory import ldaperrors, passwords
 from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.search import Entry, search
@@ -47,6 +47,7 @@ STATE_ATTRS = [
     "adminCount",
     "userPrincipalName",
     "sAMAccountName",
+    *passwords.EXPIRY_ATTRS,
 ]
 #: What the group strategies read on the user's entry.
 GROUP_ATTRS = ["memberOf", "primaryGroupID", "objectGUID", "objectSid"]
@@ -101,6 +102,7 @@ class Directory:
         )
         self.bind_pool = Pool("bind", self.servers, settings.ldap_bind_pool_size, None, acquire)
         self.cache = GroupCache(settings.groups_cache_seconds, settings.groups_cache_max_entries)
+        self.expiry = passwords.ExpiryReader(self)
         self._strategy: GroupStrategy | None = None
         self._is_ad: bool | None = None
         self._lock = threading.Lock()
@@ -242,7 +244,11 @@ class Directory:
             if name.partition(";")[0].lower() in self._profile_lower
         }
         raw = entry_to_raw_profile(user.dn, attrs, groups=groups)
-        return self.mapper(raw)
+        profile = self.mapper(raw)
+        expires_at = self.expiry.expires_at(user)
+        if expires_at is not None and "password_expires_at" not in profile:
+            profile["password_expires_at"] = expires_at
+        return profile
 
     def get_profile(
         self, username: str, *, escaped: bool = False, by_upn: bool = False
@@ -362,11 +368,15 @@ class Directory:
 
     # --- passwords --------------------------------------------------------------------------
 
-    def _check_password(self, user: Entry, username: str, password: str) -> None:
-        """Bind as the user on the bind pool; raise the classified outcome if refused."""
+    def _check_password(self, user: Entry, username: str, password: str) -> int | None:
+        """Bind as the user on the bind pool; raise the classified outcome if refused.
+
+        Returns the seconds before the password expires when the server said so on the bind
+        (OpenLDAP ppolicy's ``timeBeforeExpiration``, sent within ``pwdExpireWarning``).
+        """
         ctx = {"username": username, "dn": user.dn}
 
-        def bind(conn: Connection) -> None:
+        def bind(conn: Connection) -> int | None:
             try:
                 msgid = conn.ldap.simple_bind(
                     user.dn, password, serverctrls=[PasswordPolicyControl()]
@@ -384,8 +394,10 @@ class Directory:
             state = ldaperrors.bind_success_policy(ctrls, **ctx)
             if state is not None:
                 raise state
+            return ldaperrors.time_before_expiration(ctrls)
 
-        self.bind_pool.run(bind)
+        seconds: int | None = self.bind_pool.run(bind)
+        return seconds
 
     def _decoy_bind(self, username: str, password: str) -> None:
         """For a name that finds nobody, the bind a wrong password costs (against a DN that
@@ -435,8 +447,9 @@ class Directory:
             raise
         if before_bind is not None:
             before_bind(user)
+        expires_in = None
         try:
-            self._check_password(user, username, password)
+            expires_in = self._check_password(user, username, password)
         except errors.AuthError as outcome:
             if not self._policy(outcome):
                 log.info(
@@ -454,6 +467,9 @@ class Directory:
                 outcome.wire_name,
             )
         profile = self.profile(user)
+        if expires_in is not None and "password_expires_at" not in profile:
+            # the entry's policy could not tell (the server's default policy is not readable)
+            profile["password_expires_at"] = passwords.iso_time(time.time() + expires_in)
         log.debug(
             "login ok username=%r dn=%r in %.1f ms",
             username,
@@ -492,9 +508,12 @@ class Directory:
             raise errors.InsufficientAccessRights(
                 "privileged accounts (adminCount=1) are never reset through the connector", **ctx
             )
+        if old_password is not None:
+            passwords.change_as_user(self, user, old_password, new_password, username)
+            return self.profile(user)
         is_ad = self.is_active_directory()
 
-        def change(conn: Connection) -> None:
+        def reset(conn: Connection) -> None:
             if is_ad and not conn.tls:
                 raise errors.InsufficientAccessRights(
                     "Active Directory accepts password changes only over TLS: use ldaps:// or "
@@ -502,35 +521,18 @@ class Directory:
                     **ctx,
                 )
             try:
-                if old_password is not None:
-                    conn.ldap.simple_bind_s(user.dn, old_password)
                 if is_ad:
-                    new = _ad_password(new_password)
-                    if old_password is None:
-                        mods = [(ldap.MOD_REPLACE, "unicodePwd", [new])]
-                    else:
-                        mods = [
-                            (ldap.MOD_DELETE, "unicodePwd", [_ad_password(old_password)]),
-                            (ldap.MOD_ADD, "unicodePwd", [new]),
-                        ]
+                    mods = [(ldap.MOD_REPLACE, "unicodePwd", [passwords.ad_password(new_password)])]
                     conn.ldap.modify_ext_s(user.dn, mods)
                 else:
-                    conn.ldap.passwd_s(user.dn, old_password, new_password)
+                    conn.ldap.passwd_s(user.dn, None, new_password)
             except ldaperrors.CONNECTION_ERRORS:
                 raise
             except ldap.LDAPError as exc:
                 raise ldaperrors.write_failure(exc, **ctx) from None
 
-        if old_password is None:
-            self.search_pool.run(change)
-        else:
-            self.bind_pool.run(change)
-        log.info(
-            "password changed username=%r dn=%r by=%s",
-            username,
-            user.dn,
-            "user" if old_password is not None else "service account",
-        )
+        self.search_pool.run(reset)
+        log.info("password changed username=%r dn=%r by=service account", username, user.dn)
         self.cache.clear()
         return self.profile(user)
 
@@ -703,8 +705,3 @@ def account_state(
             return None  # the lockout has lapsed; the next bind removes the attribute
         return errors.AccountLocked, "the account is locked", "ppolicy:locked"
     return None
-
-
-def _ad_password(password: str) -> bytes:
-    """The ``unicodePwd`` encoding: the password in double quotes, UTF-16-LE."""
-    return f'"{password}"'.encode("utf-16-le")

@@ -26,11 +26,12 @@ def create_app(
         app.config.update(test_config)
     app.extensions["connector"] = Services(settings)
 
-    from connector.web import console, health, signin
+    from connector.web import console, health, password_change, signin
 
     app.register_blueprint(console.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(signin.bp)
+    app.register_blueprint(password_change.bp)
     return app
 
 

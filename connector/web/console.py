@@ -81,6 +81,7 @@ from connector.settings import (
 from connector.troubleshoot import keytab_principals, run_checks
 from connector.web import services
 from connector.web.guards import Csrf, csrf_cookie_name, set_csrf_cookie
+from connector.web.password_change import console_note
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("connector.audit")
@@ -743,9 +744,12 @@ def try_login() -> ResponseReturnValue:
         try:
             context["try_profile"] = svc.require_directory().authenticate(username, password)
             outcome = "success"
+            note = console_note(svc.settings, context["try_profile"], None)
         except errors.ConnectorError as exc:
             outcome = exc.wire_name
             context["try_error"] = {"name": exc.wire_name, "message": str(exc)}
+            note = console_note(svc.settings, None, exc)
+        context["try_expiry"] = note
         metrics.login("console", outcome, time.monotonic() - started)
     audit.info(
         "login method=console user=%r outcome=%s client=%s correlation=%s",

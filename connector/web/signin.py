@@ -46,7 +46,7 @@ from connector.channel.client import HubError
 from connector.kerberos import KerberosRejected
 from connector.netpolicy import client_address, parse_address
 from connector.services import Services
-from connector.web import services
+from connector.web import password_change, services
 from connector.web.guards import (
     CSRF_COOKIE,
     Attempt,
@@ -389,16 +389,16 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
     # and, once the search found it, per directory entry: a name spelled another way that the
     # directory matches, or requests sent in parallel, cannot get past the limits.
     attempt = Attempt()
+    found: list[str] = []  # the entry's DN, for the password change step
+
+    def before_bind(entry: Any) -> None:
+        found.append(entry.dn)
+        attempt.reserve(svc.user_throttle, entry_key(entry.dn), forget=True)
+
     try:
         attempt.reserve(svc.address_throttle, address_key(addr), forget=False)
         attempt.reserve(svc.user_throttle, user_key(username), forget=True)
-        profile = svc.require_directory().authenticate(
-            username,
-            password,
-            before_bind=lambda entry: attempt.reserve(
-                svc.user_throttle, entry_key(entry.dn), forget=True
-            ),
-        )
+        profile = svc.require_directory().authenticate(username, password, before_bind=before_bind)
     except errors.LoginThrottled as exc:
         attempt.cancel()  # a throttled attempt tried nothing: it counts against nobody
         _audit("form", username, "throttled", addr, correlation)
@@ -410,6 +410,11 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
         )
     except errors.AuthError as exc:  # the reserved attempts stay counted: failures
         _audit("form", username, exc.wire_name, addr, correlation)
+        if password_change.offered_for(exc):  # the right password, to be changed first
+            attempt.succeeded()
+            return password_change.start(
+                params, username, str(exc.context["dn"]), password, addr, required=True
+            )
         return _render_form(
             params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=401
         )
@@ -420,4 +425,9 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
             params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=503
         )
     attempt.succeeded()
+    days = password_change.warn_days(profile)
+    if days is not None and found:
+        return password_change.start(
+            params, username, found[-1], password, addr, required=False, days=days
+        )
     return _hand_off(params, profile, "form", target, (username, addr, correlation))

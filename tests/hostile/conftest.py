@@ -55,6 +55,7 @@ _KINDS = {
     "test_hostile_archive.py": "archives: scrypt cost bombs, old backups pruned",
     "test_hostile_kerberos_identity.py": "valid tickets: foreign realm, account state",
     "test_hostile_password_change.py": "change_password: resets, empty / NUL / long, own svc",
+    "test_hostile_password_step.py": "sign-in change step: replayed, tampered, moved, late",
     "test_hostile_profiles.py": "password hashes in attributes nobody named",
     "test_hostile_hub_answers.py": "hub over http, tampered ticket info",
     "test_hostile_tenant_key.py": "tenant key: a public key passed off as a secret",
