@@ -39,7 +39,7 @@ def _error_exit(exc: errors.ConnectorError) -> int:
     print(f"error: {exc}", file=sys.stderr)
     if isinstance(exc, errors.ConfigError):
         return EXIT_CONFIG
-    if isinstance(exc, errors.DirectoryUnavailable):
+    if isinstance(exc, errors.DirectoryUnavailable | errors.HubUnavailable):
         return EXIT_UNAVAILABLE
     return EXIT_REFUSED
 
