@@ -578,6 +578,8 @@ class Settings:
     secret_key_file: str | None = dataclasses.field(default=None, metadata={"key": None})
     ignored_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
     env_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
+    #: secrets the file holds in plain text (``seal_config_file`` would encrypt them)
+    unsealed_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
 
     @property
     def state_dir(self) -> Path:
@@ -1054,6 +1056,7 @@ def load_settings(
         secret_key_file=str(box.key_file),
         ignored_keys=tuple(ignored),
         env_keys=tuple(sorted(k for k in KNOWN_KEYS if k in env)),
+        unsealed_keys=tuple(k for k in SEALED_KEYS if isinstance(data.get(k), str) and data[k]),
     )
     console, main = settings.console_address, split_host_port(settings.main_bind)
     if console is not None and main is not None and console[1] == main[1]:

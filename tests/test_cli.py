@@ -146,6 +146,9 @@ def test_seal_encrypts_a_plain_password_and_loading_does_not(tmp_path, slapd):
     assert json.loads(before)["LDAP_BIND_PASSWORD"]
     assert connector(config, "user", "alice").returncode == 0
     assert config.read_bytes() == before  # a command that loads the settings writes nothing
+    checked = connector(config, "check")
+    assert "NOTE config: LDAP_BIND_PASSWORD is in plain text" in checked.stdout
+    assert "connector seal" in checked.stdout
     out = connector(config, "seal")
     assert out.returncode == 0, out.stderr
     assert "LDAP_BIND_PASSWORD" in out.stdout and "replaced by encrypted" in out.stdout
@@ -154,3 +157,4 @@ def test_seal_encrypts_a_plain_password_and_loading_does_not(tmp_path, slapd):
     assert connector(config, "user", "alice").returncode == 0
     again = connector(config, "seal")
     assert again.returncode == 0 and "nothing to seal" in again.stdout
+    assert "in plain text" not in connector(config, "check").stdout

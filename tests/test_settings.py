@@ -150,6 +150,7 @@ def test_loading_never_writes_a_plain_password_is_used_as_it_is(tmp_path):
     assert "s3cret-Pw" not in repr(s)
     assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # no key made either
+    assert s.unsealed_keys == ("LDAP_BIND_PASSWORD",)  # `connector check` says so
 
 
 def test_sealing_is_the_explicit_step_that_writes(tmp_path):
@@ -168,6 +169,7 @@ def test_sealing_is_the_explicit_step_that_writes(tmp_path):
     # loads from the encrypted values, and the password never reaches repr()
     again = load_settings(path, environ={})
     assert again.ldap_bind_password == "s3cret-Pw" and again.console_password == "c0n"
+    assert again.unsealed_keys == ()
     assert "s3cret-Pw" not in repr(again)
     # no temp files left behind by the atomic write; a second run has nothing to do
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "secret.key"]
