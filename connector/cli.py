@@ -14,7 +14,7 @@ from typing import Any
 
 from connector import __version__, errors
 from connector.logs import configure
-from connector.settings import Settings, config_file, load_settings
+from connector.settings import Settings, config_file, load_settings, seal_config_file
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _error_exit(exc: errors.ConnectorError) -> int:
     print(f"error: {exc}", file=sys.stderr)
     if isinstance(exc, errors.ConfigError):
         return EXIT_CONFIG
-    if isinstance(exc, errors.DirectoryUnavailable):
+    if isinstance(exc, errors.DirectoryUnavailable | errors.HubUnavailable):
         return EXIT_UNAVAILABLE
     return EXIT_REFUSED
 
@@ -195,6 +195,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_seal(args: argparse.Namespace) -> int:
+    """Seal the plain secrets of config.json in place (loading settings never writes)."""
+    config = config_file(args.config)
+    notes = seal_config_file(config)
+    for level, note in notes:
+        print(note, file=sys.stderr if level >= logging.WARNING else sys.stdout)
+    if not notes:
+        print(f"nothing to seal in {config}")
+    return EXIT_CONFIG if any(level >= logging.WARNING for level, _ in notes) else EXIT_OK
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """Provision from a ticket URL: register with the hub and store the result."""
     from connector.channel.provision import setup_from_ticket
@@ -314,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be done")
     p.add_argument("--force", action="store_true", help="replace an existing config.json")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "seal",
+        help="encrypt a plain LDAP_BIND_PASSWORD / CONSOLE_PASSWORD in config.json now",
+        description="Replace a plain LDAP_BIND_PASSWORD (or CONSOLE_PASSWORD) in config.json "
+        "by its encrypted LDAP_BIND_CREDENTIALS (CONSOLE_CREDENTIALS), and reseal a password "
+        "the Node connector sealed, under secret.key (created if missing). Setup and the "
+        "service's start do this too; loading the settings never writes.",
+    )
+    p.set_defaults(func=cmd_seal)
 
     p = sub.add_parser("run", help="serve the sign-in endpoint and poll the hub (gunicorn)")
     p.set_defaults(func=cmd_run)

@@ -2,12 +2,20 @@
 
 ::
 
-    ConnectorError
+    ConnectorError                       wire name "Unexpected" unless a subclass says otherwise
     ├── ConfigError                      settings missing or invalid (lists every problem)
     │   └── KeytabError                  the Kerberos keytab is unusable
+    ├── SecretError                      a sealed value cannot be opened (key missing or wrong)
+    ├── ProfileError (also ValueError)   a profile cannot be built: a malformed attribute, or
+    │                                    a custom mapper that raised or returned no valid profile
     ├── KerberosRejected                 a Negotiate token was refused (``code`` says why)
     ├── CertificateRejected              a client certificate was refused (``code`` says why)
     ├── LoginThrottled                   too many recent failures (``wait`` seconds); form only
+    ├── CommandRefused                   a hub command that must not run (bad token, payload…)
+    ├── HubError                         a call to the hub failed
+    │   ├── HubUnavailable               unreachable, timeout, 429 or 5xx: retry   -> Unavailable
+    │   │   └── HubUntrusted             its TLS certificate is not trusted (HUB_CA_FILE)
+    │   └── HubRejected                  any other 4xx: the hub refuses what was sent
     ├── DirectoryError                   infrastructure broke: not the user's fault
     │   ├── DirectoryUnavailable         no configured server answered in time   -> Unavailable
     │   └── DirectoryFailure             the server answered with an unexpected error -> Unexpected
@@ -15,16 +23,23 @@
         ├── WrongUsername                no such user (also: an invalid filter from the input)
         ├── WrongPassword                wrong password, or an empty one
         ├── AccountDisabled              AD 533
+        │   └── InvalidLogonHours        AD 530/531 (restrictions), reported as AccountDisabled
         ├── AccountLocked                AD 775, OpenLDAP ppolicy accountLocked
         ├── AccountExpired               AD 701
         ├── PasswordExpired              AD 532, OpenLDAP ppolicy passwordExpired
         ├── PasswordChangeRequired       AD 773, OpenLDAP ppolicy changeAfterReset
         ├── InsufficientAccessRights     the directory refused a write
-        ├── PasswordComplexity           the new password does not meet the policy
-        └── InvalidLogonHours            AD 530/531 (restrictions), reported as AccountDisabled
+        └── PasswordComplexity           the new password does not meet the policy
+
+Defined next to the code they belong to (all ``ConnectorError``, wire name ``Unexpected``):
+``SetupError`` (``channel.provision``), ``HubInfoRefused`` (``channel.hubinfo``),
+``TenantKeyError`` (``tenantkey``), ``ArchiveError`` (``archive``), ``DemoError``
+(``demo.procs``). ``HubError``, ``CommandRefused`` and ``SecretError`` are also importable
+from ``connector.channel.client``, ``connector.channel.commands`` and ``connector.secretbox``.
 
 Every error carries identifiers (username, dn, server, code) and never a password. ``wire_name``
-is what goes over the channel; it is stable across versions.
+is what goes over the channel; it is stable across versions. :data:`WIRE_NAMES` is derived from
+the classes above.
 """
 
 from __future__ import annotations
@@ -199,16 +214,64 @@ class KeytabError(ConfigError):
         self.problem = problem
 
 
-WIRE_NAMES: tuple[str, ...] = (
-    "WrongUsername",
-    "WrongPassword",
-    "AccountDisabled",
-    "AccountLocked",
-    "AccountExpired",
-    "PasswordExpired",
-    "PasswordChangeRequired",
-    "InsufficientAccessRights",
-    "PasswordComplexity",
-    "Unavailable",
-    "Unexpected",
-)
+class SecretError(ConnectorError):
+    """A sealed value cannot be opened (wrong or missing key, damaged value)."""
+
+
+class ProfileError(ConnectorError, ValueError):
+    """A user's profile cannot be built: a malformed attribute (``objectGUID`` of the wrong
+    length, …), or a custom mapper that raised or returned an invalid profile.
+
+    Also a ``ValueError``, as the pure decoding functions' errors always were.
+    """
+
+
+class CommandRefused(ConnectorError):
+    """A hub command that must not run; the message says why (no secrets in it)."""
+
+
+class HubError(ConnectorError):
+    """A call to the hub failed."""
+
+    retry_after: float | None = None
+
+
+class HubUnavailable(HubError):
+    """The hub could not be reached or answered 429/5xx: try again later."""
+
+    wire_name = "Unavailable"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HubUntrusted(HubUnavailable):
+    """The hub's TLS certificate is not trusted (set HUB_CA_FILE)."""
+
+
+class HubRejected(HubError):
+    """The hub answered 4xx: it refuses the request (its message says why)."""
+
+    def __init__(
+        self, message: str, status: int, code: str | None = None, server_date: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.server_date = server_date  # the hub's HTTP Date header, as epoch seconds
+
+
+def _wire_names() -> tuple[str, ...]:
+    """Every wire name of the classes of this module, each once, in definition order."""
+    names: dict[str, None] = {}
+    todo: list[type[ConnectorError]] = [ConnectorError]
+    while todo:
+        cls = todo.pop(0)
+        if cls.__module__ == __name__:
+            names[cls.wire_name] = None
+        todo.extend(cls.__subclasses__())
+    return tuple(names)
+
+
+WIRE_NAMES: tuple[str, ...] = _wire_names()

@@ -12,7 +12,9 @@
   the TLS handshake against ``CLIENT_CERT_CA_FILE``, read by the app from the socket;
 * ``on_starting`` (master, before the fork) prepares the run directory the workers share:
   Prometheus multiprocess files, worker status, recent log lines; and creates the secret key
-  once, so workers never race to create it; it says how to get the console's password;
+  once, so workers never race to create it; it seals a plain password in ``config.json``
+  (:func:`connector.settings.seal_config_file`, as ``on_reload`` does on SIGHUP): the workers
+  only read the file; it says how to get the console's password;
 * ``post_worker_init`` starts one hub poller and one status reporter per worker, after the fork;
 * ``worker_exit`` drains it on SIGTERM: stop polling, relay the sign-ins it holds, finish held
   commands, post their results;
@@ -42,7 +44,7 @@ from typing import Any
 from connector.headcap import MAX_REQUEST_HEAD, cap_request_head
 from connector.listener import start_notes, write_server_pem
 from connector.netpolicy import parse_networks
-from connector.settings import load_settings
+from connector.settings import load_settings, seal_config_file
 
 _settings = load_settings(require_directory=False, encrypt_in_place=False)
 
@@ -145,7 +147,24 @@ def on_starting(server: Any) -> None:
         _settings.secret_box.passphrase(create=True)
     except Exception as exc:  # noqa: BLE001 - a read-only state directory is not fatal here
         server.log.warning("the secret key could not be prepared: %s", exc)
+    _seal(server)
     _say_how_to_sign_in(server)
+
+
+def _seal(server: Any) -> None:
+    """Seal the plain secrets of config.json, once, in the master (the workers only read it)."""
+    try:
+        notes = seal_config_file(_settings.config_path)
+    except Exception as exc:  # noqa: BLE001 - the workers report a bad config.json themselves
+        server.log.warning("config.json not sealed: %s", exc)
+        return
+    for level, note in notes:
+        (server.log.warning if level >= logging.WARNING else server.log.info)(note)
+
+
+def on_reload(server: Any) -> None:
+    """Master, on SIGHUP, before the new workers read config.json: seal it again."""
+    _seal(server)
 
 
 def _say_how_to_sign_in(server: Any) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
+import logging
 import os
 import re
 import struct
@@ -18,6 +19,8 @@ from typing import Any
 
 import ldap
 import ldap.dn
+
+from connector.errors import ProfileError
 
 __all__ = [
     "BINARY_MARKER_ATTRIBUTES",
@@ -39,6 +42,8 @@ __all__ = [
     "primary_group_sid",
     "validate_profile",
 ]
+
+log = logging.getLogger(__name__)
 
 RawEntry = dict[str, list[bytes]]
 """Attributes of one entry as python-ldap returns them: name -> list of raw values."""
@@ -295,10 +300,10 @@ def decode_guid(b: bytes) -> str:
         The GUID as ``xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` in lower case.
 
     Raises:
-        ValueError: If ``b`` is not exactly 16 bytes long.
+        ProfileError: If ``b`` is not exactly 16 bytes long.
     """
     if len(b) != _GUID_LEN:
-        raise ValueError(f"objectGUID must be {_GUID_LEN} bytes, got {len(b)}")
+        raise ProfileError(f"objectGUID must be {_GUID_LEN} bytes, got {len(b)}")
     return str(uuid.UUID(bytes_le=bytes(b)))
 
 
@@ -315,10 +320,10 @@ def guid_to_bytes(text: str) -> bytes:
         The 16 bytes, first three fields little-endian.
 
     Raises:
-        ValueError: If ``text`` is not a GUID in canonical form.
+        ProfileError: If ``text`` is not a GUID in canonical form.
     """
     if not _GUID_RE.fullmatch(text):
-        raise ValueError(f"not a GUID in canonical form: {text!r}")
+        raise ProfileError(f"not a GUID in canonical form: {text!r}")
     return uuid.UUID(text).bytes_le
 
 
@@ -326,18 +331,20 @@ def _parse_sid(b: bytes) -> tuple[int, list[int]]:
     """Validate a binary SID and split it into identifier authority and sub-authorities.
 
     Raises:
-        ValueError: If the SID is malformed.
+        ProfileError: If the SID is malformed.
     """
     if len(b) < _SID_HEADER_LEN:
-        raise ValueError(f"objectSid must be at least {_SID_HEADER_LEN} bytes, got {len(b)}")
+        raise ProfileError(f"objectSid must be at least {_SID_HEADER_LEN} bytes, got {len(b)}")
     revision, count = b[0], b[1]
     if revision != 1:
-        raise ValueError(f"unsupported SID revision {revision}")
+        raise ProfileError(f"unsupported SID revision {revision}")
     if count > _SID_MAX_SUB_AUTHORITIES:
-        raise ValueError(f"SID has {count} sub-authorities, at most 15 allowed")
+        raise ProfileError(f"SID has {count} sub-authorities, at most 15 allowed")
     expected = _SID_HEADER_LEN + 4 * count
     if len(b) != expected:
-        raise ValueError(f"SID with {count} sub-authorities must be {expected} bytes, got {len(b)}")
+        raise ProfileError(
+            f"SID with {count} sub-authorities must be {expected} bytes, got {len(b)}"
+        )
     authority = int.from_bytes(b[2:8], "big")
     subs = list(struct.unpack(f"<{count}I", b[8:]))
     return authority, subs
@@ -357,7 +364,7 @@ def decode_sid(b: bytes) -> str:
         The SID string.
 
     Raises:
-        ValueError: If the revision is not 1, there are more than 15
+        ProfileError: If the revision is not 1, there are more than 15
             sub-authorities, or the length does not match the count.
     """
     authority, subs = _parse_sid(bytes(b))
@@ -377,21 +384,21 @@ def encode_sid(text: str) -> bytes:
         The binary SID.
 
     Raises:
-        ValueError: If ``text`` is not a revision-1 SID, an authority or
+        ProfileError: If ``text`` is not a revision-1 SID, an authority or
             sub-authority is out of range, or there are more than 15 sub-authorities.
     """
     match = _SID_RE.fullmatch(text)
     if match is None:
-        raise ValueError(f"not a SID string: {text!r}")
+        raise ProfileError(f"not a SID string: {text!r}")
     auth_text = match["auth"]
     authority = int(auth_text, 16) if auth_text[:2].lower() == "0x" else int(auth_text)
     if authority > _MAX_AUTHORITY:
-        raise ValueError(f"SID identifier authority out of range in {text!r}")
+        raise ProfileError(f"SID identifier authority out of range in {text!r}")
     subs = [int(part) for part in match["subs"].split("-")[1:]]
     if len(subs) > _SID_MAX_SUB_AUTHORITIES:
-        raise ValueError(f"SID {text!r} has more than 15 sub-authorities")
+        raise ProfileError(f"SID {text!r} has more than 15 sub-authorities")
     if any(s > _MAX_UINT32 for s in subs):
-        raise ValueError(f"SID sub-authority out of range in {text!r}")
+        raise ProfileError(f"SID sub-authority out of range in {text!r}")
     return (
         bytes([1, len(subs)]) + authority.to_bytes(6, "big") + struct.pack(f"<{len(subs)}I", *subs)
     )
@@ -411,7 +418,7 @@ def primary_group_sid(user_sid: bytes, primary_group_id: int) -> bytes:
         The binary SID of the primary group.
 
     Raises:
-        ValueError: If ``user_sid`` is malformed or has no sub-authority, or
+        ProfileError: If ``user_sid`` is malformed or has no sub-authority, or
             ``primary_group_id`` is not a 32-bit unsigned integer.
     """
     if (
@@ -419,11 +426,13 @@ def primary_group_sid(user_sid: bytes, primary_group_id: int) -> bytes:
         or not isinstance(primary_group_id, int)
         or not 0 <= primary_group_id <= _MAX_UINT32
     ):
-        raise ValueError(f"primaryGroupID must be a 32-bit unsigned integer: {primary_group_id!r}")
+        raise ProfileError(
+            f"primaryGroupID must be a 32-bit unsigned integer: {primary_group_id!r}"
+        )
     sid = bytes(user_sid)
     _, subs = _parse_sid(sid)
     if not subs:
-        raise ValueError("user SID has no sub-authority (RID) to replace")
+        raise ProfileError("user SID has no sub-authority (RID) to replace")
     return sid[:-4] + struct.pack("<I", primary_group_id)
 
 
@@ -446,12 +455,12 @@ def dn_organization_units(dn: str) -> list[str]:
         The ``ou`` values, nearest to the entry first; empty if there are none.
 
     Raises:
-        ValueError: If ``dn`` cannot be parsed.
+        ProfileError: If ``dn`` cannot be parsed.
     """
     try:
         rdns = ldap.dn.str2dn(dn)
     except ldap.DECODING_ERROR as exc:
-        raise ValueError(f"malformed DN: {dn!r}") from exc
+        raise ProfileError(f"malformed DN: {dn!r}") from exc
     return [
         value for rdn in rdns for attr_type, value, _flags in rdn if attr_type.lower() in _OU_TYPES
     ]
@@ -499,14 +508,18 @@ def _decode_single(dn: str, name: str, values: list[bytes], decode: Callable[[by
     """Decode a single-valued binary identifier, naming the entry on failure.
 
     Raises:
-        ValueError: If there is not exactly one value or it does not decode.
+        ProfileError: If there is not exactly one value or it does not decode.
     """
-    if len(values) != 1:
-        raise ValueError(f"{name} of {dn!r} must have exactly one value, got {len(values)}")
     try:
-        return decode(values[0])
-    except ValueError as exc:
-        raise ValueError(f"malformed {name} on {dn!r}: {exc}") from exc
+        if len(values) != 1:
+            raise ProfileError(f"{name} of {dn!r} must have exactly one value, got {len(values)}")
+        try:
+            return decode(values[0])
+        except ValueError as exc:
+            raise ProfileError(f"malformed {name} on {dn!r}: {exc}") from exc
+    except ProfileError as exc:
+        log.error("no profile for %s: %s", dn, exc)
+        raise
 
 
 def entry_to_raw_profile(
@@ -544,7 +557,7 @@ def entry_to_raw_profile(
         A dict of JSON-serialisable values.
 
     Raises:
-        ValueError: If ``objectGUID`` or ``objectSid`` is malformed or
+        ProfileError: If ``objectGUID`` or ``objectSid`` is malformed or
             multi-valued, or ``dn`` cannot be parsed.
     """
     merged: dict[str, tuple[str, list[bytes]]] = {}
@@ -636,7 +649,7 @@ def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
         The profile.
 
     Raises:
-        ValueError: If ``organizationUnits`` is absent and ``dn`` cannot be parsed.
+        ProfileError: If ``organizationUnits`` is absent and ``dn`` cannot be parsed.
     """
     lowered: dict[str, Any] = {}
     for key, value in raw.items():
@@ -686,19 +699,23 @@ def validate_profile(profile: Any, source: str = "profile mapper") -> dict[str, 
         A JSON round-tripped copy of the profile (plain dicts, lists and scalars).
 
     Raises:
-        ValueError: If ``profile`` is not a dict, is not JSON-serialisable, or has
+        ProfileError: If ``profile`` is not a dict, is not JSON-serialisable, or has
             no non-empty string ``id``.
     """
     if not isinstance(profile, dict):
-        raise ValueError(f"{source}: map_profile must return a dict, got {type(profile).__name__}")
+        raise ProfileError(
+            f"{source}: map_profile must return a dict, got {type(profile).__name__}"
+        )
     try:
         text = json.dumps(profile, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: profile is not JSON-serialisable: {exc}") from exc
+        raise ProfileError(f"{source}: profile is not JSON-serialisable: {exc}") from exc
     result: dict[str, Any] = json.loads(text)
     profile_id = result.get("id")
     if not isinstance(profile_id, str) or not profile_id.strip():
-        raise ValueError(f"{source}: profile must have a non-empty string 'id', got {profile_id!r}")
+        raise ProfileError(
+            f"{source}: profile must have a non-empty string 'id', got {profile_id!r}"
+        )
     return result
 
 
@@ -706,23 +723,23 @@ def _import_file(path: str) -> Any:
     """Import the Python file at ``path`` as a fresh module.
 
     Raises:
-        ValueError: If the file is missing or fails to import.
+        ProfileError: If the file is missing or fails to import.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"profile mapper file {path!r} does not exist or is not a file")
+        raise ProfileError(f"profile mapper file {path!r} does not exist or is not a file")
     digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
     module_name = f"_connector_profile_mapper_{digest}"
     loader = importlib.machinery.SourceFileLoader(module_name, path)
     spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     if spec is None:  # pragma: no cover - cannot happen with an explicit loader
-        raise ValueError(f"profile mapper file {path!r} cannot be imported")
+        raise ProfileError(f"profile mapper file {path!r} cannot be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise ValueError(
+        raise ProfileError(
             f"profile mapper file {path!r} failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     return module
@@ -734,7 +751,7 @@ def load_mapper(path: str | None) -> ProfileMapper:
     See :func:`load_profile_mapper`, which also returns the attributes the file declares.
 
     Raises:
-        ValueError: as :func:`load_profile_mapper`.
+        ProfileError: as :func:`load_profile_mapper`.
     """
     return load_profile_mapper(path)[0]
 
@@ -743,20 +760,20 @@ def _declared_attributes(module: Any, path: str) -> tuple[str, ...]:
     """A mapper file's ``ATTRIBUTES``: the user attributes it reads beyond `PROFILE_ATTRIBUTES`.
 
     Raises:
-        ValueError: not a list of attribute names, a wildcard, or a secret attribute.
+        ProfileError: not a list of attribute names, a wildcard, or a secret attribute.
     """
     declared = getattr(module, "ATTRIBUTES", ())
     if isinstance(declared, str) or not isinstance(declared, list | tuple):
-        raise ValueError(f"profile mapper file {path!r}: ATTRIBUTES must be a list of names")
+        raise ProfileError(f"profile mapper file {path!r}: ATTRIBUTES must be a list of names")
     bad = [a for a in declared if not isinstance(a, str) or not _ATTRIBUTE_NAME.match(a)]
     if bad:
-        raise ValueError(
+        raise ProfileError(
             f"profile mapper file {path!r}: ATTRIBUTES holds what is not an attribute name "
             f"(no wildcards): {', '.join(repr(a) for a in bad)}"
         )
     secret = [a for a in declared if a.partition(";")[0].lower() in _SECRET_LOWER]
     if secret:
-        raise ValueError(
+        raise ProfileError(
             f"profile mapper file {path!r}: ATTRIBUTES names secrets, never read: "
             f"{', '.join(secret)}"
         )
@@ -794,8 +811,8 @@ def load_profile_mapper(path: str | None) -> tuple[ProfileMapper, tuple[str, ...
         A callable ``(raw) -> profile`` and the attributes the file declares.
 
     Raises:
-        ValueError: When the file is missing, fails to import, has no callable
-            ``map_profile`` or a bad ``ATTRIBUTES``; the returned callable raises ValueError
+        ProfileError: When the file is missing, fails to import, has no callable
+            ``map_profile`` or a bad ``ATTRIBUTES``; the returned callable raises ProfileError
             when ``map_profile`` raises or returns an invalid profile. Messages name the file.
     """
     if path is None:
@@ -804,16 +821,22 @@ def load_profile_mapper(path: str | None) -> tuple[ProfileMapper, tuple[str, ...
     declared = _declared_attributes(module, path)
     custom = getattr(module, "map_profile", None)
     if not callable(custom):
-        raise ValueError(
+        raise ProfileError(
             f"profile mapper file {path!r} defines no callable map_profile(raw, default)"
         )
     source = f"profile mapper file {path!r}"
 
     def mapper(raw: dict[str, Any]) -> dict[str, Any]:
         try:
-            result = custom(copy.deepcopy(raw), default_profile)
-        except Exception as exc:
-            raise ValueError(f"{source}: map_profile raised {type(exc).__name__}: {exc}") from exc
-        return validate_profile(result, source)
+            try:
+                result = custom(copy.deepcopy(raw), default_profile)
+            except Exception as exc:
+                raise ProfileError(
+                    f"{source}: map_profile raised {type(exc).__name__}: {exc}"
+                ) from exc
+            return validate_profile(result, source)
+        except ProfileError as exc:
+            log.error("no profile for %s: %s", raw.get("dn"), exc)
+            raise
 
     return mapper, declared

@@ -14,11 +14,9 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from connector.errors import SecretError as SecretError  # re-exported: its old home
+
 PREFIX = "enc:v1:"
-
-
-class SecretError(Exception):
-    """A sealed value cannot be opened (wrong or missing key, damaged value)."""
 
 
 class SecretBox:

@@ -5,10 +5,13 @@ description (config-as-code). Key names and defaults follow the Node AD/LDAP con
 its ``config.json`` works unchanged; environment variables of the same names override the file.
 Every problem found while loading is reported together in one :class:`ConfigError`.
 
-A plain ``LDAP_BIND_PASSWORD`` found in the file is replaced, on first load, by an encrypted
-``LDAP_BIND_CREDENTIALS`` (see :mod:`connector.secretbox`); the file is rewritten atomically
-with mode 0600. An ``LDAP_BIND_CREDENTIALS`` sealed by the Node connector is opened with its
-key (:mod:`connector.nodeseal`) and, in the same way, resealed in this connector's format.
+Loading only reads: a plain ``LDAP_BIND_PASSWORD`` in the file is used as it is, and an
+``LDAP_BIND_CREDENTIALS`` sealed by the Node connector is opened with its key
+(:mod:`connector.nodeseal`). Sealing is a separate, explicit step, :func:`seal_config_file`
+(run by ``connector setup``, ``connector seal`` and gunicorn's master as it starts or reloads,
+before any worker reads the file): it replaces a plain password by an encrypted
+``LDAP_BIND_CREDENTIALS`` (see :mod:`connector.secretbox`) and reseals a Node-sealed one in this
+connector's format, rewriting the file atomically with mode 0600.
 """
 
 from __future__ import annotations
@@ -642,6 +645,8 @@ class Settings:
     secret_key_file: str | None = dataclasses.field(default=None, metadata={"key": None})
     ignored_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
     env_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
+    #: secrets the file holds in plain text (``seal_config_file`` would encrypt them)
+    unsealed_keys: tuple[str, ...] = dataclasses.field(default=(), metadata={"key": None})
 
     @property
     def state_dir(self) -> Path:
@@ -728,7 +733,7 @@ KNOWN_KEYS = frozenset(key for _, key, _ in declared()) | {
     "CONSOLE_CREDENTIALS",
 }
 
-#: Plain secrets in config.json and the encrypted keys that replace them on first load.
+#: Plain secrets in config.json and the encrypted keys that replace them (see seal_config_file).
 SEALED_KEYS = {
     "LDAP_BIND_PASSWORD": "LDAP_BIND_CREDENTIALS",
     "CONSOLE_PASSWORD": "CONSOLE_CREDENTIALS",
@@ -883,33 +888,29 @@ def update_config_file(path: Path, changes: Mapping[str, Any]) -> None:
     write_config_file(Path(path), data)
 
 
-def _encrypt_plain_password(path: Path, data: dict[str, Any], box: SecretBox) -> None:
-    """Replace plain passwords in the file by encrypted ones (see ``SEALED_KEYS``)."""
-    for plain_key, sealed_key in SEALED_KEYS.items():
-        _seal_plain(path, data, box, plain_key, sealed_key)
+#: A note of :func:`seal_config_file`: (logging level, message).
+SealNote = tuple[int, str]
 
 
 def _seal_plain(
     path: Path, data: dict[str, Any], box: SecretBox, plain_key: str, sealed_key: str
-) -> None:
+) -> SealNote | None:
     """Replace a plain ``plain_key`` in the file by its encrypted ``sealed_key``."""
     plain = data.get(plain_key)
     if not isinstance(plain, str) or not plain:
-        return
+        return None
     try:
         token = box.encrypt(plain)
         update_config_file(path, {sealed_key: token, plain_key: None})
-    except OSError as exc:
-        log.warning(
-            "could not encrypt %s in %s (%s); it stays in plain text there",
-            plain_key,
-            path,
-            exc.strerror or exc,
+    except (OSError, SecretError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return (
+            logging.WARNING,
+            f"could not encrypt {plain_key} in {path} ({reason}); it stays in plain text there",
         )
-        return
     data[sealed_key] = token
     del data[plain_key]
-    log.info("%s in %s replaced by encrypted %s", plain_key, path, sealed_key)
+    return logging.INFO, f"{plain_key} in {path} replaced by encrypted {sealed_key}"
 
 
 def _node_sealed(value: object) -> bool:
@@ -933,31 +934,62 @@ def _open_sealed(
 
 def _reseal_node_credentials(
     path: Path, data: dict[str, Any], box: SecretBox, env: Mapping[str, str]
-) -> None:
+) -> SealNote | None:
     """Replace a Node-sealed ``LDAP_BIND_CREDENTIALS`` in the file by this connector's
     sealing; one that cannot be opened is left for :func:`load_settings` to report."""
     sealed = data.get("LDAP_BIND_CREDENTIALS")
     if not _node_sealed(sealed):
-        return
+        return None
     try:
         token = box.encrypt(_open_sealed(str(sealed), box, path, data, env))
         update_config_file(path, {"LDAP_BIND_CREDENTIALS": token})
     except SecretError:
-        return
+        return None
     except OSError as exc:
-        log.warning(
-            "could not reseal LDAP_BIND_CREDENTIALS in %s (%s); it stays sealed the Node "
-            "connector's way there",
-            path,
-            exc.strerror or exc,
+        return (
+            logging.WARNING,
+            f"could not reseal LDAP_BIND_CREDENTIALS in {path} ({exc.strerror or exc}); it "
+            "stays sealed the Node connector's way there",
         )
-        return
     data["LDAP_BIND_CREDENTIALS"] = token
-    log.info(
-        "LDAP_BIND_CREDENTIALS in %s: opened with the Node connector's key, resealed with %s",
-        path,
-        box.key_file,
+    return (
+        logging.INFO,
+        f"LDAP_BIND_CREDENTIALS in {path}: opened with the Node connector's key, resealed "
+        f"with {box.key_file}",
     )
+
+
+def seal_config_file(
+    config_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> list[SealNote]:
+    """Seal the secrets of ``config.json`` in place: the one step that writes them.
+
+    A plain ``LDAP_BIND_PASSWORD`` (or ``CONSOLE_PASSWORD``) is replaced by its encrypted
+    ``…_CREDENTIALS``, and an ``LDAP_BIND_CREDENTIALS`` sealed by the Node connector is resealed
+    under this connector's key file (created if there is none). Loading settings never does
+    this; ``connector setup``, ``connector seal`` and gunicorn's master (as it starts or
+    reloads, before the workers read the file) do.
+
+    Args:
+        config_path: the ``config.json`` (default: ``$CONNECTOR_CONFIG`` or ``./config.json``).
+        environ: the environment (defaults to ``os.environ``): the key file's place, the Node
+            connector's key.
+
+    Returns:
+        What was done or could not be done (a read-only directory: the file stays as it was,
+        and loading still works), one (logging level, message) each; empty if nothing was to
+        seal.
+
+    Raises:
+        ConfigError: the file cannot be read or is not a JSON object.
+    """
+    env = os.environ if environ is None else environ
+    path = config_file(config_path, env)
+    data = read_config_file(path)
+    box = SecretBox.for_config(path, env)
+    notes = [_seal_plain(path, data, box, plain, sealed) for plain, sealed in SEALED_KEYS.items()]
+    notes.append(_reseal_node_credentials(path, data, box, env))
+    return [note for note in notes if note is not None]
 
 
 def config_file(
@@ -1022,28 +1054,31 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
     require_directory: bool = True,
-    encrypt_in_place: bool = True,
+    encrypt_in_place: bool = False,
 ) -> Settings:
     """Build the settings from ``config.json`` and the environment, validating everything.
+
+    Nothing is written: a plain password in the file is used as it is (see
+    :func:`seal_config_file` for the step that seals it).
 
     Args:
         config_path: the ``config.json`` to read (it may not exist yet). Defaults to
             ``$CONNECTOR_CONFIG`` or ``./config.json``.
         environ: the environment (defaults to ``os.environ``); known keys override the file.
         require_directory: also report missing LDAP settings.
-        encrypt_in_place: replace a plain ``LDAP_BIND_PASSWORD`` in the file by an encrypted
-            one, and reseal one the Node connector sealed.
+        encrypt_in_place: deprecated, for callers of older versions: run
+            :func:`seal_config_file` first (and log what it did).
 
     Raises:
         ConfigError: listing every missing or invalid key at once.
     """
     env = os.environ if environ is None else environ
     path = config_file(config_path, env)
+    if encrypt_in_place:
+        for level, note in seal_config_file(path, env):
+            log.log(level, "%s", note)
     data = read_config_file(path)
     box = SecretBox.for_config(path, env)
-    if encrypt_in_place:
-        _encrypt_plain_password(path, data, box)
-        _reseal_node_credentials(path, data, box, env)
 
     merged: dict[str, Any] = dict(data)
     for key in KNOWN_KEYS:
@@ -1088,6 +1123,7 @@ def load_settings(
         secret_key_file=str(box.key_file),
         ignored_keys=tuple(ignored),
         env_keys=tuple(sorted(k for k in KNOWN_KEYS if k in env)),
+        unsealed_keys=tuple(k for k in SEALED_KEYS if isinstance(data.get(k), str) and data[k]),
     )
     console, main = settings.console_address, split_host_port(settings.main_bind)
     if console is not None and main is not None and console[1] == main[1]:

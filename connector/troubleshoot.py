@@ -86,7 +86,11 @@ def run_checks(
         statuses: the workers' status reports (default: read from the run directory).
     """
     checks: list[Check] = []
-    notes: list[str] = []
+    notes: list[str] = [
+        f"config: {key} is in plain text in {settings.config_path}; `connector seal` encrypts "
+        "it (so do setup and the service's start)"
+        for key in settings.unsealed_keys
+    ]
     if statuses is None:
         statuses = read_statuses(settings.run_dir)
     directory = check_directory(settings, sample_user)

@@ -138,3 +138,23 @@ def test_check_reports_an_untrusted_certificate(tmp_path, slapd):
     out = connector(config, "check")
     assert out.returncode == 1
     assert "FAIL tls" in out.stdout and "LDAP_CA_FILE" in out.stdout
+
+
+def test_seal_encrypts_a_plain_password_and_loading_does_not(tmp_path, slapd):
+    config = write_config(tmp_path, slapd)
+    before = config.read_bytes()
+    assert json.loads(before)["LDAP_BIND_PASSWORD"]
+    assert connector(config, "user", "alice").returncode == 0
+    assert config.read_bytes() == before  # a command that loads the settings writes nothing
+    checked = connector(config, "check")
+    assert "NOTE config: LDAP_BIND_PASSWORD is in plain text" in checked.stdout
+    assert "connector seal" in checked.stdout
+    out = connector(config, "seal")
+    assert out.returncode == 0, out.stderr
+    assert "LDAP_BIND_PASSWORD" in out.stdout and "replaced by encrypted" in out.stdout
+    stored = json.loads(config.read_text())
+    assert "LDAP_BIND_PASSWORD" not in stored and stored["LDAP_BIND_CREDENTIALS"]
+    assert connector(config, "user", "alice").returncode == 0
+    again = connector(config, "seal")
+    assert again.returncode == 0 and "nothing to seal" in again.stdout
+    assert "in plain text" not in connector(config, "check").stdout

@@ -3,6 +3,7 @@ certs/cert.key beside it (or AUTH_CERT_KEY) in either Node format, resealed in o
 or missing key is a clear configuration error."""
 
 import json
+import logging
 
 import pytest
 from nodeformat import IV, SALT, evp_md5, openssl_evp, seal_v1, seal_v2
@@ -10,7 +11,7 @@ from nodeformat import IV, SALT, evp_md5, openssl_evp, seal_v1, seal_v2
 from connector import nodeseal
 from connector.errors import ConfigError
 from connector.secretbox import PREFIX, SecretError
-from connector.settings import load_settings
+from connector.settings import load_settings, seal_config_file
 
 BASE = {
     "LDAP_URL": "ldap://127.0.0.1:389",
@@ -41,7 +42,11 @@ def test_node_sealed_password_loads_and_is_resealed(tmp_path, version):
     sealed = SEALERS[version](PASSWORD, NODE_KEY)
     assert sealed.startswith("$2$.") == (version == "v2")
     path = node_dir(tmp_path, sealed)
+    before = path.read_bytes()
     assert load_settings(path, environ={}).ldap_bind_password == PASSWORD
+    assert path.read_bytes() == before  # loading opens it and writes nothing
+    ((level, note),) = seal_config_file(path, environ={})  # the explicit step reseals it
+    assert level == logging.INFO and "resealed" in note
     stored = json.loads(path.read_text())["LDAP_BIND_CREDENTIALS"]
     assert stored.startswith(PREFIX) and sealed not in path.read_text()
     # from now on ours alone opens it: the Node key is no longer needed

@@ -3,6 +3,7 @@ and the service password encrypted at rest."""
 
 import dataclasses
 import json
+import logging
 import os
 import stat
 from urllib.parse import unquote
@@ -13,7 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.errors import ConfigError
 from connector.secretbox import SecretBox
-from connector.settings import Settings, describe, load_settings, scrub_proxy, without_userinfo
+from connector.settings import (
+    Settings,
+    describe,
+    load_settings,
+    scrub_proxy,
+    seal_config_file,
+    without_userinfo,
+)
 
 BASE = {
     "LDAP_URL": "ldap://127.0.0.1:389",
@@ -134,23 +142,58 @@ def test_several_urls_for_failover(tmp_path):
     assert s.ldap_urls == ("ldap://a:389", "ldap://b:389", "ldaps://c:636")
 
 
-def test_plain_password_replaced_by_encrypted_credentials(tmp_path):
+def test_loading_never_writes_a_plain_password_is_used_as_it_is(tmp_path):
     path = write(tmp_path, {**BASE, "LDAP_BIND_PASSWORD": "s3cret-Pw"})
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
     s = load_settings(path, environ={})
     assert s.ldap_bind_password == "s3cret-Pw"
+    assert "s3cret-Pw" not in repr(s)
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # no key made either
+    assert s.unsealed_keys == ("LDAP_BIND_PASSWORD",)  # `connector check` says so
+
+
+def test_sealing_is_the_explicit_step_that_writes(tmp_path):
+    path = write(tmp_path, {**BASE, "LDAP_BIND_PASSWORD": "s3cret-Pw", "CONSOLE_PASSWORD": "c0n"})
+    notes = seal_config_file(path, environ={})
+    assert [level for level, _ in notes] == [logging.INFO, logging.INFO]
+    assert "LDAP_BIND_PASSWORD" in notes[0][1] and "CONSOLE_PASSWORD" in notes[1][1]
     on_disk = json.loads(path.read_text())
-    assert "LDAP_BIND_PASSWORD" not in on_disk
+    assert "LDAP_BIND_PASSWORD" not in on_disk and "CONSOLE_PASSWORD" not in on_disk
     assert on_disk["LDAP_BIND_CREDENTIALS"].startswith("enc:v1:")
+    assert on_disk["CONSOLE_CREDENTIALS"].startswith("enc:v1:")
     assert "s3cret-Pw" not in path.read_text()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     key = tmp_path / "secret.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-    # loads again from the encrypted value, and the password never reaches repr()
+    # loads from the encrypted values, and the password never reaches repr()
     again = load_settings(path, environ={})
-    assert again.ldap_bind_password == "s3cret-Pw"
+    assert again.ldap_bind_password == "s3cret-Pw" and again.console_password == "c0n"
+    assert again.unsealed_keys == ()
     assert "s3cret-Pw" not in repr(again)
-    # no temp files left behind by the atomic write
+    # no temp files left behind by the atomic write; a second run has nothing to do
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "secret.key"]
+    sealed = path.read_bytes()
+    assert seal_config_file(path, environ={}) == []
+    assert path.read_bytes() == sealed
+
+
+def test_sealing_a_read_only_directory_says_so_and_changes_nothing(tmp_path):
+    path = write(tmp_path, {**BASE, "LDAP_BIND_PASSWORD": "pw"})
+    before = path.read_bytes()
+    if os.geteuid() == 0:
+        env = {"CONNECTOR_SECRET_KEY_FILE": str(tmp_path / "no-such-dir" / "secret.key")}
+    else:
+        os.chmod(tmp_path, 0o500)
+        env = {}
+    try:
+        ((level, note),) = seal_config_file(path, environ=env)
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert level == logging.WARNING
+    assert "could not encrypt LDAP_BIND_PASSWORD" in note and "stays in plain text" in note
+    assert path.read_bytes() == before
+    assert load_settings(path, environ=env).ldap_bind_password == "pw"
 
 
 def test_credentials_under_another_key_are_reported(tmp_path):
@@ -169,21 +212,16 @@ def test_missing_key_file_is_reported(tmp_path):
 
 
 def test_read_only_config_dir_keeps_working(tmp_path):
-    """Encryption in place fails on a read-only directory: the settings still load."""
-    if os.geteuid() == 0:
-        # root ignores permissions; point the key file somewhere that cannot be created
-        path = write(tmp_path, {**BASE, "LDAP_BIND_PASSWORD": "pw"})
-        env = {"CONNECTOR_SECRET_KEY_FILE": str(tmp_path / "no-such-dir" / "secret.key")}
-    else:
-        path = write(tmp_path, {**BASE, "LDAP_BIND_PASSWORD": "pw"})
-        os.chmod(tmp_path, 0o500)
-        env = {}
+    """A read-only directory: the settings load (loading writes nothing anyway)."""
+    path = write(tmp_path, {**BASE, "LDAP_BIND_PASSWORD": "pw"})
+    before = path.read_bytes()
+    os.chmod(tmp_path, 0o500)
     try:
-        s = load_settings(path, environ=env)
+        s = load_settings(path, environ={})
     finally:
         os.chmod(tmp_path, 0o700)
     assert s.ldap_bind_password == "pw"
-    assert json.loads(path.read_text())["LDAP_BIND_PASSWORD"] == "pw"
+    assert path.read_bytes() == before
 
 
 def test_settings_are_frozen(tmp_path):

@@ -27,41 +27,15 @@ from urllib3.util.retry import Retry
 
 from connector import __version__
 from connector.channel.identity import AgentIdentity
+from connector.errors import HubError as HubError  # re-exported: the errors' old home
+from connector.errors import HubRejected as HubRejected
+from connector.errors import HubUnavailable as HubUnavailable
+from connector.errors import HubUntrusted as HubUntrusted
 from connector.settings import Settings, hub_url_problem, scrub_proxy, without_userinfo
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "2"
-
-
-class HubError(Exception):
-    """A call to the hub failed."""
-
-    retry_after: float | None = None
-
-
-class HubUnavailable(HubError):
-    """The hub could not be reached or answered 429/5xx: try again later."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class HubUntrusted(HubUnavailable):
-    """The hub's TLS certificate is not trusted (set HUB_CA_FILE)."""
-
-
-class HubRejected(HubError):
-    """The hub answered 4xx: it refuses the request (its message says why)."""
-
-    def __init__(
-        self, message: str, status: int, code: str | None = None, server_date: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.server_date = server_date  # the hub's HTTP Date header, as epoch seconds
 
 
 class HubClock:

@@ -24,6 +24,7 @@ import jwt
 
 from connector import errors
 from connector.directory import Directory
+from connector.errors import CommandRefused as CommandRefused  # re-exported: its old home
 from connector.tenantkey import verifying_key
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ MAX_LIFETIME = 600
 MAX_TOKEN_LENGTH = 64 * 1024
 MAX_REMEMBERED = 100_000  # command ids kept for replay checks, per worker
 COMMAND_NAMES = ("authenticate_user", "search_users", "list_groups", "change_password", "ping")
-
-
-class CommandRefused(Exception):
-    """A command that must not run; the message says why (no secrets in it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +262,7 @@ class Dispatcher:
             result = self._run(command)
             outcome = "success"
         except CommandRefused as exc:
-            result = {"err": {"name": "Unexpected", "message": str(exc)}}
+            result = {"err": exc.to_wire()}
             outcome = "refused"
         except errors.ConnectorError as exc:
             result = {"err": exc.to_wire()}

@@ -31,6 +31,7 @@ from connector.settings import (
     load_settings,
     read_config_file,
     refine,
+    seal_config_file,
     update_config_file,
 )
 from connector.tenantkey import TenantKeyError, verifying_key
@@ -158,6 +159,8 @@ def setup_from_ticket(
     if problem:
         raise SetupError("ticket", f"the ticket URL {problem}; use the URL given by the hub")
     path = Path(config_path).absolute()
+    for level, note in seal_config_file(path, environ):
+        log.log(level, "%s", note)
     settings = load_settings(path, environ, require_directory=False)
     confirmations = {
         "HUB_TRUSTED_ORIGINS": tuple(

@@ -71,8 +71,9 @@ def log_cleartext(settings: Settings) -> None:
         log.error("LDAP server(s) %s: %s", ", ".join(urls), CLEARTEXT_REFUSED)
 
 
-# Connections are recycled after this long so that, after a failover, traffic returns to the
-# preferred server once it is back.
+# Connections are recycled after this long (a connection to another server than the preferred
+# one is not reused at all: after a failover, traffic returns to the preferred server once it
+# is back).
 MAX_CONNECTION_AGE = 300.0
 
 
@@ -121,6 +122,11 @@ class ServerSet:
             up = [u for u in self.urls if self._down_until.get(u, 0.0) <= now]
             down = [u for u in self.urls if self._down_until.get(u, 0.0) > now]
         return up + down
+
+    def preferred(self) -> str | None:
+        """The server new connections try first: the first configured one not recently failed."""
+        order = self._order()
+        return order[0] if order else None
 
     def mark_down(self, url: str, reason: str) -> None:
         """Remember that ``url`` failed, so the next connections try the others first."""
@@ -235,11 +241,19 @@ class Pool:
         self.opened = 0
 
     def _take(self) -> Connection | None:
+        """An idle connection, unless it is too old or talks to a server other than the
+        preferred one (after a failover, the first server is tried again once it has been
+        skipped for ``LDAP_SERVER_RETRY_SECONDS``: traffic goes back to it)."""
         now = time.monotonic()
+        preferred = self.servers.preferred()
         with self._lock:
             while self._idle:
                 conn = self._idle.pop()
-                if conn.generation == self._generation and now - conn.created < MAX_CONNECTION_AGE:
+                if (
+                    conn.generation == self._generation
+                    and now - conn.created < MAX_CONNECTION_AGE
+                    and conn.url == preferred
+                ):
                     return conn
                 conn.close()
         return None

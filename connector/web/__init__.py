@@ -1,14 +1,21 @@
-"""The web app (Flask app factory): sign-in endpoint, health, readiness, metrics, console."""
+"""The web app (Flask app factory): sign-in endpoint, health, readiness, metrics, console.
+
+This package's ``__init__`` stays thin: :mod:`connector.services` uses
+:mod:`connector.web.guards`, so nothing here imports ``connector.services`` (or a view, which
+imports it) at import time; :func:`create_app` imports them when it is called.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
 from connector.logs import add_ring, configure
-from connector.services import Services
 from connector.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from connector.services import Services
 
 
 def create_app(
@@ -24,9 +31,10 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     if test_config:
         app.config.update(test_config)
-    app.extensions["connector"] = Services(settings)
-
+    from connector.services import Services
     from connector.web import console, health, password_change, signin
+
+    app.extensions["connector"] = Services(settings)
 
     app.register_blueprint(console.bp)
     app.register_blueprint(health.bp)

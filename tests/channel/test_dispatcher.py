@@ -136,3 +136,18 @@ def test_backoff_grows_with_full_jitter_and_resets():
     jittered = Backoff(base=1, cap=30, rng=random.Random(17).random)  # seeded: same every run
     delays = [jittered.next_delay() for _ in range(50)]
     assert all(0 <= d <= 30 for d in delays) and len(set(delays)) == 50, delays
+
+
+def test_a_bad_profile_mapper_is_an_unexpected_result(tmp_path, slapd, caplog):
+    mapper = tmp_path / "mapper.py"
+    mapper.write_text("def map_profile(raw, default):\n    raise RuntimeError('mapper bug')\n")
+    d = directory_for(tmp_path, slapd, PROFILE_MAPPER=str(mapper))
+    try:
+        result = run(
+            Dispatcher(d, write_back=False), "authenticate_user", username="dave", password="davepw"
+        )
+    finally:
+        d.close()
+    assert result["err"]["name"] == "Unexpected"
+    assert "map_profile raised RuntimeError: mapper bug" in result["err"]["message"]
+    assert "failed unexpectedly" not in caplog.text  # an outcome, not a crash of the dispatcher

@@ -16,7 +16,7 @@ from consolekit import sign_in
 
 from connector import consolepw
 from connector.errors import ConfigError
-from connector.settings import load_settings, refine
+from connector.settings import load_settings, refine, seal_config_file
 from connector.web import create_app
 
 CONSOLE = "http://127.0.0.1:4001"
@@ -135,6 +135,8 @@ def test_a_change_without_the_csrf_token_is_refused(app):
 
 def test_the_password_is_sealed_and_asked_for(tmp_path):
     app, path = make_app(tmp_path, CONSOLE_PASSWORD="Console-Pass-1234")
+    assert json.loads(path.read_text())["CONSOLE_PASSWORD"]  # loading never writes
+    seal_config_file(path, environ={})  # setup and the service's start do this
     stored = json.loads(path.read_text())
     assert "CONSOLE_PASSWORD" not in stored
     assert stored["CONSOLE_CREDENTIALS"].startswith("enc:v1:")

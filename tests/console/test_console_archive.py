@@ -14,7 +14,7 @@ import pytest
 from connector import archive
 from connector.archive import ArchiveError, export_archive, import_archive
 from connector.channel.identity import AgentIdentity
-from connector.settings import load_settings
+from connector.settings import load_settings, seal_config_file
 
 PASS = "correct horse battery staple"
 MAPPER = "def map_profile(raw, default):\n    p = default(raw)\n    p['team'] = 'x'\n    return p\n"
@@ -32,6 +32,7 @@ def make_state(folder, **cfg):
         **cfg,
     }
     (folder / "config.json").write_text(json.dumps(config))
+    seal_config_file(folder / "config.json", environ={})  # as setup and the service's start do
     settings = load_settings(folder / "config.json", environ={})
     AgentIdentity.generate().save(folder, settings.secret_box)
     return load_settings(folder / "config.json", environ={})

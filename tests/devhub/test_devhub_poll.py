@@ -8,6 +8,12 @@ import time
 import jwt
 import pytest
 from hub_agent import HubAgent
+from waits import until
+
+
+def _polling(hub, sub: str) -> bool:
+    """Whether agent ``sub`` has a poll waiting at the hub."""
+    return any(a["sub"] == sub and a["polling"] for a in hub.agents()["agents"])
 
 
 def test_an_empty_poll_answers_server_time_and_lease(agent):
@@ -135,7 +141,12 @@ def test_concurrent_pollers_never_get_the_same_command(hub):
     threads = [threading.Thread(target=poll, args=(a,)) for a in agents]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    subs = {a.sub for a in agents}
+    until(
+        lambda: {a["sub"] for a in hub.agents()["agents"] if a["polling"]} >= subs,
+        5,
+        "every agent inside its long poll",
+    )
     ids = [hub.queue("ping", {"pid": f"p-{i}"}) for i in range(3)]
     for t in threads:
         t.join(10)
@@ -157,11 +168,11 @@ def test_a_poll_whose_agent_went_away_takes_nothing(hub, agent):
     ).encode() + body
     with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
         sock.sendall(request)
-        time.sleep(0.5)  # the hub holds it now
+        until(lambda: _polling(hub, agent.sub), 5, "the hub holds the poll")
     # the agent went away; a command queued now must wait for a live poll
-    time.sleep(0.2)
+    time.sleep(0.2)  # the close reaches the hub (nothing to observe from here)
     command_id = hub.queue("ping", {"pid": "after-gone"})
-    time.sleep(1.5)  # the abandoned poll noticed (it checks every second)
+    until(lambda: not _polling(hub, agent.sub), 5, "the abandoned poll ended")
     view = hub.command(command_id)
     assert view["state"] == "queued" and view["deliveries"] == 0, view
     [command] = agent.poll(max=5, wait=2)["commands"]

@@ -239,6 +239,7 @@ class Stream:
         self._frames: list[tuple[float, float]] = [(time.time(), 0.0)]  # (since, hub offset)
         self._stop = threading.Event()
         self._paused = threading.Event()
+        self._idle = threading.Event()  # set by the producer once it has seen the pause
         self._lock = threading.Lock()
         self._producer = threading.Thread(target=self._produce, name="stream", daemon=True)
         self._watcher = threading.Thread(target=self._watch, name="watch", daemon=True)
@@ -271,11 +272,13 @@ class Stream:
     def pause(self) -> None:
         """Stop queueing until :meth:`resume`; returns once everything sent is done."""
         self._paused.set()
-        time.sleep(1.5 / self.rate)
+        # the producer says when it has seen the pause (a command it was queueing is sent)
+        assert self._idle.wait(30), "the stream's producer did not pause"
         self.wait_done(30)
 
     def resume(self) -> None:
         """Queue again."""
+        self._idle.clear()
         self._paused.clear()
 
     def clock_moved(self, offset: float) -> None:
@@ -303,6 +306,7 @@ class Stream:
         due = time.monotonic()
         while not self._stop.is_set():
             if self._paused.is_set():
+                self._idle.set()
                 self._stop.wait(0.05)
                 due = time.monotonic()
                 continue

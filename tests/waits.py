@@ -1,0 +1,30 @@
+"""Waiting for a state rather than sleeping: ``until(predicate)`` polls until it holds.
+
+Plain Python, imported by name (``from waits import until``) like ``servers`` and ``hubs``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def until(
+    predicate: Callable[[], T], timeout: float = 10.0, what: str = "", interval: float = 0.05
+) -> T:
+    """The first true value ``predicate`` returns, polled every ``interval`` seconds.
+
+    Raises:
+        AssertionError: it was still false after ``timeout`` seconds (naming ``what``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not reached in {timeout} s: {what or predicate}; last {value!r}")
+        time.sleep(interval)
