@@ -218,6 +218,16 @@ def _filter_with_placeholder(value: Any) -> str | None:
     return None
 
 
+def _qualified_name_filter(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not any(p in value for p in ("{0}", "{1}", "{2}")):
+        return "must contain a placeholder: {0} (the whole name), {1} (user) or {2} (domain)"
+    if not (value.startswith("(") and value.endswith(")")):
+        return "must be an LDAP filter in parentheses"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every setting of the connector, validated; build it with :func:`load_settings`."""
@@ -284,6 +294,19 @@ class Settings:
         "(sAMAccountName={0})",
         "Filter that finds a user by login name; {0} is the escaped name.",
         check=_filter_with_placeholder,
+    )
+    ldap_user_by_qualified_name: str | None = _setting(
+        "LDAP_USER_BY_QUALIFIED_NAME",
+        None,
+        "Not Active Directory: filter that finds a user typed as user@domain; {0} is the "
+        "whole escaped name, {1} the user part, {2} the domain (unset: LDAP_USER_BY_NAME).",
+        check=_qualified_name_filter,
+    )
+    login_by_email: bool = _setting(
+        "LOGIN_BY_EMAIL",
+        False,
+        "Let people sign in with their e-mail address (mail, or proxyAddresses on AD); "
+        "an address that several entries carry signs nobody in.",
     )
     ldap_search_query: str = _setting(
         "LDAP_SEARCH_QUERY",

@@ -25,6 +25,7 @@ from connector import errors
 from connector.directory import ldaperrors
 from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
+from connector.directory.names import Lookup, NameResolver, parse, unescape
 from connector.directory.search import Entry, search
 from connector.profiles import PROFILE_ATTRIBUTES, entry_to_raw_profile, load_profile_mapper
 from connector.realms import dn_key as _dn_key
@@ -104,6 +105,11 @@ class Directory:
         self._strategy: GroupStrategy | None = None
         self._is_ad: bool | None = None
         self._lock = threading.Lock()
+        self.names = NameResolver(
+            settings,
+            self.is_active_directory,
+            lambda read: self._run(read, "read the forest's names"),
+        )
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -181,8 +187,32 @@ class Directory:
         template = self.settings.ldap_user_by_upn if by_upn else self.settings.ldap_user_by_name
         return template.replace("{0}", value)
 
-    def find_user(self, username: str, *, escaped: bool = False, by_upn: bool = False) -> Entry:
-        """The one entry that ``LDAP_USER_BY_NAME`` finds for ``username``.
+    def lookup(
+        self, username: str, *, escaped: bool = False, by_upn: bool = False, typed: bool = True
+    ) -> Lookup:
+        """How ``username`` is found: a Kerberos UPN by ``LDAP_USER_BY_UPN``; a typed name by
+        its form (``alice``, ``DOMAIN\\alice``, ``alice@suffix``, an e-mail: see
+        :mod:`connector.directory.names`); a name mapped from a principal (``typed=False``)
+        by ``LDAP_USER_BY_NAME`` alone.
+
+        Raises:
+            WrongUsername: the name can find nobody (a down-level domain the forest lacks).
+            DirectoryUnavailable: the forest's names could not be read.
+        """
+        if by_upn or not typed:
+            return Lookup(self.user_filter(username, escaped=escaped, by_upn=by_upn))
+        name = parse(unescape(username) if escaped else username)
+        if name.kind == "plain":  # as configured, the hub's escaping kept
+            return Lookup(self.user_filter(username, escaped=escaped))
+        found = self.names.lookup(name)
+        if found is None:
+            raise errors.WrongUsername("no such user", username=username)
+        return found
+
+    def find_user(
+        self, username: str, *, escaped: bool = False, by_upn: bool = False, typed: bool = True
+    ) -> Entry:
+        """The one entry a login name finds (see :meth:`lookup`).
 
         Raises:
             WrongUsername: nobody (or more than one entry) matches, or the name is unusable.
@@ -191,15 +221,22 @@ class Directory:
         if not username or len(username) > MAX_USERNAME_LENGTH or _CONTROL.search(username):
             # no login name holds control characters; some servers cut a value at NUL
             raise errors.WrongUsername("no such user", username=username[:64] or None)
-        flt = self.user_filter(username, escaped=escaped, by_upn=by_upn)
+        how = self.lookup(username, escaped=escaped, by_upn=by_upn, typed=typed)
+        # a down-level name may match in several domains: enough to find the one in its own
+        limit = 2 if how.within is None else 50
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=2
+                conn,
+                self.settings,
+                self.settings.ldap_base,
+                how.filter,
+                self.user_attributes,
+                limit=limit,
             )
 
         try:
-            found = self._run(find, "find the user", username=username)
+            found = [e for e in self._run(find, "find the user", username=username) if how.holds(e)]
         except errors.DirectoryFailure as exc:
             if isinstance(exc.__cause__, ldap.FILTER_ERROR):
                 log.info("user filter rejected for %r: treated as no such user", username)
@@ -270,7 +307,7 @@ class Directory:
             WrongUsername: nobody matches.
             DirectoryUnavailable: the directory could not be asked.
         """
-        user = self.find_user(username, by_upn=by_upn)
+        user = self.find_user(username, by_upn=by_upn, typed=False)
         self._check_realm(user, username, realm)
         state = account_state(user, time.time(), self._ppolicy_lockout_seconds(user))
         if state is not None:
