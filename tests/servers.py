@@ -1441,6 +1441,41 @@ class SambaAD:
             conn.simple_bind_s(bind_dn, password or "")
         return conn
 
+    def samdb(self, code: str, data: Any = None) -> str:
+        """Run ``code`` under Debian's python3 with ``db`` (a SamDB on the DC's own sam.ldb,
+        as the system), ``ldb`` and ``data`` (JSON-able) in scope, in one transaction: bulk
+        data in seconds where LDAP adds take a minute."""
+        import json
+
+        prelude = (
+            "import json, sys, ldb\n"
+            "from samba.samdb import SamDB\n"
+            "from samba.param import LoadParm\n"
+            "from samba.auth import system_session\n"
+            "lp = LoadParm(); lp.load(sys.argv[1])\n"
+            "db = SamDB(url=lp.private_path('sam.ldb'), session_info=system_session(), lp=lp)\n"
+            "data = json.loads(sys.stdin.read())\n"
+            "db.transaction_start()\n"
+            "try:\n"
+        )
+        body = "".join(f"    {line}\n" for line in code.splitlines())
+        coda = (
+            "except BaseException:\n"
+            "    db.transaction_cancel()\n"
+            "    raise\n"
+            "db.transaction_commit()\n"
+        )
+        r = subprocess.run(
+            [_samba_python(), "-c", prelude + body + coda, self.smb_conf],
+            input=json.dumps(data),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if r.returncode:
+            raise RuntimeError(f"samdb script failed: {r.stderr.strip()[-2000:]}")
+        return r.stdout
+
     def samba_tool(self, *args: str) -> str:
         """Run ``samba-tool ARGS -s smb.conf`` against the local sam.ldb (e.g. unlock)."""
         tool = find_binary("samba-tool", "samba-ad-dc")

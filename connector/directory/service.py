@@ -26,7 +26,7 @@ from connector.directory import ldaperrors
 from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.names import Lookup, NameResolver, parse, unescape
-from connector.directory.search import Entry, search
+from connector.directory.search import Entry, ranged, search
 from connector.profiles import PROFILE_ATTRIBUTES, entry_to_raw_profile, load_profile_mapper
 from connector.realms import dn_key as _dn_key
 from connector.realms import realm_scopes
@@ -149,7 +149,9 @@ class Directory:
                 name = "ad" if self.is_active_directory() else "member"
             with self._lock:
                 if self._strategy is None:
-                    self._strategy = STRATEGIES[name](self.settings)
+                    self._strategy = STRATEGIES[name](
+                        self.settings, ranged_values=self.is_active_directory()
+                    )
                     log.info("group strategy: %s", name)
         return self._strategy
 
@@ -224,6 +226,7 @@ class Directory:
         how = self.lookup(username, escaped=escaped, by_upn=by_upn, typed=typed)
         # a down-level name may match in several domains: enough to find the one in its own
         limit = 2 if how.within is None else 50
+        attrs = self._user_attrs()
 
         def find(conn: Connection) -> list[Entry]:
             return search(
@@ -231,7 +234,7 @@ class Directory:
                 self.settings,
                 self.settings.ldap_base,
                 how.filter,
-                self.user_attributes,
+                attrs,
                 limit=limit,
             )
 
@@ -321,6 +324,12 @@ class Directory:
             )
             raise kind(message, username=username, dn=user.dn, code=code)
         return self.profile(user)
+
+    def _user_attrs(self) -> list[str]:
+        """What a user search asks for: on Active Directory, memberOf by range (to the end)."""
+        if self.is_active_directory():
+            return ranged(self.user_attributes)
+        return self.user_attributes
 
     def _ppolicy_lockout_seconds(self, user: Entry) -> float | None:
         """The ``pwdLockoutDuration`` of a locked entry's own ppolicy (``pwdPolicySubentry``),
@@ -599,7 +608,7 @@ class Directory:
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=limit
+                conn, self.settings, self.settings.ldap_base, flt, self._user_attrs(), limit=limit
             )
 
         try:
