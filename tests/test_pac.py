@@ -1,0 +1,130 @@
+"""Groups from the Kerberos PAC: tickets from Samba's KDC, accepted in-process with
+python-gssapi; checked against LDAP (the in-chain rule) and against Samba's own PAC parser."""
+
+import json
+import subprocess
+
+import gssapi
+import ldap
+import pytest
+from gssapi.raw import acquire_cred_with_password, ext_rfc6680
+from ldap.filter import escape_filter_chars
+
+from connector.pac import PacFormatError, logon_info_of, parse_logon_info, sid_bytes, sid_text
+from connector.profiles import decode_sid
+
+KRB5 = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2")
+
+_SAMBA_PARSE = r"""
+import json, sys
+from samba.ndr import ndr_unpack
+from samba.dcerpc import krb5pac
+pac = ndr_unpack(krb5pac.PAC_DATA, sys.stdin.buffer.read())
+for b in pac.buffers:
+    if b.type == krb5pac.PAC_TYPE_LOGON_INFO:
+        base = b.info.info.info3.base
+        dom = str(base.domain_sid)
+        info3 = b.info.info.info3
+        print(json.dumps({
+            "user": "%s-%d" % (dom, base.rid),
+            "primary": "%s-%d" % (dom, base.primary_gid),
+            "groups": ["%s-%d" % (dom, g.rid) for g in base.groups.rids or []],
+            "extra": [str(s.sid) for s in (info3.sids or [])],
+        }))
+"""
+
+
+@pytest.fixture
+def ad_krb(samba_ad, monkeypatch, tmp_path):
+    monkeypatch.setenv("KRB5_CONFIG", samba_ad.krb5_conf)
+    monkeypatch.setenv("KRB5CCNAME", f"MEMORY:pac-{id(tmp_path)}")
+    monkeypatch.setenv("KRB5RCACHEDIR", str(tmp_path))
+    monkeypatch.setenv("KRB5_KTNAME", "FILE:/nonexistent/never-used.keytab")
+    return samba_ad
+
+
+def accepted(samba_ad, user):
+    """An accepted context for ``user``'s ticket to HTTP/localhost (no ccache shared)."""
+    name = gssapi.Name(f"{user}@{samba_ad.realm}", gssapi.NameType.kerberos_principal)
+    creds = acquire_cred_with_password(
+        name, samba_ad.users[user].encode(), usage="initiate", mechs=[KRB5]
+    ).creds
+    target = gssapi.Name("HTTP@localhost", gssapi.NameType.hostbased_service)
+    client = gssapi.SecurityContext(name=target, creds=creds, usage="initiate", mech=KRB5)
+    acceptor = gssapi.Credentials(usage="accept", store={"keytab": samba_ad.keytab})
+    server = gssapi.SecurityContext(creds=acceptor, usage="accept")
+    server.step(client.step())
+    assert server.complete
+    return server
+
+
+def in_chain_sids(samba_ad, user):
+    conn = samba_ad.connect(samba_ad.admin_dn, samba_ad.admin_pw)
+    try:
+        (dn, attrs), *_ = conn.search_s(
+            samba_ad.base, ldap.SCOPE_SUBTREE, f"(sAMAccountName={user})", ["objectSid"]
+        )
+        groups = conn.search_s(
+            samba_ad.base,
+            ldap.SCOPE_SUBTREE,
+            f"(member:1.2.840.113556.1.4.1941:={escape_filter_chars(dn)})",
+            ["objectSid"],
+        )
+    finally:
+        conn.unbind_s()
+    return decode_sid(attrs["objectSid"][0]), {
+        decode_sid(a["objectSid"][0]) for d, a in groups if d
+    }
+
+
+@pytest.mark.parametrize("user", ["dave", "bob", "alice"])
+def test_pac_groups_equal_the_in_chain_groups(ad_krb, user):
+    info = logon_info_of(accepted(ad_krb, user))
+    assert info is not None
+    user_sid, groups = in_chain_sids(ad_krb, user)
+    assert info.user_sid == user_sid
+    assert info.primary_group_sid == user_sid.rsplit("-", 1)[0] + "-513"  # Domain Users
+    # the KDC flattens nested global groups: the PAC's domain groups ARE the in-chain ones
+    assert set(info.group_sids) - {info.primary_group_sid} == groups
+    assert info.primary_group_sid in info.all_group_sids
+
+
+def test_parser_agrees_with_sambas_own(ad_krb):
+    ctx = accepted(ad_krb, "dave")
+    whole = ext_rfc6680.get_name_attribute(ctx.initiator_name, b"urn:mspac:")
+    assert whole.authenticated
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", _SAMBA_PARSE],
+        input=bytes(whole.values[0]),
+        capture_output=True,
+        check=True,
+    )
+    samba = json.loads(r.stdout)
+    ours = logon_info_of(ctx)
+    assert ours is not None
+    assert ours.user_sid == samba["user"]
+    assert ours.primary_group_sid == samba["primary"]
+    assert list(ours.group_sids) == samba["groups"]
+    assert list(ours.extra_sids) == samba["extra"] and samba["extra"]  # e.g. S-1-18-1
+
+
+def test_truncated_or_damaged_logon_info_is_refused(ad_krb):
+    ctx = accepted(ad_krb, "dave")
+    blob = bytes(
+        ext_rfc6680.get_name_attribute(ctx.initiator_name, b"urn:mspac:logon-info").values[0]
+    )
+    assert parse_logon_info(blob).group_sids
+    for cut in (0, 7, 20, 100, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(PacFormatError):
+            parse_logon_info(blob[:cut])
+    with pytest.raises(PacFormatError):
+        parse_logon_info(b"\x01\x00" + blob[2:])  # big-endian: not what AD sends
+
+
+def test_sid_round_trip():
+    text = "S-1-5-21-1004336348-1177238915-682003330-512"
+    assert sid_text(sid_bytes(text)) == text
+    assert decode_sid(sid_bytes(text)) == text
+    for bad in ("S-1", "X-1-5", "S-1-5-x", "S-1-5-" + "-".join(["1"] * 16), "S-1-5-4294967296"):
+        with pytest.raises(PacFormatError):
+            sid_bytes(bad)
