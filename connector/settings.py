@@ -363,6 +363,25 @@ class Settings:
         "Most users kept in the groups cache.",
         check=_positive,
     )
+    groups_source: str = _setting(
+        "GROUPS_SOURCE",
+        "ldap",
+        "Where a Kerberos sign-in's groups come from: ldap (GROUPS_STRATEGY), or pac (the "
+        "ticket's PAC, SIDs named through LDAP and cached; LDAP when a ticket has no PAC).",
+        check=_one_of("ldap", "pac"),
+    )
+    sid_cache_seconds: float = _setting(
+        "SID_CACHE_SECONDS",
+        600.0,
+        "How long a group SID's name (GROUP_PROPERTY) is cached for PAC groups.",
+        check=_not_negative,
+    )
+    sid_cache_max_entries: int = _setting(
+        "SID_CACHE_MAX_ENTRIES",
+        50000,
+        "Most group SIDs kept in the SID cache.",
+        check=_positive,
+    )
 
     # --- directory: policy --------------------------------------------------------------------
     allow_password_expired: bool = _setting(

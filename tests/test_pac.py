@@ -128,3 +128,81 @@ def test_sid_round_trip():
     for bad in ("S-1", "X-1-5", "S-1-5-x", "S-1-5-" + "-".join(["1"] * 16), "S-1-5-4294967296"):
         with pytest.raises(PacFormatError):
             sid_bytes(bad)
+
+
+@pytest.fixture
+def pac_directory(samba_ad, tmp_path):
+    from configs import ad_config
+
+    from connector.directory import Directory
+    from connector.settings import load_settings
+
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(ad_config(samba_ad, GROUPS_SOURCE="pac", KERBEROS_REALMS=[samba_ad.realm]))
+    )
+    directory = Directory(load_settings(path, environ={}))
+    yield directory
+    directory.close()
+
+
+@pytest.mark.parametrize("user", ["dave", "bob", "carol"])
+def test_profile_groups_from_the_pac_equal_ldaps_and_a_warm_cache_asks_nothing(
+    ad_krb, pac_directory, user
+):
+    info = logon_info_of(accepted(ad_krb, user))
+    from_ldap = pac_directory.get_profile(user)["groups"]
+    assert sorted(from_ldap) == sorted(ad_krb.expected_groups[user])  # the oracle
+    strategy_queries = pac_directory.strategy.queries
+    cold = pac_directory.kerberos_profile(user, ad_krb.realm, logon_info=info)
+    assert cold["groups"] == from_ldap
+    assert pac_directory.sids.queries == 1  # one search for the whole batch
+    assert pac_directory.strategy.queries == strategy_queries  # no group strategy query
+    pac_directory.cache.clear()  # not even the per-user group cache helps below
+    warm = pac_directory.kerberos_profile(user, ad_krb.realm, logon_info=info)
+    assert warm == cold
+    assert pac_directory.sids.queries == 1
+    assert pac_directory.strategy.queries == strategy_queries
+
+
+def test_primary_group_from_the_pac_when_asked(ad_krb, samba_ad, tmp_path):
+    from configs import ad_config
+
+    from connector.directory import Directory
+    from connector.settings import load_settings
+
+    path = tmp_path / "config.json"
+    cfg = ad_config(
+        samba_ad, GROUPS_SOURCE="pac", GROUPS_INCLUDE_PRIMARY=True, KERBEROS_REALMS=[samba_ad.realm]
+    )
+    path.write_text(json.dumps(cfg))
+    directory = Directory(load_settings(path, environ={}))
+    try:
+        info = logon_info_of(accepted(ad_krb, "alice"))
+        profile = directory.kerberos_profile("alice", samba_ad.realm, logon_info=info)
+        assert sorted(profile["groups"]) == sorted(directory.get_profile("alice")["groups"])
+        assert "Domain Users" in profile["groups"]
+    finally:
+        directory.close()
+
+
+def test_someone_elses_pac_is_not_used(ad_krb, pac_directory):
+    bobs = logon_info_of(accepted(ad_krb, "bob"))
+    profile = pac_directory.kerberos_profile("dave", ad_krb.realm, logon_info=bobs)
+    assert sorted(profile["groups"]) == sorted(ad_krb.expected_groups["dave"])
+    assert pac_directory.sids.queries == 0
+
+
+def test_no_pac_falls_back_to_ldap(ad_krb, pac_directory):
+    profile = pac_directory.kerberos_profile("carol", ad_krb.realm, logon_info=None)
+    assert sorted(profile["groups"]) == sorted(ad_krb.expected_groups["carol"])
+    assert pac_directory.sids.queries == 0 and pac_directory.strategy.queries == 1
+
+
+def test_sid_filter_escapes_every_byte():
+    from connector.directory.sids import sid_filter
+
+    flt = sid_filter(["S-1-5-21-1-2-3-512", "S-1-18-1"])
+    assert flt.startswith("(|(objectSid=\\01\\05\\00\\00\\00\\00\\00\\05\\15\\00")
+    assert flt.count("(objectSid=") == 2
+    assert "*" not in flt and flt.count("(") == flt.count(")")

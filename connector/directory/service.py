@@ -27,7 +27,14 @@ from connector.directory.connections import Connection, Pool, ServerSet, log_cle
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
 from connector.directory.names import Lookup, NameResolver, parse, unescape
 from connector.directory.search import Entry, ranged, search
-from connector.profiles import PROFILE_ATTRIBUTES, entry_to_raw_profile, load_profile_mapper
+from connector.directory.sids import SidNames
+from connector.pac import LogonInfo
+from connector.profiles import (
+    PROFILE_ATTRIBUTES,
+    decode_sid,
+    entry_to_raw_profile,
+    load_profile_mapper,
+)
 from connector.realms import dn_key as _dn_key
 from connector.realms import realm_scopes
 from connector.settings import Settings
@@ -102,6 +109,9 @@ class Directory:
         )
         self.bind_pool = Pool("bind", self.servers, settings.ldap_bind_pool_size, None, acquire)
         self.cache = GroupCache(settings.groups_cache_seconds, settings.groups_cache_max_entries)
+        self.sids = SidNames(
+            settings, list(dict.fromkeys([settings.group_property, *settings.group_properties]))
+        )
         self._strategy: GroupStrategy | None = None
         self._is_ad: bool | None = None
         self._lock = threading.Lock()
@@ -260,22 +270,54 @@ class Directory:
             return list(cached)
         strategy = self.strategy
         found = self._run(lambda conn: strategy.resolve(conn, user), "resolve groups", dn=user.dn)
-        props = self.settings.group_properties
-        if props:
-            names: list[Any] = [
-                {p: g.first(p) for p in props if g.first(p) is not None} for g in found
-            ]
-        else:
-            names = sorted(
-                {n for g in found if (n := g.first(self.settings.group_property)) is not None},
-                key=str.lower,
-            )
+        names = self._group_names(found)
         self.cache.put(user.dn, tuple(names))
         return names
 
-    def profile(self, user: Entry, *, with_groups: bool = True) -> dict[str, Any]:
-        """The profile sent to the hub for an entry (through the configured mapper)."""
-        groups = self.groups(user) if with_groups else None
+    def _group_names(self, found: list[Any]) -> list[Any]:
+        """Groups as the profile carries them (``GROUP_PROPERTIES`` or ``GROUP_PROPERTY``)."""
+        props = self.settings.group_properties
+        if props:
+            return [{p: g.first(p) for p in props if g.first(p) is not None} for g in found]
+        return sorted(
+            {n for g in found if (n := g.first(self.settings.group_property)) is not None},
+            key=str.lower,
+        )
+
+    def pac_groups(self, user: Entry, info: LogonInfo) -> list[Any] | None:
+        """The user's groups from their ticket's PAC, named through the SID cache; None when
+        the PAC is of someone else than the entry found (the caller then asks LDAP).
+
+        Raises:
+            DirectoryUnavailable: SIDs not cached could not be looked up.
+        """
+        raw = user.first_bytes("objectSid")
+        if raw is None or decode_sid(raw) != info.user_sid:
+            log.warning(
+                "PAC of %s does not name the entry found (dn=%r): groups from LDAP",
+                info.user_sid,
+                user.dn,
+            )
+            return None
+        sids = [
+            s
+            for s in info.all_group_sids
+            if self.settings.groups_include_primary or s != info.primary_group_sid
+        ]
+        found, unknown = self.sids.cached(sids)
+        if unknown:
+            found += self._run(
+                lambda conn: self.sids.lookup(conn, unknown), "name PAC groups", dn=user.dn
+            )
+        return self._group_names(found)
+
+    def profile(
+        self, user: Entry, *, with_groups: bool = True, groups: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """The profile sent to the hub for an entry (through the configured mapper); with
+        ``groups`` given, those rather than the ones the group strategy finds."""
+        if groups is None and with_groups:
+            groups = self.groups(user)
         attrs = {
             name: values
             for name, values in user.attrs.items()
@@ -296,12 +338,19 @@ class Directory:
         return self.profile(self.find_user(username, escaped=escaped, by_upn=by_upn))
 
     def kerberos_profile(
-        self, username: str, realm: str, *, by_upn: bool = False
+        self,
+        username: str,
+        realm: str,
+        *,
+        by_upn: bool = False,
+        logon_info: LogonInfo | None = None,
     ) -> dict[str, Any]:
         """The profile for a Kerberos sign-in of ``username`` (mapped from a principal of
         ``realm``): the entry found must lie in that realm's part of the directory
         (``KERBEROS_REALM_DIRECTORIES``), and its account must be usable now: no bind
         checks it, and a service ticket outlives a disabled or locked account by hours.
+        With ``GROUPS_SOURCE=pac`` the groups come from ``logon_info`` (the ticket's PAC)
+        when there is one for this entry, else from LDAP.
 
         Raises:
             KerberosRejected: the entry is not one the realm may sign in as (``realm_mismatch``).
@@ -323,7 +372,10 @@ class Directory:
                 code,
             )
             raise kind(message, username=username, dn=user.dn, code=code)
-        return self.profile(user)
+        groups = None
+        if self.settings.groups_source == "pac" and logon_info is not None:
+            groups = self.pac_groups(user, logon_info)
+        return self.profile(user, groups=groups)
 
     def _user_attrs(self) -> list[str]:
         """What a user search asks for: on Active Directory, memberOf by range (to the end)."""
