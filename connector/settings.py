@@ -239,6 +239,31 @@ class Settings:
         "LDAP server URL, or several (a JSON list or space-separated) tried in order.",
         check=_ldap_urls,
     )
+    ldap_domain: str | None = _setting(
+        "LDAP_DOMAIN",
+        None,
+        "An AD domain whose DCs are found through DNS (_ldap._tcp.dc._msdcs.<domain> SRV "
+        "records), after any LDAP_URL.",
+    )
+    ldap_site: str | None = _setting(
+        "LDAP_SITE", None, "The AD site whose DCs are tried first (with LDAP_DOMAIN)."
+    )
+    ldap_domain_scheme: str = _setting(
+        "LDAP_DOMAIN_SCHEME",
+        "ldap",
+        "How DCs found through DNS are reached: ldap (the SRV port; with LDAP_STARTTLS) or "
+        "ldaps (port 636).",
+        check=_one_of("ldap", "ldaps"),
+    )
+    dns_servers: tuple[str, ...] = _setting(
+        "DNS_SERVERS", (), "Name servers asked for LDAP_DOMAIN (default: the system's)."
+    )
+    ldap_dns_refresh_seconds: float = _setting(
+        "LDAP_DNS_REFRESH_SECONDS",
+        300.0,
+        "How often the DCs are asked of DNS again (and whenever all of them failed).",
+        check=_positive,
+    )
     ldap_base: str = _setting("LDAP_BASE", "", "Base DN under which users are searched.")
     ldap_bind_user: str = _setting("LDAP_BIND_USER", "", "DN (or UPN) of the service account.")
     ldap_bind_password: str = _setting(
@@ -667,8 +692,10 @@ class Settings:
     def directory_problems(self) -> list[str]:
         """What is missing for the directory to be usable (empty when nothing is)."""
         problems = []
-        if not self.ldap_urls:
-            problems.append("LDAP_URL: required (the URL of at least one LDAP server)")
+        if not self.ldap_urls and not self.ldap_domain:
+            problems.append(
+                "LDAP_URL: required (the URL of at least one LDAP server), or LDAP_DOMAIN"
+            )
         if not self.ldap_base:
             problems.append("LDAP_BASE: required (the base DN, e.g. DC=corp,DC=example,DC=com)")
         if not self.ldap_bind_user:

@@ -912,9 +912,10 @@ AD_EXPECTED_GROUPS: dict[str, set[str]] = {
     "dave": {"Team-Core", "Team-Dev", "Staff", "Everyone"},
 }
 
-# ports Samba binds with "server services = ldap cldap kdc"
-_AD_TCP_PORTS = (88, 389, 464, 636, 3268, 3269)
-_AD_UDP_PORTS = (88, 389, 464)
+# ports Samba binds with "server services = ldap cldap kdc dns" (its internal DNS on 53:
+# the zone ad.example.test with the DC's SRV records, for DC discovery tests)
+_AD_TCP_PORTS = (53, 88, 389, 464, 636, 3268, 3269)
+_AD_UDP_PORTS = (53, 88, 389, 464)
 
 # Runs under the Debian /usr/bin/python3 (the one with the samba module).  Provision AND
 # all samba-tool sub-commands in ONE interpreter: samba-tool is a thin wrapper around
@@ -948,10 +949,11 @@ def st(*args, conf=SMBCONF):
 
 # ---- provision (-s empty.conf: the system smb.conf must not leak in) ----
 st("domain", "provision", "--targetdir=" + DIR + "/dc", "--realm=" + cfg["realm"],
-   "--domain=" + cfg["domain"], "--server-role=dc", "--dns-backend=NONE", "--use-rfc2307",
+   "--domain=" + cfg["domain"], "--server-role=dc", "--dns-backend=SAMBA_INTERNAL",
+   "--use-rfc2307",
    "--adminpass=" + cfg["admin_pw"], "--host-name=dc1", "--host-ip=" + ADDR,
    "--option=pid directory=" + DIR + "/dc/run",
-   "--option=server services=ldap cldap kdc",
+   "--option=server services=ldap cldap kdc dns",
    "--option=interfaces=" + ADDR + "/8", "--option=bind interfaces only=yes",
    "--option=log level=1",
    "--option=tls keyfile=" + cfg["tls_key"], "--option=tls certfile=" + cfg["tls_cert"],

@@ -12,6 +12,7 @@ from ldap.filter import escape_filter_chars
 
 from connector.directory import ldaperrors
 from connector.directory.connections import Connection, ServerSet, is_cleartext
+from connector.directory.discovery import DcLocator, srv_names
 from connector.directory.search import search
 from connector.settings import Settings
 
@@ -211,6 +212,31 @@ def check_directory(settings: Settings, sample_user: str | None = None) -> list[
     if problems:
         return [Check("settings", False, p, "add it to config.json") for p in problems]
     out: list[Check] = []
-    for url in settings.ldap_urls:
+    urls = list(settings.ldap_urls)
+    if settings.ldap_domain:
+        found, dns_checks = check_dns(settings)
+        out.extend(dns_checks)
+        urls += [u for u in found if u not in urls]
+    for url in urls:
         out.extend(check_server(settings, url, sample_user))
     return out
+
+
+def check_dns(settings: Settings) -> tuple[tuple[str, ...], list[Check]]:
+    """``LDAP_DOMAIN``: the SRV answers (the site's first), and the URLs they give."""
+    t0 = time.monotonic()
+    locator = DcLocator(settings)
+    urls = locator.refresh()
+    asked = ", ".join(name for name, _ in srv_names(locator.domain, settings.ldap_site))
+    where = ", ".join(settings.dns_servers) or "the system's resolver"
+    if locator.last_error or not urls:
+        detail = f"{asked} via {where}: {locator.last_error or 'no DC'}"
+        hint = "check LDAP_DOMAIN, DNS_SERVERS, and that the DCs register their SRV records"
+        return urls, [Check("dns", False, detail, hint, settings.ldap_domain or "", 0.0)]
+    answers = "; ".join(
+        f"{a.host}:{a.port} priority {a.priority} weight {a.weight}"
+        + (f" (site {settings.ldap_site})" if a.in_site else "")
+        for a in locator.answers
+    )
+    detail = f"{answers} -> {', '.join(urls)} (via {where})"
+    return urls, [Check("dns", True, detail, "", settings.ldap_domain or "", time.monotonic() - t0)]

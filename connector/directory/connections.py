@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import ldap
 
 from connector.directory import ldaperrors
+from connector.directory.discovery import DcLocator
 from connector.errors import ConnectorError, DirectoryUnavailable
 from connector.settings import Settings
 
@@ -97,10 +98,18 @@ class ServerSet:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.urls: tuple[str, ...] = settings.ldap_urls
+        #: with LDAP_DOMAIN, the DCs DNS names (after any LDAP_URL)
+        self.locator = DcLocator(settings) if settings.ldap_domain else None
         self._down_until: dict[str, float] = {}
         self._last_error: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers in order of preference: ``LDAP_URL``, then the DCs from DNS."""
+        if self.locator is None:
+            return self.settings.ldap_urls
+        return tuple(dict.fromkeys((*self.settings.ldap_urls, *self.locator.urls())))
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each server's state as last seen: up, or down with the error and until when."""
@@ -171,8 +180,27 @@ class ServerSet:
         Raises:
             DirectoryUnavailable: no server could be reached (or the bind was refused by all).
         """
-        problems = []
-        for url in self._order():
+        problems: list[str] = []
+        conn = self._first(self._order(), bind, problems)
+        if conn is None and self.locator is not None:
+            # every DC failed: DNS may know others by now
+            tried = set(self.urls)
+            self.locator.refresh()
+            conn = self._first([u for u in self.urls if u not in tried], bind, problems)
+        if conn is not None:
+            return conn
+        raise DirectoryUnavailable(
+            "no LDAP server could be used: " + "; ".join(problems or ["none configured"])
+        )
+
+    def _first(
+        self,
+        urls: list[str],
+        bind: Callable[[Connection], None] | None,
+        problems: list[str],
+    ) -> Connection | None:
+        """A connection to the first of ``urls`` that answers (and binds), or None."""
+        for url in urls:
             try:
                 conn = self.connect_to(url)
             except ldap.LDAPError as exc:
@@ -197,9 +225,7 @@ class ServerSet:
                 continue
             self.mark_up(url)
             return conn
-        raise DirectoryUnavailable(
-            "no LDAP server could be used: " + "; ".join(problems or ["none configured"])
-        )
+        return None
 
 
 def _connect_reason(exc: Exception, settings: Settings) -> str:

@@ -101,7 +101,8 @@ class Directory:
             )
         self.servers = ServerSet(settings)
         acquire = (
-            settings.ldap_connect_timeout * len(settings.ldap_urls)
+            settings.ldap_connect_timeout
+            * (len(settings.ldap_urls) + (3 if settings.ldap_domain else 0))
             + settings.ldap_operation_timeout
         )
         self.search_pool = Pool(
