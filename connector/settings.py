@@ -264,6 +264,21 @@ class Settings:
         "How often the DCs are asked of DNS again (and whenever all of them failed).",
         check=_positive,
     )
+    ldap_bind_mech: str = _setting(
+        "LDAP_BIND_MECH",
+        "simple",
+        "How the service account binds: simple (LDAP_BIND_USER + password) or GSSAPI "
+        "(Kerberos keys from LDAP_BIND_KEYTAB; no password).",
+        check=_one_of("simple", "GSSAPI"),
+    )
+    ldap_bind_keytab: str | None = _setting(
+        "LDAP_BIND_KEYTAB", None, "Keytab of the service account (LDAP_BIND_MECH=GSSAPI)."
+    )
+    ldap_bind_principal: str | None = _setting(
+        "LDAP_BIND_PRINCIPAL",
+        None,
+        "The service account's principal in LDAP_BIND_KEYTAB (default: the keytab's first).",
+    )
     ldap_base: str = _setting("LDAP_BASE", "", "Base DN under which users are searched.")
     ldap_bind_user: str = _setting("LDAP_BIND_USER", "", "DN (or UPN) of the service account.")
     ldap_bind_password: str = _setting(
@@ -698,6 +713,10 @@ class Settings:
             )
         if not self.ldap_base:
             problems.append("LDAP_BASE: required (the base DN, e.g. DC=corp,DC=example,DC=com)")
+        if self.ldap_bind_mech == "GSSAPI":
+            if not self.ldap_bind_keytab:
+                problems.append("LDAP_BIND_KEYTAB: required with LDAP_BIND_MECH=GSSAPI")
+            return problems
         if not self.ldap_bind_user:
             problems.append("LDAP_BIND_USER: required (the service account's DN or UPN)")
         if not self.ldap_bind_password:

@@ -148,8 +148,9 @@ class ServerSet:
         if was_down:
             log.info("LDAP server %s is answering again", url)
 
-    def connect_to(self, url: str) -> Connection:
-        """Open (and, if configured, StartTLS) a connection to one server.
+    def connect_to(self, url: str, *, signed: bool = False) -> Connection:
+        """Open (and, if configured, StartTLS) a connection to one server; ``signed``: one
+        that a SASL security layer will protect instead (no StartTLS: servers refuse both).
 
         Raises:
             ldap.LDAPError: the server could not be reached or TLS failed; or
@@ -157,7 +158,7 @@ class ServerSet:
                 without StartTLS and ``LDAP_ALLOW_CLEARTEXT`` is not set.
         """
         s = self.settings
-        if is_cleartext(s, url) and not s.ldap_allow_cleartext:
+        if is_cleartext(s, url) and not s.ldap_allow_cleartext and not signed:
             raise ldap.CONFIDENTIALITY_REQUIRED({"desc": "TLS required", "info": CLEARTEXT_REFUSED})
         conn = ldap.initialize(url)
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
@@ -169,24 +170,26 @@ class ServerSet:
         conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, _REQUIRE_CERT[s.ldap_tls_require_cert])
         conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # must come last among the TLS options
         tls = url.lower().startswith("ldaps://")
-        if s.ldap_starttls and url.lower().startswith("ldap://"):
+        if s.ldap_starttls and url.lower().startswith("ldap://") and not signed:
             conn.start_tls_s()
             tls = True
         return Connection(ldap=conn, url=url, tls=tls, created=time.monotonic())
 
-    def open(self, bind: Callable[[Connection], None] | None = None) -> Connection:
+    def open(
+        self, bind: Callable[[Connection], None] | None = None, *, signed: bool = False
+    ) -> Connection:
         """A connection to the first server that answers, optionally bound.
 
         Raises:
             DirectoryUnavailable: no server could be reached (or the bind was refused by all).
         """
         problems: list[str] = []
-        conn = self._first(self._order(), bind, problems)
+        conn = self._first(self._order(), bind, problems, signed)
         if conn is None and self.locator is not None:
             # every DC failed: DNS may know others by now
             tried = set(self.urls)
             self.locator.refresh()
-            conn = self._first([u for u in self.urls if u not in tried], bind, problems)
+            conn = self._first([u for u in self.urls if u not in tried], bind, problems, signed)
         if conn is not None:
             return conn
         raise DirectoryUnavailable(
@@ -198,11 +201,12 @@ class ServerSet:
         urls: list[str],
         bind: Callable[[Connection], None] | None,
         problems: list[str],
+        signed: bool = False,
     ) -> Connection | None:
         """A connection to the first of ``urls`` that answers (and binds), or None."""
         for url in urls:
             try:
-                conn = self.connect_to(url)
+                conn = self.connect_to(url, signed=signed)
             except ldap.LDAPError as exc:
                 reason = _connect_reason(exc, self.settings)
                 self.mark_down(url, reason)
@@ -248,8 +252,12 @@ class Pool:
         size: int,
         bind: Callable[[Connection], None] | None,
         acquire_timeout: float,
+        *,
+        signed: bool = False,
     ) -> None:
         self.name = name
+        #: the bind sets up a SASL security layer (GSSAPI): no StartTLS on these connections
+        self.signed = signed
         self.servers = servers
         self.size = size
         self._bind = bind
@@ -300,7 +308,7 @@ class Pool:
         try:
             conn = self._take()
             if conn is None:
-                conn = self.servers.open(self._bind)
+                conn = self.servers.open(self._bind, signed=self.signed)
                 with self._lock:
                     conn.generation = self._generation
                 self.opened += 1

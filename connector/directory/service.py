@@ -25,6 +25,7 @@ from connector import errors
 from connector.directory import ldaperrors
 from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
+from connector.directory.gssbind import KeytabBinder
 from connector.directory.names import Lookup, NameResolver, parse, unescape
 from connector.directory.search import Entry, ranged, search
 from connector.directory.sids import SidNames
@@ -99,6 +100,11 @@ class Directory:
                 "Kerberos realms %s sign nobody in: not in KERBEROS_REALM_DIRECTORIES",
                 ", ".join(unmapped),
             )
+        self._gss = (
+            KeytabBinder(settings.ldap_bind_keytab, settings.ldap_bind_principal)
+            if settings.ldap_bind_mech == "GSSAPI" and settings.ldap_bind_keytab
+            else None
+        )
         self.servers = ServerSet(settings)
         acquire = (
             settings.ldap_connect_timeout
@@ -106,7 +112,12 @@ class Directory:
             + settings.ldap_operation_timeout
         )
         self.search_pool = Pool(
-            "search", self.servers, settings.ldap_pool_size, self._service_bind, acquire
+            "search",
+            self.servers,
+            settings.ldap_pool_size,
+            self._service_bind,
+            acquire,
+            signed=self._gss is not None,
         )
         self.bind_pool = Pool("bind", self.servers, settings.ldap_bind_pool_size, None, acquire)
         self.cache = GroupCache(settings.groups_cache_seconds, settings.groups_cache_max_entries)
@@ -125,6 +136,9 @@ class Directory:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _service_bind(self, conn: Connection) -> None:
+        if self._gss is not None:
+            self._gss.bind(conn)
+            return
         conn.ldap.simple_bind_s(self.settings.ldap_bind_user, self.settings.ldap_bind_password)
 
     def close(self) -> None:
