@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import ldap
@@ -13,7 +14,9 @@ from ldap.filter import escape_filter_chars
 from connector.directory import ldaperrors
 from connector.directory.connections import Connection, ServerSet, is_cleartext
 from connector.directory.discovery import DcLocator, srv_names
+from connector.directory.gssbind import KeytabBinder
 from connector.directory.search import search
+from connector.errors import DirectoryUnavailable
 from connector.settings import Settings
 
 
@@ -135,19 +138,34 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
         )
     try:
         t0 = time.monotonic()
-        try:
-            conn.ldap.simple_bind_s(settings.ldap_bind_user, settings.ldap_bind_password)
-        except ldap.LDAPError as exc:
-            code = ldaperrors.ad_subcode(exc)
-            step(
-                "bind",
-                False,
-                f"service account bind refused: {ldaperrors.describe(exc)}",
-                "check LDAP_BIND_USER and its password" + (f" (AD code {code})" if code else ""),
-                t0,
-            )
-            return out
-        step("bind", True, f"bound as {settings.ldap_bind_user}", t0=t0)
+        if settings.ldap_bind_mech == "GSSAPI":
+            conn.close()
+            signed = _gssapi_bind(settings, servers, url, step, t0)
+            if signed is None:
+                return out
+            conn = signed
+        else:
+            try:
+                conn.ldap.simple_bind_s(settings.ldap_bind_user, settings.ldap_bind_password)
+            except ldap.LDAPError as exc:
+                code = ldaperrors.ad_subcode(exc)
+                hint = "check LDAP_BIND_USER and its password" + (
+                    f" (AD code {code})" if code else ""
+                )
+                if isinstance(exc, ldap.STRONG_AUTH_REQUIRED):
+                    hint = (
+                        "the DC requires signed binds (strongerAuthRequired): use TLS "
+                        "(ldaps:// or LDAP_STARTTLS) or LDAP_BIND_MECH=GSSAPI with a keytab"
+                    )
+                step(
+                    "bind",
+                    False,
+                    f"service account bind refused: {ldaperrors.describe(exc)}",
+                    hint,
+                    t0,
+                )
+                return out
+            step("bind", True, f"simple bind as {settings.ldap_bind_user}", t0=t0)
         t0 = time.monotonic()
         try:
             found = search(
@@ -204,6 +222,34 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
     finally:
         conn.close()
     return out
+
+
+def _gssapi_bind(
+    settings: Settings, servers: ServerSet, url: str, step: Any, t0: float
+) -> Connection | None:
+    """The service account's SASL GSSAPI bind (signed, no StartTLS), as a check step."""
+    principal = settings.ldap_bind_principal or "the keytab's first principal"
+    try:
+        conn = servers.connect_to(url, signed=True)
+        KeytabBinder(settings.ldap_bind_keytab or "", settings.ldap_bind_principal).bind(conn)
+    except (ldap.LDAPError, DirectoryUnavailable) as exc:
+        text = ldaperrors.describe(exc) if isinstance(exc, ldap.LDAPError) else str(exc)
+        step(
+            "bind",
+            False,
+            f"SASL GSSAPI bind as {principal} refused: {text}",
+            "check LDAP_BIND_KEYTAB and LDAP_BIND_PRINCIPAL, the Kerberos configuration "
+            "(KRB5_CONFIG) and the DC's ldap/ service principal for this host name",
+            t0,
+        )
+        return None
+    step(
+        "bind",
+        True,
+        f"SASL GSSAPI bind with signing as {principal} (keys from {settings.ldap_bind_keytab})",
+        t0=t0,
+    )
+    return conn
 
 
 def check_directory(settings: Settings, sample_user: str | None = None) -> list[Check]:

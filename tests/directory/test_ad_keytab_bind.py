@@ -85,3 +85,25 @@ def test_a_wrong_keytab_is_unavailable_not_a_crash(samba_ad, krb_env, make_direc
     directory = make_directory(cfg)
     with pytest.raises(errors.DirectoryUnavailable, match="LDAP_BIND_KEYTAB"):
         directory.authenticate("dave", samba_ad.users["dave"])
+
+
+def test_check_says_which_mechanism_and_why_a_simple_bind_is_refused(
+    samba_ad, svc_keytab, krb_env, tmp_path
+):
+    from connector.directory.check import check_directory
+    from connector.settings import load_settings
+
+    def settings(name, cfg):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        return load_settings(path, environ={})
+
+    steps = check_directory(settings("gss", gss_config(samba_ad, svc_keytab)), "alice")
+    assert all(s.ok for s in steps), [s.line() for s in steps]
+    (bind,) = [s for s in steps if s.name == "bind"]
+    assert "SASL GSSAPI bind with signing as svc-proxy@" in bind.detail
+
+    plain = ad_config(samba_ad, LDAP_STARTTLS=False, LDAP_ALLOW_CLEARTEXT=True)
+    steps = check_directory(settings("plain", plain))
+    (bind,) = [s for s in steps if s.name == "bind"]
+    assert not bind.ok and "strongerAuthRequired" in bind.hint
