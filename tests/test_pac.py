@@ -206,3 +206,24 @@ def test_sid_filter_escapes_every_byte():
     assert flt.startswith("(|(objectSid=\\01\\05\\00\\00\\00\\00\\00\\05\\15\\00")
     assert flt.count("(objectSid=") == 2
     assert "*" not in flt and flt.count("(") == flt.count(")")
+
+
+def test_a_group_added_shows_with_the_next_ticket(ad_krb, pac_directory):
+    team = f"CN=Team-Core,CN=Users,{ad_krb.base}"
+    alice = pac_directory.find_user("alice").dn
+    before = pac_directory.kerberos_profile(
+        "alice", ad_krb.realm, logon_info=logon_info_of(accepted(ad_krb, "alice"))
+    )["groups"]
+    assert "Team-Core" not in before
+    admin = ad_krb.connect(ad_krb.admin_dn, ad_krb.admin_pw)
+    admin.modify_s(team, [(ldap.MOD_ADD, "member", [alice.encode()])])
+    try:
+        after = pac_directory.kerberos_profile(
+            "alice", ad_krb.realm, logon_info=logon_info_of(accepted(ad_krb, "alice"))
+        )["groups"]
+        # Team-Core is in Team-Dev: the KDC flattens, so both arrive with the new ticket
+        assert sorted(after) == sorted([*before, "Team-Core", "Team-Dev"])
+        assert pac_directory.sids.queries == 2  # only the new SIDs were looked up
+    finally:
+        admin.modify_s(team, [(ldap.MOD_DELETE, "member", [alice.encode()])])
+        admin.unbind_s()
