@@ -58,6 +58,7 @@ import spnego.exceptions
 from spnego._context import GSSMech  # private, like the kwargs below (pyspnego 0.12)
 
 from connector.errors import KerberosRejected, KeytabError
+from connector.pac import LogonInfo, logon_info_of
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,15 @@ class AcceptResult:
         username: the name to look up in the directory (see ``principal_mapping``).
         realm: the client's realm (one of the configured realms).
         mutual_token: base64 token for ``WWW-Authenticate: Negotiate <token>``, or None.
+        logon_info: the SIDs of the ticket's PAC (verified by the GSS library), when the
+            acceptor was asked to read it and the ticket has one (see :mod:`connector.pac`).
     """
 
     principal: str
     username: str
     realm: str
     mutual_token: str | None
+    logon_info: LogonInfo | None = dataclasses.field(default=None, repr=False)
 
     @property
     def www_authenticate(self) -> str:
@@ -362,6 +366,7 @@ class KerberosAcceptor:
             keytab must hold it, and only tickets for it are accepted.
         replay_cache: replay cache name (``file2:/var/lib/connector/krb5.rcache2``); default:
             libkrb5's (``KRB5RCACHEDIR``, else ``/var/tmp``). Share it between workers.
+        read_pac: read the ticket's PAC logon info into :attr:`AcceptResult.logon_info`.
 
     Raises:
         KeytabError: the keytab is unusable (see :meth:`check_keytab`).
@@ -375,7 +380,10 @@ class KerberosAcceptor:
         principal_mapping: PrincipalMapping = "strip_realm",
         service_principal: str | None = None,
         replay_cache: str | None = None,
+        *,
+        read_pac: bool = False,
     ) -> None:
+        self.read_pac = read_pac
         if isinstance(realms, str):
             realms = [realms]
         self.realms: frozenset[str] = frozenset(r.strip() for r in realms if r and r.strip())
@@ -523,6 +531,8 @@ class KerberosAcceptor:
             out = ctx.step(token)
             complete = bool(ctx.complete)
             principal = ctx.client_principal if complete else None
+            # the accepted python-gssapi context inside pyspnego's (private, pinned: 0.12)
+            info = logon_info_of(krb._context) if complete and self.read_pac else None
         except Exception as e:  # noqa: BLE001 - pyspnego also raises AttributeError, ValueError…
             raise _rejection(e, krb) from None
         if not complete:
@@ -531,9 +541,11 @@ class KerberosAcceptor:
             )
         if not principal:
             raise KerberosRejected("no client principal in the token", "no_principal")
-        return self._result(str(principal), out)
+        return self._result(str(principal), out, info)
 
-    def _result(self, principal: str, out: bytes | None) -> AcceptResult:
+    def _result(
+        self, principal: str, out: bytes | None, info: LogonInfo | None = None
+    ) -> AcceptResult:
         name, realm = split_principal(principal)
         if realm is None or realm not in self.realms:
             raise KerberosRejected(f"realm {realm or '(none)'} is not accepted here", "realm")
@@ -544,6 +556,7 @@ class KerberosAcceptor:
             username=map_principal(principal, self.principal_mapping),
             realm=realm,
             mutual_token=base64.b64encode(out).decode("ascii") if out else None,
+            logon_info=info,
         )
 
 

@@ -174,6 +174,7 @@ class Services:
                 ),
                 service_principal=s.kerberos_service_principal,
                 replay_cache=s.kerberos_replay_cache,
+                read_pac=s.groups_source == "pac",
             )
         except (ValueError, ConfigError) as exc:
             previous = self._kerberos_failure

@@ -220,6 +220,16 @@ def _filter_with_placeholder(value: Any) -> str | None:
     return None
 
 
+def _qualified_name_filter(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not any(p in value for p in ("{0}", "{1}", "{2}")):
+        return "must contain a placeholder: {0} (the whole name), {1} (user) or {2} (domain)"
+    if not (value.startswith("(") and value.endswith(")")):
+        return "must be an LDAP filter in parentheses"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every setting of the connector, validated; build it with :func:`load_settings`."""
@@ -230,6 +240,46 @@ class Settings:
         (),
         "LDAP server URL, or several (a JSON list or space-separated) tried in order.",
         check=_ldap_urls,
+    )
+    ldap_domain: str | None = _setting(
+        "LDAP_DOMAIN",
+        None,
+        "An AD domain whose DCs are found through DNS (_ldap._tcp.dc._msdcs.<domain> SRV "
+        "records), after any LDAP_URL.",
+    )
+    ldap_site: str | None = _setting(
+        "LDAP_SITE", None, "The AD site whose DCs are tried first (with LDAP_DOMAIN)."
+    )
+    ldap_domain_scheme: str = _setting(
+        "LDAP_DOMAIN_SCHEME",
+        "ldap",
+        "How DCs found through DNS are reached: ldap (the SRV port; with LDAP_STARTTLS) or "
+        "ldaps (port 636).",
+        check=_one_of("ldap", "ldaps"),
+    )
+    dns_servers: tuple[str, ...] = _setting(
+        "DNS_SERVERS", (), "Name servers asked for LDAP_DOMAIN (default: the system's)."
+    )
+    ldap_dns_refresh_seconds: float = _setting(
+        "LDAP_DNS_REFRESH_SECONDS",
+        300.0,
+        "How often the DCs are asked of DNS again (and whenever all of them failed).",
+        check=_positive,
+    )
+    ldap_bind_mech: str = _setting(
+        "LDAP_BIND_MECH",
+        "simple",
+        "How the service account binds: simple (LDAP_BIND_USER + password) or GSSAPI "
+        "(Kerberos keys from LDAP_BIND_KEYTAB; no password).",
+        check=_one_of("simple", "GSSAPI"),
+    )
+    ldap_bind_keytab: str | None = _setting(
+        "LDAP_BIND_KEYTAB", None, "Keytab of the service account (LDAP_BIND_MECH=GSSAPI)."
+    )
+    ldap_bind_principal: str | None = _setting(
+        "LDAP_BIND_PRINCIPAL",
+        None,
+        "The service account's principal in LDAP_BIND_KEYTAB (default: the keytab's first).",
     )
     ldap_base: str = _setting("LDAP_BASE", "", "Base DN under which users are searched.")
     ldap_bind_user: str = _setting("LDAP_BIND_USER", "", "DN (or UPN) of the service account.")
@@ -287,6 +337,19 @@ class Settings:
         "Filter that finds a user by login name; {0} is the escaped name.",
         check=_filter_with_placeholder,
     )
+    ldap_user_by_qualified_name: str | None = _setting(
+        "LDAP_USER_BY_QUALIFIED_NAME",
+        None,
+        "Not Active Directory: filter that finds a user typed as user@domain; {0} is the "
+        "whole escaped name, {1} the user part, {2} the domain (unset: LDAP_USER_BY_NAME).",
+        check=_qualified_name_filter,
+    )
+    login_by_email: bool = _setting(
+        "LOGIN_BY_EMAIL",
+        False,
+        "Let people sign in with their e-mail address (mail, or proxyAddresses on AD); "
+        "an address that several entries carry signs nobody in.",
+    )
     ldap_search_query: str = _setting(
         "LDAP_SEARCH_QUERY",
         "(&(objectCategory=person)(anr={0}))",
@@ -340,6 +403,25 @@ class Settings:
         "GROUPS_CACHE_MAX_ENTRIES",
         10000,
         "Most users kept in the groups cache.",
+        check=_positive,
+    )
+    groups_source: str = _setting(
+        "GROUPS_SOURCE",
+        "ldap",
+        "Where a Kerberos sign-in's groups come from: ldap (GROUPS_STRATEGY), or pac (the "
+        "ticket's PAC, SIDs named through LDAP and cached; LDAP when a ticket has no PAC).",
+        check=_one_of("ldap", "pac"),
+    )
+    sid_cache_seconds: float = _setting(
+        "SID_CACHE_SECONDS",
+        600.0,
+        "How long a group SID's name (GROUP_PROPERTY) is cached for PAC groups.",
+        check=_not_negative,
+    )
+    sid_cache_max_entries: int = _setting(
+        "SID_CACHE_MAX_ENTRIES",
+        50000,
+        "Most group SIDs kept in the SID cache.",
         check=_positive,
     )
 
@@ -697,10 +779,16 @@ class Settings:
     def directory_problems(self) -> list[str]:
         """What is missing for the directory to be usable (empty when nothing is)."""
         problems = []
-        if not self.ldap_urls:
-            problems.append("LDAP_URL: required (the URL of at least one LDAP server)")
+        if not self.ldap_urls and not self.ldap_domain:
+            problems.append(
+                "LDAP_URL: required (the URL of at least one LDAP server), or LDAP_DOMAIN"
+            )
         if not self.ldap_base:
             problems.append("LDAP_BASE: required (the base DN, e.g. DC=corp,DC=example,DC=com)")
+        if self.ldap_bind_mech == "GSSAPI":
+            if not self.ldap_bind_keytab:
+                problems.append("LDAP_BIND_KEYTAB: required with LDAP_BIND_MECH=GSSAPI")
+            return problems
         if not self.ldap_bind_user:
             problems.append("LDAP_BIND_USER: required (the service account's DN or UPN)")
         if not self.ldap_bind_password:

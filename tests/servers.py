@@ -980,9 +980,10 @@ AD_STEP_PEOPLE: dict[str, tuple[str, bool, int, int]] = {
 }
 AD_STEP_GROUP = "PwStep"
 
-# ports Samba binds with "server services = ldap cldap kdc"
-_AD_TCP_PORTS = (88, 389, 464, 636, 3268, 3269)
-_AD_UDP_PORTS = (88, 389, 464)
+# ports Samba binds with "server services = ldap cldap kdc dns" (its internal DNS on 53:
+# the zone ad.example.test with the DC's SRV records, for DC discovery tests)
+_AD_TCP_PORTS = (53, 88, 389, 464, 636, 3268, 3269)
+_AD_UDP_PORTS = (53, 88, 389, 464)
 
 # Runs under the Debian /usr/bin/python3 (the one with the samba module).  Provision AND
 # all samba-tool sub-commands in ONE interpreter: samba-tool is a thin wrapper around
@@ -1016,10 +1017,11 @@ def st(*args, conf=SMBCONF):
 
 # ---- provision (-s empty.conf: the system smb.conf must not leak in) ----
 st("domain", "provision", "--targetdir=" + DIR + "/dc", "--realm=" + cfg["realm"],
-   "--domain=" + cfg["domain"], "--server-role=dc", "--dns-backend=NONE", "--use-rfc2307",
+   "--domain=" + cfg["domain"], "--server-role=dc", "--dns-backend=SAMBA_INTERNAL",
+   "--use-rfc2307",
    "--adminpass=" + cfg["admin_pw"], "--host-name=dc1", "--host-ip=" + ADDR,
    "--option=pid directory=" + DIR + "/dc/run",
-   "--option=server services=ldap cldap kdc",
+   "--option=server services=ldap cldap kdc dns",
    "--option=interfaces=" + ADDR + "/8", "--option=bind interfaces only=yes",
    "--option=log level=1",
    "--option=tls keyfile=" + cfg["tls_key"], "--option=tls certfile=" + cfg["tls_cert"],
@@ -1535,6 +1537,41 @@ class SambaAD:
         if bind_dn is not None:
             conn.simple_bind_s(bind_dn, password or "")
         return conn
+
+    def samdb(self, code: str, data: Any = None) -> str:
+        """Run ``code`` under Debian's python3 with ``db`` (a SamDB on the DC's own sam.ldb,
+        as the system), ``ldb`` and ``data`` (JSON-able) in scope, in one transaction: bulk
+        data in seconds where LDAP adds take a minute."""
+        import json
+
+        prelude = (
+            "import json, sys, ldb\n"
+            "from samba.samdb import SamDB\n"
+            "from samba.param import LoadParm\n"
+            "from samba.auth import system_session\n"
+            "lp = LoadParm(); lp.load(sys.argv[1])\n"
+            "db = SamDB(url=lp.private_path('sam.ldb'), session_info=system_session(), lp=lp)\n"
+            "data = json.loads(sys.stdin.read())\n"
+            "db.transaction_start()\n"
+            "try:\n"
+        )
+        body = "".join(f"    {line}\n" for line in code.splitlines())
+        coda = (
+            "except BaseException:\n"
+            "    db.transaction_cancel()\n"
+            "    raise\n"
+            "db.transaction_commit()\n"
+        )
+        r = subprocess.run(
+            [_samba_python(), "-c", prelude + body + coda, self.smb_conf],
+            input=json.dumps(data),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if r.returncode:
+            raise RuntimeError(f"samdb script failed: {r.stderr.strip()[-2000:]}")
+        return r.stdout
 
     def samba_tool(self, *args: str) -> str:
         """Run ``samba-tool ARGS -s smb.conf`` against the local sam.ldb (e.g. unlock)."""

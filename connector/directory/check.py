@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import ldap
@@ -12,7 +13,10 @@ from ldap.filter import escape_filter_chars
 
 from connector.directory import ldaperrors
 from connector.directory.connections import Connection, ServerSet, is_cleartext
+from connector.directory.discovery import DcLocator, srv_names
+from connector.directory.gssbind import KeytabBinder
 from connector.directory.search import search
+from connector.errors import DirectoryUnavailable
 from connector.settings import Settings
 
 
@@ -134,19 +138,34 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
         )
     try:
         t0 = time.monotonic()
-        try:
-            conn.ldap.simple_bind_s(settings.ldap_bind_user, settings.ldap_bind_password)
-        except ldap.LDAPError as exc:
-            code = ldaperrors.ad_subcode(exc)
-            step(
-                "bind",
-                False,
-                f"service account bind refused: {ldaperrors.describe(exc)}",
-                "check LDAP_BIND_USER and its password" + (f" (AD code {code})" if code else ""),
-                t0,
-            )
-            return out
-        step("bind", True, f"bound as {settings.ldap_bind_user}", t0=t0)
+        if settings.ldap_bind_mech == "GSSAPI":
+            conn.close()
+            signed = _gssapi_bind(settings, servers, url, step, t0)
+            if signed is None:
+                return out
+            conn = signed
+        else:
+            try:
+                conn.ldap.simple_bind_s(settings.ldap_bind_user, settings.ldap_bind_password)
+            except ldap.LDAPError as exc:
+                code = ldaperrors.ad_subcode(exc)
+                hint = "check LDAP_BIND_USER and its password" + (
+                    f" (AD code {code})" if code else ""
+                )
+                if isinstance(exc, ldap.STRONG_AUTH_REQUIRED):
+                    hint = (
+                        "the DC requires signed binds (strongerAuthRequired): use TLS "
+                        "(ldaps:// or LDAP_STARTTLS) or LDAP_BIND_MECH=GSSAPI with a keytab"
+                    )
+                step(
+                    "bind",
+                    False,
+                    f"service account bind refused: {ldaperrors.describe(exc)}",
+                    hint,
+                    t0,
+                )
+                return out
+            step("bind", True, f"simple bind as {settings.ldap_bind_user}", t0=t0)
         t0 = time.monotonic()
         try:
             found = search(
@@ -205,12 +224,65 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
     return out
 
 
+def _gssapi_bind(
+    settings: Settings, servers: ServerSet, url: str, step: Any, t0: float
+) -> Connection | None:
+    """The service account's SASL GSSAPI bind (signed, no StartTLS), as a check step."""
+    principal = settings.ldap_bind_principal or "the keytab's first principal"
+    try:
+        conn = servers.connect_to(url, signed=True)
+        KeytabBinder(settings.ldap_bind_keytab or "", settings.ldap_bind_principal).bind(conn)
+    except (ldap.LDAPError, DirectoryUnavailable) as exc:
+        text = ldaperrors.describe(exc) if isinstance(exc, ldap.LDAPError) else str(exc)
+        step(
+            "bind",
+            False,
+            f"SASL GSSAPI bind as {principal} refused: {text}",
+            "check LDAP_BIND_KEYTAB and LDAP_BIND_PRINCIPAL, the Kerberos configuration "
+            "(KRB5_CONFIG) and the DC's ldap/ service principal for this host name",
+            t0,
+        )
+        return None
+    step(
+        "bind",
+        True,
+        f"SASL GSSAPI bind with signing as {principal} (keys from {settings.ldap_bind_keytab})",
+        t0=t0,
+    )
+    return conn
+
+
 def check_directory(settings: Settings, sample_user: str | None = None) -> list[Check]:
     """Check every configured server, plus the settings the directory needs."""
     problems = settings.directory_problems()
     if problems:
         return [Check("settings", False, p, "add it to config.json") for p in problems]
     out: list[Check] = []
-    for url in settings.ldap_urls:
+    urls = list(settings.ldap_urls)
+    if settings.ldap_domain:
+        found, dns_checks = check_dns(settings)
+        out.extend(dns_checks)
+        urls += [u for u in found if u not in urls]
+    for url in urls:
         out.extend(check_server(settings, url, sample_user))
     return out
+
+
+def check_dns(settings: Settings) -> tuple[tuple[str, ...], list[Check]]:
+    """``LDAP_DOMAIN``: the SRV answers (the site's first), and the URLs they give."""
+    t0 = time.monotonic()
+    locator = DcLocator(settings)
+    urls = locator.refresh()
+    asked = ", ".join(name for name, _ in srv_names(locator.domain, settings.ldap_site))
+    where = ", ".join(settings.dns_servers) or "the system's resolver"
+    if locator.last_error or not urls:
+        detail = f"{asked} via {where}: {locator.last_error or 'no DC'}"
+        hint = "check LDAP_DOMAIN, DNS_SERVERS, and that the DCs register their SRV records"
+        return urls, [Check("dns", False, detail, hint, settings.ldap_domain or "", 0.0)]
+    answers = "; ".join(
+        f"{a.host}:{a.port} priority {a.priority} weight {a.weight}"
+        + (f" (site {settings.ldap_site})" if a.in_site else "")
+        for a in locator.answers
+    )
+    detail = f"{answers} -> {', '.join(urls)} (via {where})"
+    return urls, [Check("dns", True, detail, "", settings.ldap_domain or "", time.monotonic() - t0)]

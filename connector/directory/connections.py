@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import ldap
 
 from connector.directory import ldaperrors
+from connector.directory.discovery import DcLocator
 from connector.errors import ConnectorError, DirectoryUnavailable
 from connector.settings import Settings
 
@@ -98,10 +99,18 @@ class ServerSet:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.urls: tuple[str, ...] = settings.ldap_urls
+        #: with LDAP_DOMAIN, the DCs DNS names (after any LDAP_URL)
+        self.locator = DcLocator(settings) if settings.ldap_domain else None
         self._down_until: dict[str, float] = {}
         self._last_error: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers in order of preference: ``LDAP_URL``, then the DCs from DNS."""
+        if self.locator is None:
+            return self.settings.ldap_urls
+        return tuple(dict.fromkeys((*self.settings.ldap_urls, *self.locator.urls())))
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each server's state as last seen: up, or down with the error and until when."""
@@ -145,8 +154,9 @@ class ServerSet:
         if was_down:
             log.info("LDAP server %s is answering again", url)
 
-    def connect_to(self, url: str) -> Connection:
-        """Open (and, if configured, StartTLS) a connection to one server.
+    def connect_to(self, url: str, *, signed: bool = False) -> Connection:
+        """Open (and, if configured, StartTLS) a connection to one server; ``signed``: one
+        that a SASL security layer will protect instead (no StartTLS: servers refuse both).
 
         Raises:
             ldap.LDAPError: the server could not be reached or TLS failed; or
@@ -154,7 +164,7 @@ class ServerSet:
                 without StartTLS and ``LDAP_ALLOW_CLEARTEXT`` is not set.
         """
         s = self.settings
-        if is_cleartext(s, url) and not s.ldap_allow_cleartext:
+        if is_cleartext(s, url) and not s.ldap_allow_cleartext and not signed:
             raise ldap.CONFIDENTIALITY_REQUIRED({"desc": "TLS required", "info": CLEARTEXT_REFUSED})
         conn = ldap.initialize(url)
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
@@ -166,21 +176,43 @@ class ServerSet:
         conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, _REQUIRE_CERT[s.ldap_tls_require_cert])
         conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # must come last among the TLS options
         tls = url.lower().startswith("ldaps://")
-        if s.ldap_starttls and url.lower().startswith("ldap://"):
+        if s.ldap_starttls and url.lower().startswith("ldap://") and not signed:
             conn.start_tls_s()
             tls = True
         return Connection(ldap=conn, url=url, tls=tls, created=time.monotonic())
 
-    def open(self, bind: Callable[[Connection], None] | None = None) -> Connection:
+    def open(
+        self, bind: Callable[[Connection], None] | None = None, *, signed: bool = False
+    ) -> Connection:
         """A connection to the first server that answers, optionally bound.
 
         Raises:
             DirectoryUnavailable: no server could be reached (or the bind was refused by all).
         """
-        problems = []
-        for url in self._order():
+        problems: list[str] = []
+        conn = self._first(self._order(), bind, problems, signed)
+        if conn is None and self.locator is not None:
+            # every DC failed: DNS may know others by now
+            tried = set(self.urls)
+            self.locator.refresh()
+            conn = self._first([u for u in self.urls if u not in tried], bind, problems, signed)
+        if conn is not None:
+            return conn
+        raise DirectoryUnavailable(
+            "no LDAP server could be used: " + "; ".join(problems or ["none configured"])
+        )
+
+    def _first(
+        self,
+        urls: list[str],
+        bind: Callable[[Connection], None] | None,
+        problems: list[str],
+        signed: bool = False,
+    ) -> Connection | None:
+        """A connection to the first of ``urls`` that answers (and binds), or None."""
+        for url in urls:
             try:
-                conn = self.connect_to(url)
+                conn = self.connect_to(url, signed=signed)
             except ldap.LDAPError as exc:
                 reason = _connect_reason(exc, self.settings)
                 self.mark_down(url, reason)
@@ -203,9 +235,7 @@ class ServerSet:
                 continue
             self.mark_up(url)
             return conn
-        raise DirectoryUnavailable(
-            "no LDAP server could be used: " + "; ".join(problems or ["none configured"])
-        )
+        return None
 
 
 def _connect_reason(exc: Exception, settings: Settings) -> str:
@@ -228,8 +258,12 @@ class Pool:
         size: int,
         bind: Callable[[Connection], None] | None,
         acquire_timeout: float,
+        *,
+        signed: bool = False,
     ) -> None:
         self.name = name
+        #: the bind sets up a SASL security layer (GSSAPI): no StartTLS on these connections
+        self.signed = signed
         self.servers = servers
         self.size = size
         self._bind = bind
@@ -288,7 +322,7 @@ class Pool:
         try:
             conn = self._take()
             if conn is None:
-                conn = self.servers.open(self._bind)
+                conn = self.servers.open(self._bind, signed=self.signed)
                 with self._lock:
                     conn.generation = self._generation
                 self.opened += 1

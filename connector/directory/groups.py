@@ -26,7 +26,7 @@ import ldap
 from ldap.filter import escape_filter_chars
 
 from connector.directory.connections import Connection
-from connector.directory.search import Entry, search
+from connector.directory.search import Entry, complete_ranges, ranged, search
 from connector.profiles import primary_group_sid
 from connector.settings import Settings
 
@@ -58,11 +58,13 @@ class GroupStrategy(abc.ABC):
 
     name = "abstract"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ranged_values: bool = False) -> None:
         self.settings = settings
         self.attrs = list(
             dict.fromkeys([settings.group_property, *settings.group_properties, "memberOf"])
         )
+        if ranged_values:  # Active Directory: memberOf read to the end, range by range
+            self.attrs = ranged(self.attrs)
         self.queries = 0  # LDAP requests sent, for diagnostics and benchmarks
 
     @abc.abstractmethod
@@ -188,7 +190,9 @@ class MemberOfWalkGroups(_Walk):
                 continue
             for got_dn, attrs in data:
                 if got_dn is not None and isinstance(attrs, dict):
-                    out.append(Group(got_dn, attrs))
+                    # a group in more than 1,500 groups: its memberOf read to the end
+                    whole = complete_ranges(conn, self.settings, Entry(got_dn, attrs))
+                    out.append(Group(whole.dn, whole.attrs))
         return out
 
     def _first_level(self, conn: Connection, user: Entry) -> list[Group]:

@@ -1,8 +1,18 @@
-"""Searching: entries as returned by the server, paged where servers cap result sizes."""
+"""Searching: entries as returned by the server, paged where servers cap result sizes, and
+multi-valued attributes read to the end where servers cap them.
+
+Active Directory returns at most ``MaxValRange`` (1,500) values of an attribute per read and
+then names the attribute ``member;range=0-1499``; the rest is read with ``member;range=1500-*``
+and so on until a range ends in ``*`` (:func:`complete_ranges`). Every search here does that,
+so the groups of a user in 1,600 groups or the members of a group of 3,000 are complete, and
+callers see the attribute under its plain name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from typing import Any
 
 import ldap
@@ -10,6 +20,26 @@ from ldap.controls import SimplePagedResultsControl
 
 from connector.directory.connections import Connection
 from connector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RANGE = re.compile(
+    r"^(?P<name>[^;]+(?:;(?!range=)[^;]+)*);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.I
+)
+#: A bound on the ranged reads of one attribute (1,500 values each: 15 million values).
+MAX_RANGE_READS = 10_000
+#: Values asked for per read: Active Directory's own ``MaxValRange`` default.
+RANGE_STEP = 1500
+#: The attributes that can hold more values than a server hands back at once.
+LARGE_ATTRIBUTES = frozenset({"member", "memberof"})
+
+
+def ranged(attrs: list[str], step: int = RANGE_STEP) -> list[str]:
+    """``attrs`` with the large ones asked for by range (``memberOf;range=0-1499``), as on
+    Active Directory: every server that knows ranges then marks where it stopped, whether it
+    caps by itself (Windows) or only when asked (Samba). Not for other servers, which read
+    ``;range=`` as an unknown option and return nothing."""
+    return [f"{a};range=0-{step - 1}" if a.lower() in LARGE_ATTRIBUTES else a for a in attrs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +79,65 @@ def _entries(data: Any) -> list[Entry]:
     ]
 
 
+def range_of(key: str) -> tuple[str, int, int | None] | None:
+    """``member;range=0-1499`` → (``member``, 0, 1499); ``…;range=1500-*`` → (…, 1500, None);
+    None for an attribute that is not a range."""
+    m = _RANGE.match(key)
+    if m is None:
+        return None
+    high = m.group("high")
+    return m.group("name"), int(m.group("low")), None if high == "*" else int(high)
+
+
+def complete_ranges(
+    conn: Connection, settings: Settings, entry: Entry, step: int = RANGE_STEP
+) -> Entry:
+    """The entry with every ranged attribute read to its end and named plainly.
+
+    Raises:
+        ldap.LDAPError: a read of the next range failed (callers translate it).
+    """
+    if not any(";" in key for key in entry.attrs):
+        return entry
+    attrs: dict[str, list[bytes]] = {}
+    for key, values in entry.attrs.items():
+        ranged = range_of(key)
+        if ranged is None:
+            attrs.setdefault(key, []).extend(values)
+            continue
+        name, _, high = ranged
+        attrs.setdefault(name, []).extend(values)
+        if high is not None:
+            attrs[name].extend(_rest(conn, settings, entry.dn, name, high + 1, step))
+    return Entry(entry.dn, attrs)
+
+
+def _rest(
+    conn: Connection, settings: Settings, dn: str, name: str, low: int, step: int
+) -> list[bytes]:
+    """The values of ``name`` from ``low`` to the end, one ranged base read at a time (the
+    server may answer less than asked; it marks the last range with ``*``)."""
+    out: list[bytes] = []
+    for _ in range(MAX_RANGE_READS):
+        wanted = f"{name};range={low}-{low + step - 1}"
+        msgid = conn.ldap.search_ext(dn, ldap.SCOPE_BASE, "(objectClass=*)", [wanted])
+        _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=settings.ldap_operation_timeout)
+        found = _entries(data)
+        got: tuple[str, int, int | None] | None = None
+        for key, values in found[0].attrs.items() if found else ():
+            this = range_of(key)
+            if this is not None and this[0].lower() == name.lower():
+                out.extend(values)
+                got = this
+        if got is None or got[2] is None:  # the last range (or the values are gone)
+            return out
+        if got[2] < low:  # no progress: a server that answers ranges wrongly
+            break
+        low = got[2] + 1
+    log.warning("%s of %s: ranged reads did not reach the end; the rest left out", name, dn)
+    return out
+
+
 def search(
     conn: Connection,
     settings: Settings,
@@ -72,9 +161,9 @@ def search(
         try:
             msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
             _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
-            return _entries(data)
         except ldap.SIZELIMIT_EXCEEDED:
             return []
+        return [complete_ranges(conn, settings, e) for e in _entries(data)]
 
     out: list[Entry] = []
     ctrl = SimplePagedResultsControl(True, size=page, cookie=b"")
@@ -106,7 +195,7 @@ def search(
         if not cookie:
             break
         ctrl.cookie = cookie
-    return out
+    return [complete_ranges(conn, settings, e) for e in out]
 
 
 def _abandon_paging(conn: Connection, base: str, scope: int, flt: str, cookie: bytes) -> None:

@@ -25,8 +25,17 @@ from connector import errors
 from connector.directory import ldaperrors, passwords
 from connector.directory.connections import Connection, Pool, ServerSet, log_cleartext
 from connector.directory.groups import STRATEGIES, GroupCache, GroupStrategy
-from connector.directory.search import Entry, search
-from connector.profiles import PROFILE_ATTRIBUTES, entry_to_raw_profile, load_profile_mapper
+from connector.directory.gssbind import KeytabBinder
+from connector.directory.names import Lookup, NameResolver, parse, unescape
+from connector.directory.search import Entry, ranged, search
+from connector.directory.sids import SidNames
+from connector.pac import LogonInfo
+from connector.profiles import (
+    PROFILE_ATTRIBUTES,
+    decode_sid,
+    entry_to_raw_profile,
+    load_profile_mapper,
+)
 from connector.realms import dn_key as _dn_key
 from connector.realms import realm_scopes
 from connector.settings import Settings
@@ -92,24 +101,46 @@ class Directory:
                 "Kerberos realms %s sign nobody in: not in KERBEROS_REALM_DIRECTORIES",
                 ", ".join(unmapped),
             )
+        self._gss = (
+            KeytabBinder(settings.ldap_bind_keytab, settings.ldap_bind_principal)
+            if settings.ldap_bind_mech == "GSSAPI" and settings.ldap_bind_keytab
+            else None
+        )
         self.servers = ServerSet(settings)
         acquire = (
-            settings.ldap_connect_timeout * len(settings.ldap_urls)
+            settings.ldap_connect_timeout
+            * (len(settings.ldap_urls) + (3 if settings.ldap_domain else 0))
             + settings.ldap_operation_timeout
         )
         self.search_pool = Pool(
-            "search", self.servers, settings.ldap_pool_size, self._service_bind, acquire
+            "search",
+            self.servers,
+            settings.ldap_pool_size,
+            self._service_bind,
+            acquire,
+            signed=self._gss is not None,
         )
         self.bind_pool = Pool("bind", self.servers, settings.ldap_bind_pool_size, None, acquire)
         self.cache = GroupCache(settings.groups_cache_seconds, settings.groups_cache_max_entries)
         self.expiry = passwords.ExpiryReader(self)
+        self.sids = SidNames(
+            settings, list(dict.fromkeys([settings.group_property, *settings.group_properties]))
+        )
         self._strategy: GroupStrategy | None = None
         self._is_ad: bool | None = None
         self._lock = threading.Lock()
+        self.names = NameResolver(
+            settings,
+            self.is_active_directory,
+            lambda read: self._run(read, "read the forest's names"),
+        )
 
     # --- plumbing ---------------------------------------------------------------------------
 
     def _service_bind(self, conn: Connection) -> None:
+        if self._gss is not None:
+            self._gss.bind(conn)
+            return
         conn.ldap.simple_bind_s(self.settings.ldap_bind_user, self.settings.ldap_bind_password)
 
     def close(self) -> None:
@@ -145,7 +176,9 @@ class Directory:
                 name = "ad" if self.is_active_directory() else "member"
             with self._lock:
                 if self._strategy is None:
-                    self._strategy = STRATEGIES[name](self.settings)
+                    self._strategy = STRATEGIES[name](
+                        self.settings, ranged_values=self.is_active_directory()
+                    )
                     log.info("group strategy: %s", name)
         return self._strategy
 
@@ -183,8 +216,32 @@ class Directory:
         template = self.settings.ldap_user_by_upn if by_upn else self.settings.ldap_user_by_name
         return template.replace("{0}", value)
 
-    def find_user(self, username: str, *, escaped: bool = False, by_upn: bool = False) -> Entry:
-        """The one entry that ``LDAP_USER_BY_NAME`` finds for ``username``.
+    def lookup(
+        self, username: str, *, escaped: bool = False, by_upn: bool = False, typed: bool = True
+    ) -> Lookup:
+        """How ``username`` is found: a Kerberos UPN by ``LDAP_USER_BY_UPN``; a typed name by
+        its form (``alice``, ``DOMAIN\\alice``, ``alice@suffix``, an e-mail: see
+        :mod:`connector.directory.names`); a name mapped from a principal (``typed=False``)
+        by ``LDAP_USER_BY_NAME`` alone.
+
+        Raises:
+            WrongUsername: the name can find nobody (a down-level domain the forest lacks).
+            DirectoryUnavailable: the forest's names could not be read.
+        """
+        if by_upn or not typed:
+            return Lookup(self.user_filter(username, escaped=escaped, by_upn=by_upn))
+        name = parse(unescape(username) if escaped else username)
+        if name.kind == "plain":  # as configured, the hub's escaping kept
+            return Lookup(self.user_filter(username, escaped=escaped))
+        found = self.names.lookup(name)
+        if found is None:
+            raise errors.WrongUsername("no such user", username=username)
+        return found
+
+    def find_user(
+        self, username: str, *, escaped: bool = False, by_upn: bool = False, typed: bool = True
+    ) -> Entry:
+        """The one entry a login name finds (see :meth:`lookup`).
 
         Raises:
             WrongUsername: nobody (or more than one entry) matches, or the name is unusable.
@@ -193,15 +250,23 @@ class Directory:
         if not username or len(username) > MAX_USERNAME_LENGTH or _CONTROL.search(username):
             # no login name holds control characters; some servers cut a value at NUL
             raise errors.WrongUsername("no such user", username=username[:64] or None)
-        flt = self.user_filter(username, escaped=escaped, by_upn=by_upn)
+        how = self.lookup(username, escaped=escaped, by_upn=by_upn, typed=typed)
+        # a down-level name may match in several domains: enough to find the one in its own
+        limit = 2 if how.within is None else 50
+        attrs = self._user_attrs()
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=2
+                conn,
+                self.settings,
+                self.settings.ldap_base,
+                how.filter,
+                attrs,
+                limit=limit,
             )
 
         try:
-            found = self._run(find, "find the user", username=username)
+            found = [e for e in self._run(find, "find the user", username=username) if how.holds(e)]
         except errors.DirectoryFailure as exc:
             if isinstance(exc.__cause__, ldap.FILTER_ERROR):
                 log.info("user filter rejected for %r: treated as no such user", username)
@@ -222,22 +287,54 @@ class Directory:
             return list(cached)
         strategy = self.strategy
         found = self._run(lambda conn: strategy.resolve(conn, user), "resolve groups", dn=user.dn)
-        props = self.settings.group_properties
-        if props:
-            names: list[Any] = [
-                {p: g.first(p) for p in props if g.first(p) is not None} for g in found
-            ]
-        else:
-            names = sorted(
-                {n for g in found if (n := g.first(self.settings.group_property)) is not None},
-                key=str.lower,
-            )
+        names = self._group_names(found)
         self.cache.put(user.dn, tuple(names))
         return names
 
-    def profile(self, user: Entry, *, with_groups: bool = True) -> dict[str, Any]:
-        """The profile sent to the hub for an entry (through the configured mapper)."""
-        groups = self.groups(user) if with_groups else None
+    def _group_names(self, found: list[Any]) -> list[Any]:
+        """Groups as the profile carries them (``GROUP_PROPERTIES`` or ``GROUP_PROPERTY``)."""
+        props = self.settings.group_properties
+        if props:
+            return [{p: g.first(p) for p in props if g.first(p) is not None} for g in found]
+        return sorted(
+            {n for g in found if (n := g.first(self.settings.group_property)) is not None},
+            key=str.lower,
+        )
+
+    def pac_groups(self, user: Entry, info: LogonInfo) -> list[Any] | None:
+        """The user's groups from their ticket's PAC, named through the SID cache; None when
+        the PAC is of someone else than the entry found (the caller then asks LDAP).
+
+        Raises:
+            DirectoryUnavailable: SIDs not cached could not be looked up.
+        """
+        raw = user.first_bytes("objectSid")
+        if raw is None or decode_sid(raw) != info.user_sid:
+            log.warning(
+                "PAC of %s does not name the entry found (dn=%r): groups from LDAP",
+                info.user_sid,
+                user.dn,
+            )
+            return None
+        sids = [
+            s
+            for s in info.all_group_sids
+            if self.settings.groups_include_primary or s != info.primary_group_sid
+        ]
+        found, unknown = self.sids.cached(sids)
+        if unknown:
+            found += self._run(
+                lambda conn: self.sids.lookup(conn, unknown), "name PAC groups", dn=user.dn
+            )
+        return self._group_names(found)
+
+    def profile(
+        self, user: Entry, *, with_groups: bool = True, groups: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """The profile sent to the hub for an entry (through the configured mapper); with
+        ``groups`` given, those rather than the ones the group strategy finds."""
+        if groups is None and with_groups:
+            groups = self.groups(user)
         attrs = {
             name: values
             for name, values in user.attrs.items()
@@ -262,12 +359,19 @@ class Directory:
         return self.profile(self.find_user(username, escaped=escaped, by_upn=by_upn))
 
     def kerberos_profile(
-        self, username: str, realm: str, *, by_upn: bool = False
+        self,
+        username: str,
+        realm: str,
+        *,
+        by_upn: bool = False,
+        logon_info: LogonInfo | None = None,
     ) -> dict[str, Any]:
         """The profile for a Kerberos sign-in of ``username`` (mapped from a principal of
         ``realm``): the entry found must lie in that realm's part of the directory
         (``KERBEROS_REALM_DIRECTORIES``), and its account must be usable now: no bind
         checks it, and a service ticket outlives a disabled or locked account by hours.
+        With ``GROUPS_SOURCE=pac`` the groups come from ``logon_info`` (the ticket's PAC)
+        when there is one for this entry, else from LDAP.
 
         Raises:
             KerberosRejected: the entry is not one the realm may sign in as (``realm_mismatch``).
@@ -276,7 +380,7 @@ class Directory:
             WrongUsername: nobody matches.
             DirectoryUnavailable: the directory could not be asked.
         """
-        user = self.find_user(username, by_upn=by_upn)
+        user = self.find_user(username, by_upn=by_upn, typed=False)
         self._check_realm(user, username, realm)
         state = account_state(user, time.time(), self._ppolicy_lockout_seconds(user))
         if state is not None:
@@ -289,7 +393,16 @@ class Directory:
                 code,
             )
             raise kind(message, username=username, dn=user.dn, code=code)
-        return self.profile(user)
+        groups = None
+        if self.settings.groups_source == "pac" and logon_info is not None:
+            groups = self.pac_groups(user, logon_info)
+        return self.profile(user, groups=groups)
+
+    def _user_attrs(self) -> list[str]:
+        """What a user search asks for: on Active Directory, memberOf by range (to the end)."""
+        if self.is_active_directory():
+            return ranged(self.user_attributes)
+        return self.user_attributes
 
     def find_entries(self, flt: str) -> list[Entry]:
         """Up to two user entries under ``LDAP_BASE`` matching ``flt`` (values already escaped):
@@ -302,7 +415,7 @@ class Directory:
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=2
+                conn, self.settings, self.settings.ldap_base, flt, self._user_attrs(), limit=2
             )
 
         found: list[Entry] = self._run(find, "find the user")
@@ -598,7 +711,7 @@ class Directory:
 
         def find(conn: Connection) -> list[Entry]:
             return search(
-                conn, self.settings, self.settings.ldap_base, flt, self.user_attributes, limit=limit
+                conn, self.settings, self.settings.ldap_base, flt, self._user_attrs(), limit=limit
             )
 
         try:

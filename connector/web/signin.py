@@ -355,7 +355,9 @@ def signin_get(begun: _Begun) -> ResponseReturnValue:
     user = accepted.username
     try:
         by_upn = svc.settings.kerberos_principal_mapping == "upn"
-        profile = svc.require_directory().kerberos_profile(user, accepted.realm, by_upn=by_upn)
+        profile = svc.require_directory().kerberos_profile(
+            user, accepted.realm, by_upn=by_upn, logon_info=accepted.logon_info
+        )
     except KerberosRejected as exc:
         return _kerberos_refused(begun, exc, user, accepted.principal)
     except errors.ConnectorError as exc:
