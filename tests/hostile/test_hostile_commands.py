@@ -167,7 +167,8 @@ def test_command_refused(refused, case):
 
 
 def test_refusals_are_logged_without_the_token(hostile, refused):
-    log = "".join(p.log() for p in (hostile.inside, hostile.outside))
+    # every connector polling the suite's hub may have taken some (other files add their own)
+    log = "".join(p.log() for p in hostile.processes())
     assert log.count("command refused id=") >= len(CASES)
     assert "CmdSecret-" not in log
 
@@ -186,7 +187,7 @@ def test_an_unverified_command_cannot_write_log_lines(hostile, refused):
     )
     view = c.hub.wait_done(cid, 30)
     assert view["result"]["err"]["message"] == "refused: command token is not a JWT"
-    for line in hostile.inside.log().splitlines() + hostile.outside.log().splitlines():
+    for line in "".join(p.log() for p in hostile.processes()).splitlines():
         assert not line.startswith(("2030-01-01", "connector.audit")), line
 
 
