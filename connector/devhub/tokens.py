@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from connector.devhub.config import Alg
 
@@ -28,6 +28,8 @@ AGENT_TOKEN_MAX_LIFETIME = 300
 AGENT_TOKEN_FUTURE_LEEWAY = 60
 #: Smallest RSA modulus accepted in an agent certificate.
 MIN_RSA_BITS = 2048
+#: The algorithms of agent tokens; each certificate's key admits exactly one of them.
+AGENT_ALGORITHMS = ("ES256", "RS256")
 
 _SIGNATURE_ONLY: jwt.types.Options = {
     "verify_signature": True,
@@ -43,7 +45,8 @@ _SIGNATURE_ONLY: jwt.types.Options = {
 
 
 class CertificateError(ValueError):
-    """A certificate offered at registration does not parse or is not RSA >= 2048."""
+    """A certificate offered at registration does not parse, or its key is neither RSA >= 2048
+    nor ECDSA P-256."""
 
 
 class AgentTokenError(ValueError):
@@ -62,12 +65,14 @@ class AgentCert:
     kid: str
     subject: str
     not_after: datetime.datetime
-    public_key: rsa.RSAPublicKey = dataclasses.field(repr=False)
+    alg: str  # the one algorithm of its tokens: "RS256" (RSA) or "ES256" (P-256)
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey = dataclasses.field(repr=False)
     der: bytes = dataclasses.field(repr=False)
 
 
 def parse_agent_cert(text: str) -> AgentCert:
-    """Parse one ``certs`` entry of a registration: base64 of an X.509 DER, RSA >= 2048.
+    """Parse one ``certs`` entry of a registration: base64 of an X.509 DER whose key is
+    ECDSA P-256 (tokens ES256) or RSA >= 2048 (tokens RS256).
 
     Raises:
         CertificateError: with the reason, when it is not such a certificate.
@@ -81,14 +86,23 @@ def parse_agent_cert(text: str) -> AgentCert:
     except ValueError as e:
         raise CertificateError(f"not an X.509 DER certificate: {e}") from e
     key = cert.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise CertificateError(f"the key is {type(key).__name__}, not RSA")
-    if key.key_size < MIN_RSA_BITS:
-        raise CertificateError(f"the RSA key has {key.key_size} bits, fewer than {MIN_RSA_BITS}")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise CertificateError(f"the EC key is on {key.curve.name}, not P-256 (secp256r1)")
+        alg = "ES256"
+    elif isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise CertificateError(
+                f"the RSA key has {key.key_size} bits, fewer than {MIN_RSA_BITS}"
+            )
+        alg = "RS256"
+    else:
+        raise CertificateError(f"the key is {type(key).__name__}, not RSA or EC P-256")
     return AgentCert(
         kid=thumbprint(der),
         subject=cert.subject.rfc4514_string(),
         not_after=cert.not_valid_after_utc,
+        alg=alg,
         public_key=key,
         der=der,
     )
@@ -149,22 +163,32 @@ def _signed_claims(token: str, certs: Sequence[AgentCert]) -> dict[str, Any]:
     except jwt.InvalidTokenError as e:
         raise AgentTokenError(f"malformed token: {e}") from e
     alg = header.get("alg")
-    if alg != "RS256":
-        raise AgentTokenError(f"alg must be RS256, not {alg!r}")
+    if alg not in AGENT_ALGORITHMS:
+        raise AgentTokenError(f"alg must be RS256 or ES256, not {alg!r}")
     if not certs:
         raise AgentTokenError(
             "no agent certificate is registered for this connection (register through the ticket)"
         )
     kid = header.get("kid")
-    candidates = list(certs) if kid is None else [c for c in certs if c.kid == kid]
-    if not candidates:
-        raise AgentTokenError(
-            f"kid {kid!r} names no registered certificate (register this connector's "
-            "certificate through the ticket)"
-        )
+    if kid is None:
+        candidates = [c for c in certs if c.alg == alg]
+        if not candidates:
+            raise AgentTokenError(f"no registered certificate takes {alg} tokens")
+    else:
+        candidates = [c for c in certs if c.kid == kid]
+        if not candidates:
+            raise AgentTokenError(
+                f"kid {kid!r} names no registered certificate (register this connector's "
+                "certificate through the ticket)"
+            )
+        if candidates[0].alg != alg:
+            raise AgentTokenError(
+                f"alg {alg} does not match the certificate kid {kid!r}, whose key takes "
+                f"{candidates[0].alg}"
+            )
     for cert in candidates:
         try:
-            return jwt.decode(token, cert.public_key, algorithms=["RS256"], options=_SIGNATURE_ONLY)
+            return jwt.decode(token, cert.public_key, algorithms=[alg], options=_SIGNATURE_ONLY)
         except jwt.InvalidSignatureError:
             continue
         except jwt.InvalidTokenError as e:
