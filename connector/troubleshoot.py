@@ -315,14 +315,18 @@ def check_hub(
                 Check(
                     "hub-auth",
                     False,
-                    f"the hub refused the agent's token: {rejected}",
+                    f"the hub refused the agent's {identity.alg} token: {rejected}",
                     "this connector's certificate is not registered at the hub (run setup "
-                    "again with the ticket) or the clock is far off (see clock)",
+                    "again with the ticket), the hub does not take "
+                    f"{identity.alg} agent tokens (protocol v2 requires ES256 and RS256), "
+                    "or the clock is far off (see clock)",
                     target,
                 )
             )
         else:
-            checks.append(Check("hub-auth", True, "agent token accepted", "", target))
+            checks.append(
+                Check("hub-auth", True, f"agent token accepted ({identity.alg})", "", target)
+            )
 
     limit = settings.clock_skew_warning_seconds
     agents = _offset_from_agents(statuses)

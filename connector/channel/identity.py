@@ -1,8 +1,11 @@
-"""The connector's own identity at the hub: an RSA key pair and a self-signed certificate.
+"""The connector's own identity at the hub: a key pair and a self-signed certificate.
 
-The private key is stored encrypted (PKCS#8 with the secret box's key as passphrase) in
-``agent.key`` (mode 0600); the certificate in ``agent.crt``. Agent tokens are RS256 JWTs
-signed with that key, named by the certificate's SHA-256 thumbprint (``kid``).
+New setups make an ECDSA P-256 key (agent tokens are ES256, protocol §2); an RSA key (≥ 2048
+bits, tokens RS256) made by an earlier version keeps working as it is, with no new
+registration. The algorithm follows from the key, never from configuration. The private key
+is stored encrypted (PKCS#8 with the secret box's key as passphrase) in ``agent.key`` (mode
+0600); the certificate in ``agent.crt``. Tokens are named by the certificate's SHA-256
+thumbprint (``kid``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from connector.secretbox import SecretBox
@@ -27,6 +30,24 @@ from connector.settings import write_file_atomic
 KEY_FILE = "agent.key"
 CERT_FILE = "agent.crt"
 TOKEN_LIFETIME = 120  # seconds; the protocol allows at most 300
+
+#: The private keys an agent identity can hold.
+AgentKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def key_algorithm(key: AgentKey) -> str:
+    """The JWS algorithm of an agent key: ``ES256`` (P-256) or ``RS256`` (RSA ≥ 2048).
+
+    Raises:
+        ValueError: any other key (another curve, a short RSA modulus).
+    """
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return "ES256"
+        raise ValueError(f"the EC key is on {key.curve.name}, not P-256")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return "RS256"
+    raise ValueError("the key is neither ECDSA P-256 nor RSA of at least 2048 bits")
 
 
 def b64url(data: bytes) -> str:
@@ -42,14 +63,15 @@ def thumbprint(cert_der: bytes) -> str:
 class AgentIdentity:
     """The key pair and certificate the connector authenticates to the hub with."""
 
-    def __init__(self, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> None:
+    def __init__(self, key: AgentKey, cert: x509.Certificate) -> None:
         self.key = key
+        self.alg = key_algorithm(key)
         self.cert = cert
         self.cert_der = cert.public_bytes(serialization.Encoding.DER)
         self.kid = thumbprint(self.cert_der)
 
     def __repr__(self) -> str:
-        return f"<AgentIdentity kid={self.kid}>"
+        return f"<AgentIdentity {self.alg} kid={self.kid}>"
 
     @property
     def cert_b64(self) -> str:
@@ -57,9 +79,16 @@ class AgentIdentity:
         return base64.b64encode(self.cert_der).decode("ascii")
 
     @classmethod
-    def generate(cls, common_name: str | None = None) -> AgentIdentity:
-        """A fresh RSA-2048 key and a self-signed certificate valid for ten years."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    def generate(cls, common_name: str | None = None, alg: str = "ES256") -> AgentIdentity:
+        """A fresh key and a self-signed certificate valid for ten years: ECDSA P-256
+        (``ES256``, the default) or RSA-2048 (``RS256``, as earlier versions made)."""
+        key: AgentKey
+        if alg == "ES256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        elif alg == "RS256":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            raise ValueError(f"alg must be ES256 or RS256, not {alg!r}")
         name = x509.Name(
             [x509.NameAttribute(NameOID.COMMON_NAME, common_name or socket.gethostname())]
         )
@@ -92,8 +121,12 @@ class AgentIdentity:
             )
         except (ValueError, TypeError) as exc:
             raise ValueError(f"cannot open {key_path} with the key in {box.key_file}") from exc
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError(f"{key_path} does not hold an RSA key")
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} does not hold an RSA or EC key")
+        try:
+            key_algorithm(key)
+        except ValueError as exc:
+            raise ValueError(f"{key_path}: {exc}") from None
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         return cls(key, cert)
 
@@ -120,7 +153,7 @@ class AgentIdentity:
         return made, True
 
     def token(self, *, issuer: str, audience: str, subject: str, now: float) -> str:
-        """An agent token (RS256) for one request, timed on the hub's clock ``now``."""
+        """An agent token (ES256 or RS256, by the key) for one request, on the hub's clock."""
         claims: dict[str, Any] = {
             "iss": issuer,
             "aud": audience,
@@ -129,4 +162,4 @@ class AgentIdentity:
             "exp": int(now) + TOKEN_LIFETIME,
             "jti": secrets.token_urlsafe(18),
         }
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+        return jwt.encode(claims, self.key, algorithm=self.alg, headers={"kid": self.kid})

@@ -5,15 +5,16 @@ The web threads of a worker :meth:`SignInRelay.submit` each successful browser s
 worker, started with the agent after the fork, sends them::
 
     web threads ── submit() ──▶ queue (≤ 1000, memory) ──▶ relay thread ── agent/signins ──▶ hub
-                   (no I/O: a lock, a dict insert, a notify)   (≤ 100 a request, lingers ≤ 5 ms)
+                   (no I/O: a lock, a dict insert, a notify)   (≤ 100 a request, no linger)
 
-The relay thread takes what is queued, up to ``MAX_BATCH``; with fewer it lingers at most
-``LINGER_SECONDS`` for more. While its request is out, new sign-ins queue for the next one, so
-under load one request carries many. A sign-in leaves the queue only when the hub acknowledges
-its ``ref``; a failed request is retried with backoff (protocol §7), and a sign-in older than
-``MAX_AGE_SECONDS`` (its ``ref`` can no longer be redeemed) is dropped with a warning. A full
-queue refuses new sign-ins (:class:`RelayFull`: the person sees "try again"). :meth:`drain`
-relays what is held before the worker exits.
+The relay thread is the worker's only sender, so it has a request out or none. When none is
+out it sends what is queued at once, up to ``MAX_BATCH`` (an idle relay adds no latency to a
+sign-in); while its request is out, new sign-ins queue for the next one, so under load one
+request carries many (natural batching, no timer). A sign-in leaves the queue only when the
+hub acknowledges its ``ref``; a failed request is retried with backoff (protocol §7), and a
+sign-in older than ``MAX_AGE_SECONDS`` (its ``ref`` can no longer be redeemed) is dropped with
+a warning. A full queue refuses new sign-ins (:class:`RelayFull`: the person sees "try
+again"). :meth:`drain` relays what is held before the worker exits.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 100  # sign-ins per request (protocol §5.2)
 MAX_PENDING = 1000  # sign-ins per worker not yet acknowledged (protocol §5.1)
-LINGER_SECONDS = 0.005  # the wait for more sign-ins before sending fewer than a batch
 MAX_AGE_SECONDS = 120.0  # the hub's ref lifetime: an older sign-in cannot be redeemed
 
 
@@ -62,16 +62,13 @@ class SignInRelay:
         client: HubClient,
         *,
         limit: int = MAX_PENDING,
-        linger: float = LINGER_SECONDS,
         max_age: float = MAX_AGE_SECONDS,
     ) -> None:
         self.client = client
         self.limit = limit
-        self.linger = linger
         self.max_age = max_age
         self._cond = threading.Condition()
         self._queue: collections.OrderedDict[str, _SignIn] = collections.OrderedDict()
-        self._draining = False  # no lingering: send what is held
         self._halt = threading.Event()  # stop now, whatever is held
         self._thread: threading.Thread | None = None
         self.relayed = 0
@@ -113,7 +110,6 @@ class SignInRelay:
         """Relay what is held (retrying), then stop; True if nothing is left."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._draining = True
             self._cond.notify_all()
             while self._queue and self._thread is not None and time.monotonic() < deadline:
                 self._cond.wait(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -129,18 +125,12 @@ class SignInRelay:
     # --- the relay thread ---------------------------------------------------------------------
 
     def _next_batch(self) -> list[_SignIn] | None:
-        """The sign-ins to send next (after lingering for more); None to stop."""
+        """The sign-ins to send next, at once (no request is out); None to stop."""
         with self._cond:
             while not self._queue and not self._halt.is_set():
                 self._cond.wait()
             if self._halt.is_set():
                 return None
-            linger_until = time.monotonic() + self.linger
-            while len(self._queue) < MAX_BATCH and not self._draining:
-                left = linger_until - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
             too_old = time.monotonic() - self.max_age
             while self._queue and next(iter(self._queue.values())).minted < too_old:
                 self._queue.popitem(last=False)

@@ -59,8 +59,10 @@ import contextlib
 import logging
 import secrets
 import socket
+from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -79,12 +81,24 @@ def _json_path(path: str) -> bool:
     return path.startswith("/tickets/") or "/agent/" in path or "/api/" in path
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions with the signing serializer made once per app, not once
+    per request (the app's ``SECRET_KEY`` never changes; every request opens a session)."""
+
+    def get_signing_serializer(self, app: Flask) -> Any:
+        made = app.extensions.get("devhub.session_serializer")
+        if made is None:
+            made = app.extensions["devhub.session_serializer"] = super().get_signing_serializer(app)
+        return made
+
+
 def create_app(config: DevHubConfig) -> Flask:
     """The devhub for one tenant and one connection, with fresh state and a fresh key."""
     app = Flask(__name__)
     app.config["SECRET_KEY"] = secrets.token_bytes(32)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.session_interface = _SessionInterface()
     hub = DevHub(
         config=config,
         state=HubState(

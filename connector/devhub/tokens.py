@@ -11,14 +11,18 @@ import binascii
 import dataclasses
 import datetime
 import hashlib
+import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from connector.devhub.config import Alg
 
@@ -28,22 +32,13 @@ AGENT_TOKEN_MAX_LIFETIME = 300
 AGENT_TOKEN_FUTURE_LEEWAY = 60
 #: Smallest RSA modulus accepted in an agent certificate.
 MIN_RSA_BITS = 2048
-
-_SIGNATURE_ONLY: jwt.types.Options = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-    "verify_sub": False,
-    "verify_jti": False,
-    "require": [],
-}
+#: The algorithms of agent tokens; each certificate's key admits exactly one of them.
+AGENT_ALGORITHMS = ("ES256", "RS256")
 
 
 class CertificateError(ValueError):
-    """A certificate offered at registration does not parse or is not RSA >= 2048."""
+    """A certificate offered at registration does not parse, or its key is neither RSA >= 2048
+    nor ECDSA P-256."""
 
 
 class AgentTokenError(ValueError):
@@ -62,12 +57,14 @@ class AgentCert:
     kid: str
     subject: str
     not_after: datetime.datetime
-    public_key: rsa.RSAPublicKey = dataclasses.field(repr=False)
+    alg: str  # the one algorithm of its tokens: "RS256" (RSA) or "ES256" (P-256)
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey = dataclasses.field(repr=False)
     der: bytes = dataclasses.field(repr=False)
 
 
 def parse_agent_cert(text: str) -> AgentCert:
-    """Parse one ``certs`` entry of a registration: base64 of an X.509 DER, RSA >= 2048.
+    """Parse one ``certs`` entry of a registration: base64 of an X.509 DER whose key is
+    ECDSA P-256 (tokens ES256) or RSA >= 2048 (tokens RS256).
 
     Raises:
         CertificateError: with the reason, when it is not such a certificate.
@@ -81,14 +78,23 @@ def parse_agent_cert(text: str) -> AgentCert:
     except ValueError as e:
         raise CertificateError(f"not an X.509 DER certificate: {e}") from e
     key = cert.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise CertificateError(f"the key is {type(key).__name__}, not RSA")
-    if key.key_size < MIN_RSA_BITS:
-        raise CertificateError(f"the RSA key has {key.key_size} bits, fewer than {MIN_RSA_BITS}")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise CertificateError(f"the EC key is on {key.curve.name}, not P-256 (secp256r1)")
+        alg = "ES256"
+    elif isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise CertificateError(
+                f"the RSA key has {key.key_size} bits, fewer than {MIN_RSA_BITS}"
+            )
+        alg = "RS256"
+    else:
+        raise CertificateError(f"the key is {type(key).__name__}, not RSA or EC P-256")
     return AgentCert(
         kid=thumbprint(der),
         subject=cert.subject.rfc4514_string(),
         not_after=cert.not_valid_after_utc,
+        alg=alg,
         public_key=key,
         der=der,
     )
@@ -143,32 +149,85 @@ def _number(claims: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def _signed_claims(token: str, certs: Sequence[AgentCert]) -> dict[str, Any]:
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_PKCS1_V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _segment(text: str, name: str) -> bytes:
+    """A base64url segment of a compact JWS (no padding, RFC 7515 §2)."""
+    if len(text) % 4 == 1 or not _SEGMENT.fullmatch(text):
+        raise AgentTokenError(f"malformed token: the {name} is not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _json_object(data: bytes, name: str) -> dict[str, Any]:
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError as e:
-        raise AgentTokenError(f"malformed token: {e}") from e
+        value = json.loads(data)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise AgentTokenError(f"malformed token: the {name} is not JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise AgentTokenError(f"malformed token: the {name} is not a JSON object")
+    return value
+
+
+def _signature_ok(cert: AgentCert, signing_input: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` (JWS form: ES256 is ``R || S``, 64 bytes) verifies."""
+    try:
+        if isinstance(cert.public_key, ec.EllipticCurvePublicKey):
+            if len(signature) != 64:
+                return False
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
+            cert.public_key.verify(der, signing_input, _ECDSA_SHA256)
+        else:
+            cert.public_key.verify(signature, signing_input, _PKCS1_V15, _SHA256)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _signed_claims(token: str, certs: Sequence[AgentCert]) -> dict[str, Any]:
+    """The claims of ``token`` once its ``alg`` and signature are checked (RFC 7515 compact
+    form, verified directly with ``cryptography``: this runs on every agent request)."""
+    pieces = token.split(".")
+    if len(pieces) != 3:
+        raise AgentTokenError("malformed token: not three dot-separated segments")
+    header = _json_object(_segment(pieces[0], "header"), "header")
     alg = header.get("alg")
-    if alg != "RS256":
-        raise AgentTokenError(f"alg must be RS256, not {alg!r}")
+    if alg not in AGENT_ALGORITHMS:
+        raise AgentTokenError(f"alg must be RS256 or ES256, not {alg!r}")
+    if "crit" in header:
+        raise AgentTokenError("malformed token: no crit header extension is supported")
     if not certs:
         raise AgentTokenError(
             "no agent certificate is registered for this connection (register through the ticket)"
         )
     kid = header.get("kid")
-    candidates = list(certs) if kid is None else [c for c in certs if c.kid == kid]
-    if not candidates:
-        raise AgentTokenError(
-            f"kid {kid!r} names no registered certificate (register this connector's "
-            "certificate through the ticket)"
-        )
+    if kid is None:
+        candidates = [c for c in certs if c.alg == alg]
+        if not candidates:
+            raise AgentTokenError(f"no registered certificate takes {alg} tokens")
+    else:
+        candidates = [c for c in certs if c.kid == kid]
+        if not candidates:
+            raise AgentTokenError(
+                f"kid {kid!r} names no registered certificate (register this connector's "
+                "certificate through the ticket)"
+            )
+        if candidates[0].alg != alg:
+            raise AgentTokenError(
+                f"alg {alg} does not match the certificate kid {kid!r}, whose key takes "
+                f"{candidates[0].alg}"
+            )
+    signing_input = f"{pieces[0]}.{pieces[1]}".encode("ascii")
+    signature = _segment(pieces[2], "signature")
+    payload = _segment(pieces[1], "payload")
     for cert in candidates:
-        try:
-            return jwt.decode(token, cert.public_key, algorithms=["RS256"], options=_SIGNATURE_ONLY)
-        except jwt.InvalidSignatureError:
-            continue
-        except jwt.InvalidTokenError as e:
-            raise AgentTokenError(f"malformed token: {e}") from e
+        if _signature_ok(cert, signing_input, signature):
+            return _json_object(payload, "payload")
     if kid is None:
         raise AgentTokenError(
             f"signature does not verify against any of the {len(candidates)} registered "

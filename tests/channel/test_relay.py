@@ -62,6 +62,23 @@ def test_sign_ins_queued_while_a_request_is_out_go_in_one_batch():
     assert relay.relayed == 151 and relay.pending == 0
 
 
+def test_an_idle_relay_sends_at_once_without_lingering():
+    """No request is out: what is queued leaves at once; the relay never waits on a timer for
+    more (it would wait on its condition with a timeout)."""
+    relay = relay_for(ScriptedHub())  # not started: the test takes the relay thread's part
+    relay.submit("r0", "w", {"id": "u0"}, "form")
+    waits: list[float | None] = []
+
+    def no_linger(timeout: float | None = None) -> bool:
+        waits.append(timeout)
+        raise AssertionError(f"the idle relay waited ({timeout!r} s) before sending")
+
+    relay._cond.wait = no_linger  # type: ignore[method-assign]
+    batch = relay._next_batch()
+    assert batch is not None and [s.ref for s in batch] == ["r0"]
+    assert waits == []
+
+
 def test_a_refused_batch_is_sent_again_until_acknowledged(monkeypatch):
     monkeypatch.setattr("connector.channel.backoff.random.random", lambda: 0.0)
     hub = ScriptedHub(failing=2)

@@ -182,6 +182,7 @@ def test_connector_check_names_what_to_fix(tmp_path, hub, slapd):
     assert out.returncode == 1
     assert "FAIL user-filter" in out.stdout and "(uid={0})" in out.stdout
     assert "FAIL hub-auth" in out.stdout and "run setup" in out.stdout
+    assert "agent's ES256 token" in out.stdout
     assert "FAIL keytab" in out.stdout and "file does not exist" in out.stdout
     assert "NOTE gunicorn: not running" in out.stdout
 

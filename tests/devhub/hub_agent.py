@@ -1,7 +1,8 @@
 """A minimal agent side of the channel protocol, to test the devhub with (not the connector).
 
-It makes its own RSA key and self-signed certificate with ``cryptography``, registers through
-the ticket, signs agent tokens with PyJWT, and talks to the hub with ``requests``.
+It makes its own key (RSA by default, ECDSA P-256 on request) and self-signed certificate with
+``cryptography``, registers through the ticket, signs agent tokens with PyJWT, and talks to the
+hub with ``requests``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jwt
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from hubs import DevHubProcess
 
@@ -36,7 +37,7 @@ def key_for(sub: str) -> rsa.RSAPrivateKey:
 
 
 def self_signed(key: Any, cn: str = "test-agent", serial: int | None = None) -> bytes:
-    """DER of a self-signed certificate for ``key`` (RSA or EC)."""
+    """DER of a self-signed certificate for ``key`` (RSA, EC or Ed25519)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -47,13 +48,26 @@ def self_signed(key: Any, cn: str = "test-agent", serial: int | None = None) -> 
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def ec_cert() -> bytes:
-    return self_signed(ec.generate_private_key(ec.SECP256R1()), "ec-agent")
+def ec_key(curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(curve or ec.SECP256R1())
+
+
+def ec_cert(curve: ec.EllipticCurve | None = None) -> bytes:
+    return self_signed(ec_key(curve), "ec-agent")
+
+
+def ed25519_cert() -> bytes:
+    return self_signed(ed25519.Ed25519PrivateKey.generate(), "ed25519-agent")
+
+
+def alg_of(key: Any) -> str:
+    """The agent-token algorithm of a key: ES256 for EC, RS256 for RSA."""
+    return "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
 
 
 def b64(der: bytes) -> str:
@@ -68,7 +82,10 @@ class HubAgent:
     """One agent (one ``sub``) with its key pair; ``clock_offset`` shifts its token times."""
 
     def __init__(
-        self, hub: DevHubProcess, sub: str = "test-host/w1", key: rsa.RSAPrivateKey | None = None
+        self,
+        hub: DevHubProcess,
+        sub: str = "test-host/w1",
+        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
         self.hub = hub
         self.sub = sub
@@ -97,8 +114,15 @@ class HubAgent:
 
     # ---- tokens and requests ---------------------------------------------------------------
 
-    def token(self, headers: dict[str, Any] | None = None, key: Any = None, **claims: Any) -> str:
-        """An agent token; ``claims`` override the defaults (None removes one)."""
+    def token(
+        self,
+        headers: dict[str, Any] | None = None,
+        key: Any = None,
+        alg: str | None = None,
+        **claims: Any,
+    ) -> str:
+        """An agent token; ``claims`` override the defaults (None removes one); ``alg`` is
+        the key's unless given."""
         now = int(time.time() + self.clock_offset)
         body: dict[str, Any] = {
             "iss": self.hub.connection,
@@ -115,7 +139,8 @@ class HubAgent:
                 body[name] = value
         header = {"kid": self.kid, **(headers or {})}
         header = {k: v for k, v in header.items() if v is not None}
-        return jwt.encode(body, key or self.key, algorithm="RS256", headers=header)
+        key = key or self.key
+        return jwt.encode(body, key, algorithm=alg or alg_of(key), headers=header)
 
     def call(
         self,

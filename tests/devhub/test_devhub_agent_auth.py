@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import jwt
 import pytest
-from hub_agent import HubAgent, rsa_key
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from hub_agent import HubAgent, ec_key, rsa_key
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def test_a_valid_token_is_accepted(agent):
@@ -17,6 +24,56 @@ def test_a_token_without_kid_is_checked_against_every_certificate(hub, agent):
     other = HubAgent(hub, "other/w1")
     other.register()
     assert agent.call("poll", {"max": 1, "wait": 0}, agent.token(headers={"kid": None})).ok
+
+
+def test_an_es256_agent_and_an_rs256_agent_both_authenticate(hub, agent):
+    """Protocol §2: a P-256 certificate takes ES256 tokens; an RSA one (registered before)
+    keeps taking RS256, also when the token names no kid."""
+    es = HubAgent(hub, "es/w1", key=ec_key())
+    es.register()
+    assert jwt.get_unverified_header(es.token())["alg"] == "ES256"
+    assert es.call("poll", {"max": 1, "wait": 0}).status_code == 200
+    assert es.call("poll", {"max": 1, "wait": 0}, es.token(headers={"kid": None})).ok
+    assert agent.call("poll", {"max": 1, "wait": 0}).status_code == 200
+    assert agent.call("poll", {"max": 1, "wait": 0}, agent.token(headers={"kid": None})).ok
+
+
+def test_alg_must_be_the_registered_certificates(hub, agent):
+    """A token whose alg is not its certificate's is refused before any signature check,
+    whatever key signed it (here: ES256 under the RSA certificate's kid, and the reverse)."""
+    es = HubAgent(hub, "es/w1", key=ec_key())
+    es.register()
+    cases = [
+        (agent.token(key=ec_key()), f"alg ES256 does not match the certificate kid {agent.kid!r}"),
+        (es.token(key=rsa_key()), f"alg RS256 does not match the certificate kid {es.kid!r}"),
+        (es.token(alg="HS256", key="k" * 32), "alg must be RS256 or ES256, not 'HS256'"),
+    ]
+    for token, fragment in cases:
+        response = es.call("poll", {"max": 1, "wait": 0}, token=token)
+        assert response.status_code == 401, response.text
+        assert fragment in response.json()["message"]
+
+
+def test_malformed_es256_tokens_are_refused(hub):
+    """The hub verifies tokens itself (no PyJWT on the hot path): a DER signature where JWS
+    wants R || S, a crit header, padding junk and non-JSON parts are each refused."""
+    es = HubAgent(hub, "es/w1", key=ec_key())
+    es.register()
+    good = es.token()
+    head, body, sig = good.split(".")
+    der = es.key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+    cases = {
+        "DER signature": (f"{head}.{body}.{b64url(der)}", "signature does not verify"),
+        "crit": (es.token(headers={"crit": ["exp"]}), "no crit header extension"),
+        "junk": (f"{head}.{body}!.{sig}", "payload is not base64url"),
+        "not JSON": (f"{head}.{b64url(b'[1')}.{sig}", "signature does not verify"),
+        "four parts": (good + ".x", "not three dot-separated segments"),
+    }
+    for name, (token, fragment) in cases.items():
+        response = es.call("poll", {"max": 1, "wait": 0}, token=token)
+        assert response.status_code == 401, name
+        assert fragment in response.json()["message"], (name, response.json())
+    assert es.call("poll", {"max": 1, "wait": 0}, token=good).status_code == 200
 
 
 @pytest.mark.parametrize("version", [None, "1", "3", "2.0"])

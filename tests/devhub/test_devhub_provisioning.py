@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from hub_agent import HubAgent, b64, ec_cert, kid_of, rsa_key, self_signed
+from hub_agent import HubAgent, b64, ec_cert, ed25519_cert, kid_of, rsa_key, self_signed
 
 
 def test_info_describes_the_connection(hub):
@@ -73,7 +73,8 @@ def _bad_bodies() -> list[tuple[str, object, str]]:
         ("not a list", {"certs": "abc"}, "certs must be"),
         ("not base64", {"certs": ["***"]}, "not base64"),
         ("not DER", {"certs": [b64(b"hello world")]}, "not an X.509"),
-        ("EC key", {"certs": [b64(ec_cert())]}, "not RSA"),
+        ("EC P-384 key", {"certs": [b64(ec_cert(ec.SECP384R1()))]}, "not P-256"),
+        ("Ed25519 key", {"certs": [b64(ed25519_cert())]}, "not RSA or EC P-256"),
         ("RSA 1024", {"certs": [b64(self_signed(rsa_key(1024)))]}, "1024 bits"),
         (
             "bad version",

@@ -47,6 +47,21 @@ def test_a_ref_is_redeemed_once_and_shows_the_profile(hub, agent):
     assert hub.state()["events"]["sessionsRedeemed"] == 1
 
 
+def test_the_signed_in_page_escapes_what_the_connector_and_the_browser_sent(hub, agent):
+    """The page is built without the template engine: every relayed value is escaped."""
+    ref = secrets.token_urlsafe(24)
+    profile = {"email": "<b>x</b>", "groups": ["<script>alert(1)</script>", "a&b"]}
+    body = {"signins": [{"ref": ref, "wctx": "<i>w</i>", "profile": profile, "method": "form"}]}
+    assert agent.call("signins", body).status_code == 200
+    page = _callback(hub, ref, wctx="<i>w</i>")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "<script>" not in page.text and "<b>x" not in page.text and "<i>w" not in page.text
+    assert "<li>&lt;script&gt;alert(1)&lt;/script&gt;</li><li>a&amp;b</li>" in page.text
+    assert "<code>&lt;i&gt;w&lt;/i&gt;</code>" in page.text
+    assert '<ul id="groups">' in page.text and '<pre id="result">' in page.text
+    assert 'href="/tenants/acme/login"' in page.text and page.text.rstrip().endswith("</html>")
+
+
 def test_a_batch_is_one_request_and_a_resent_one_is_acknowledged_and_ignored(hub, agent):
     refs = [secrets.token_urlsafe(24) for _ in range(50)]
     batch = [

@@ -187,10 +187,26 @@ def test_https_proxy_is_used_and_no_proxy_bypasses_it(tmp_path, hub, proxy, slap
 
 @pytest.mark.slow
 def test_certificate_change_is_registered_again(tmp_path, hub, slapd):
+    """An RSA agent key made by an earlier version keeps working (RS256, no new registration);
+    rotated to a new (P-256) key, the connector registers again and authenticates ES256."""
     state = tmp_path / "c"
+    state.mkdir(parents=True)
+    (state / "config.json").write_text("{}")
+    settings = load_settings(state / "config.json", environ={}, require_directory=False)
+    legacy = AgentIdentity.generate(alg="RS256")
+    legacy.save(state, settings.secret_box)  # as an earlier version left it
     setup_config(state, openldap_config(slapd), hub.ticket_url, POLL_WAIT_SECONDS=1)
     settings = load_settings(state / "config.json", environ={})
+    assert settings.agent_cert_thumbprint == legacy.kid
+    proc = ConnectorProcess(state).start()
+    try:
+        assert hub.wait_done(hub.queue("ping", {"pid": "l"}), 30)["resultCount"] == 1
+    finally:
+        proc.stop()
+    assert hub.state()["events"].get("authFailures", 0) == 0
+    assert hub.state()["events"].get("registrations", 0) == 1
     rotated = AgentIdentity.generate()
+    assert rotated.alg == "ES256"
     rotated.save(state, settings.secret_box)  # the administrator rotated the key
     proc = ConnectorProcess(state).start()
     try:

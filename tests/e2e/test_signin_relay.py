@@ -197,6 +197,20 @@ def test_200_concurrent_sign_ins_arrive_in_fewer_hub_requests(hub, proc):
     assert events.get("signinsDuplicate", 0) == 0
 
 
+def test_sequential_sign_ins_are_each_relayed_at_once_in_a_request_of_their_own(hub, proc):
+    """At one client nothing can batch: an idle relay sends each sign-in at once (no linger),
+    so the hub counts one relay request of one sign-in per sign-in, and each browser finds
+    its profile there."""
+    hub.reset()
+    browser = Browser(proc)
+    for i in range(5):
+        page = browser.follow(browser.sign_in("alice", "alicepw", f"ctx-idle-{i}"))
+        assert page.status_code == 200, page.text
+    events = hub.state()["events"]
+    assert events["signinsReceived"] == 5 and events["signinRelays"] == 5, events
+    assert events["largestSigninRelay"] == 1, events
+
+
 def test_sigterm_with_sign_ins_pending_relays_them_all(tmp_path, hub, slapd):
     """The hub refuses the relay until the connector has been told to stop: the draining
     worker keeps retrying, and every sign-in lands before it exits."""

@@ -1,0 +1,105 @@
+"""DirectPoster: the agent's results and sign-ins on a kept http.client connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import types
+
+import pytest
+
+from connector.channel.client import (
+    DirectPoster,
+    HubRejected,
+    HubUnavailable,
+    post_json_direct,
+)
+
+ANSWER = (
+    b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Connection: keep-alive\r\n\r\n%s"
+)
+
+
+class OneShotHub:
+    """Answers one request per connection, then closes it without saying so (as a hub whose
+    keep-alive timeout passed): a kept connection is stale on its next use."""
+
+    def __init__(self, status: int = 200, body: bytes = b'{"acked": ["r1"]}') -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.status, self.body = status, body
+        self.connections = 0
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                self.requests.append(head + b"\r\n\r\n" + rest)
+                conn.sendall(ANSWER % (self.status, len(self.body), self.body))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+SETTINGS = types.SimpleNamespace(hub_connect_timeout=5, https_proxy=None, hub_ca_file=None)
+
+
+@pytest.fixture
+def hub():
+    h = OneShotHub()
+    yield h
+    h.close()
+
+
+def _post(poster: DirectPoster, port: int) -> object:
+    url = f"http://127.0.0.1:{port}/tenants/acme/agent/signins"
+    body, _, _ = post_json_direct(
+        poster, SETTINGS, url, {"signins": []}, {"Authorization": "Bearer t"}, 5
+    )
+    return body
+
+
+def test_a_connection_the_hub_closed_is_replaced_and_the_request_sent_again(hub):
+    poster = DirectPoster(SETTINGS, f"http://127.0.0.1:{hub.port}")  # type: ignore[arg-type]
+    assert _post(poster, hub.port) == {"acked": ["r1"]}
+    assert _post(poster, hub.port) == {"acked": ["r1"]}  # the kept one was closed: a new one
+    assert hub.connections == 2
+    first = hub.requests[0]
+    assert first.startswith(b"POST /tenants/acme/agent/signins HTTP/1.1\r\n")
+    assert b"Authorization: Bearer t" in first and b"Content-Type: application/json" in first
+    poster.close()
+
+
+def test_answers_are_read_as_request_json_reads_them():
+    for status, body, error in (
+        (503, b"{}", HubUnavailable),
+        (401, b'{"error": "invalid_token", "message": "no"}', HubRejected),
+        (200, b"not json", HubRejected),
+    ):
+        hub = OneShotHub(status, body)
+        poster = DirectPoster(SETTINGS, f"http://127.0.0.1:{hub.port}")  # type: ignore[arg-type]
+        with pytest.raises(error):
+            _post(poster, hub.port)
+        hub.close()
+
+
+def test_an_unreachable_hub_is_unavailable():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    poster = DirectPoster(SETTINGS, f"http://127.0.0.1:{port}")  # type: ignore[arg-type]
+    with pytest.raises(HubUnavailable, match="cannot reach the hub"):
+        _post(poster, port)
