@@ -7,6 +7,8 @@ import pytest
 
 from connector.directory.search import Entry, complete_ranges, range_of, ranged, search
 
+pytestmark = pytest.mark.slow  # a group of 3,001 members and a user in 1,600 groups on Samba
+
 CONTACTS = 3000
 GROUPS = 1599  # + Big: "wide" is directly in 1,600 groups
 WIDE_PW = "Wide-Passw0rd!"

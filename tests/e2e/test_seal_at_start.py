@@ -6,9 +6,12 @@ import os
 import signal
 import time
 
+import pytest
 from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import start_devhub
+
+pytestmark = pytest.mark.slow  # gunicorn started and reloaded with three workers
 
 
 def _sealed(path):

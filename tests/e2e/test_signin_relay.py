@@ -21,6 +21,8 @@ from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import DevHubProcess, start_devhub
 
+pytestmark = pytest.mark.slow  # hub outages, 200 concurrent sign-ins, SIGTERM drains
+
 FAST = {"POLL_WAIT_SECONDS": 2}
 
 

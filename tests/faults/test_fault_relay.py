@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 from configs import openldap_config
 from faultkit import (
@@ -21,6 +22,8 @@ from faultkit import (
     start_connector,
     wait_agents,
 )
+
+pytestmark = pytest.mark.slow  # fault suite: hubs that refuse, workers killed
 
 
 def _relay_row(fault: str, form: FormStream, hub, **row) -> Row:
