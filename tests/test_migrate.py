@@ -41,7 +41,7 @@ def cli(config, *args):
 
 def make_node_dir(path, slapd, seal=seal_v2, mapper=True):
     """A Node connector's directory: its certificate and key, config.json, a mapper."""
-    identity = AgentIdentity.generate("node-connector")
+    identity = AgentIdentity.generate("node-connector", alg="RS256")  # Node makes RSA keys
     key_pem = identity.key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -144,7 +144,7 @@ def _pems(identity):
 def test_certificate_and_key_from_auth_cert_settings(tmp_path, slapd):
     """AUTH_CERT / AUTH_CERT_KEY in the config, no certs/ directory: the key seals the
     password (v1 here) and, with the certificate, becomes the agent's."""
-    identity = AgentIdentity.generate("node-in-config")
+    identity = AgentIdentity.generate("node-in-config", alg="RS256")
     cert_pem, key_pem = _pems(identity)
     config = openldap_config(slapd)
     password = config.pop("LDAP_BIND_PASSWORD")
@@ -170,7 +170,7 @@ def test_certificate_and_key_from_auth_cert_settings(tmp_path, slapd):
 def test_a_key_that_is_not_the_certificates_is_refused(tmp_path, slapd):
     node = tmp_path / "node"
     make_node_dir(node, slapd, mapper=False)
-    other_cert, _ = _pems(AgentIdentity.generate("someone-else"))
+    other_cert, _ = _pems(AgentIdentity.generate("someone-else", alg="RS256"))
     (node / "certs" / "cert.pem").write_text(other_cert)
     target = tmp_path / "new" / "config.json"
     target.parent.mkdir()
