@@ -94,24 +94,30 @@ class Browserless:
 
 def chromium_change(browser: Any, url: str, username: str, old: str) -> Any:
     """Sign in at ``url`` in ``browser``; the change step's submit function, once shown."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.get(url)
     browser.wait_for("#username").send_keys(username)
     browser.driver.find_element("id", "password").send_keys(old)
     browser.driver.find_element("id", "submit").click()
     browser.wait_for("#new_password")
+    WebDriverWait(browser.driver, browser.timeout).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
 
     def attempt(new: str) -> str:
         """Submit ``new`` twice; the page's message (empty once the step is left)."""
         from selenium.webdriver.support import expected_conditions
-        from selenium.webdriver.support.ui import WebDriverWait
 
         browser.wait_for("#new_password").send_keys(new)
         browser.driver.find_element("id", "new_password2").send_keys(new)
         button = browser.driver.find_element("id", "submit")
         button.click()
-        WebDriverWait(browser.driver, browser.timeout).until(
-            expected_conditions.staleness_of(button)  # the next page replaced this one
-        )
+        wait = WebDriverWait(browser.driver, browser.timeout)
+        wait.until(expected_conditions.staleness_of(button))  # the next page replaced this one
+        # and is whole: elements found while it is still being parsed can belong to a document
+        # that is about to be swapped ("Node ... does not belong to the document")
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
         browser.wait_for("body")
         found = browser.texts("#message")
         return found[0] if found else ""
