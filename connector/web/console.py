@@ -80,7 +80,7 @@ from connector.settings import (
 )
 from connector.troubleshoot import keytab_principals, run_checks
 from connector.web import services
-from connector.web.guards import Csrf, csrf_cookie_name, set_csrf_cookie
+from connector.web.guards import Attempt, Csrf, csrf_cookie_name, set_csrf_cookie
 from connector.web.password_change import console_note
 
 log = logging.getLogger(__name__)
@@ -770,13 +770,14 @@ def try_login() -> ResponseReturnValue:
 
 def _reserve_try(keys: ConsoleKeys, session: str) -> float:
     """Count one "try a login" (before the bind); seconds to wait instead, if over a limit."""
-    wait = keys.tries_per_session.acquire(f"session:{session}")
-    if wait:
-        return wait
-    wait = keys.tries_in_all.acquire("all")
-    if wait:
-        keys.tries_per_session.release(f"session:{session}")
-    return wait
+    attempt = Attempt()  # every try counts, success or not: the reservations are kept
+    try:
+        attempt.reserve(keys.tries_per_session, f"session:{session}", forget=False)
+        attempt.reserve(keys.tries_in_all, "all", forget=False)
+    except errors.LoginThrottled as exc:
+        attempt.cancel()
+        return exc.wait
+    return 0.0
 
 
 # --- profile mapper ---------------------------------------------------------------------------
