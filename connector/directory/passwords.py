@@ -164,7 +164,8 @@ def ad_password(password: str) -> bytes:
 
 
 def user_by_dn(directory: Directory, dn: str) -> Entry:
-    """The entry at ``dn``, with the attributes a profile needs.
+    """The entry at ``dn``, with the attributes a profile needs (on Active Directory its
+    memberOf asked for by range and read to the end, as by every other user read).
 
     Raises:
         WrongUsername: there is no entry at ``dn`` (any more).
@@ -177,7 +178,7 @@ def user_by_dn(directory: Directory, dn: str) -> Entry:
             directory.settings,
             dn,
             "(objectClass=*)",
-            directory.user_attributes,
+            directory._user_attrs(),  # on AD, memberOf by range, as every user read
             scope=ldap.SCOPE_BASE,
         )
 

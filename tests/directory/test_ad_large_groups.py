@@ -5,6 +5,7 @@ searches), by every group strategy."""
 import ldap
 import pytest
 
+from connector.directory import passwords
 from connector.directory.search import Entry, complete_ranges, range_of, ranged, search
 
 pytestmark = pytest.mark.slow  # a group of 3,001 members and a user in 1,600 groups on Samba
@@ -109,6 +110,14 @@ def test_small_steps_read_to_the_end_too(ad_dir, bulk):
 def test_the_users_memberof_is_complete(ad_dir, bulk):
     user = ad_dir.find_user("wide")
     assert len(set(user.values("memberOf"))) == GROUPS + 1
+
+
+def test_the_password_steps_read_of_the_user_is_complete(ad_dir, bulk):
+    # the entry read again by DN (password change at sign-in) asks for memberOf by range, as
+    # Windows would answer anyway; Samba then stops at 1,500 and the rest is read after it
+    user = passwords.user_by_dn(ad_dir, bulk["wide"])
+    assert len(set(user.values("memberOf"))) == GROUPS + 1
+    assert ad_dir._user_attrs() != ad_dir.user_attributes  # memberOf;range=0-1499 asked
 
 
 def test_complete_ranges_leaves_plain_entries_alone(ad_dir):
