@@ -274,6 +274,7 @@ class Services:
                     "hits": directory.cache.hits,
                     "misses": directory.cache.misses,
                     "entries": len(directory.cache),
+                    "queries": directory.group_queries(),
                 }
                 if directory is not None
                 else None

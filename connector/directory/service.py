@@ -182,6 +182,11 @@ class Directory:
                     log.info("group strategy: %s", name)
         return self._strategy
 
+    def group_queries(self) -> int:
+        """LDAP searches sent for groups so far: the group strategy's and the PAC SIDs'."""
+        strategy = self._strategy
+        return self.sids.queries + (strategy.queries if strategy is not None else 0)
+
     def _run(self, operation: Any, what: str, **ctx: Any) -> Any:
         """Run a search-pool operation, translating what python-ldap raises.
 
