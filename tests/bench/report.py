@@ -21,6 +21,7 @@ RATIOS: dict[str, list[tuple[str, float | None]]] = {
     "negotiate": [("apache_gssapi", None), ("gssapi_raw", None), ("acceptor_raw", None)],
     "acceptor_raw": [("gssapi_raw", None)],
     "apache_gssapi": [("gssapi_raw", None)],
+    "negotiate_ad_pac": [("negotiate_ad_ldap", None)],  # Samba AD: PAC groups vs LDAP groups
 }
 #: issue 12: CPU per sign-in over the work it must do (CPU ms/op, same run, same clients)
 CPU_BUDGETS: dict[str, tuple[tuple[str, ...], float]] = {

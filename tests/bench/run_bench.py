@@ -9,6 +9,8 @@ user in 200 groups through nesting), an MIT KDC, the devhub and the connector un
 kind of login for a fixed time at 1 and 4 concurrent clients and reports every figure as a
 ratio to a baseline measured in the same run (see docs/benchmarks.md). Loopback only; every
 loop bounded in time; everything started is stopped by its PID at the end, also on Ctrl-C.
+``--only negotiate_pac`` (not in a default run) measures Negotiate sign-ins with PAC groups
+beside LDAP groups on a Samba AD DC instead (pacbench.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from loadgen import (  # noqa: E402
     rss_mb,
     run_clients,
 )
+from pacbench import NegotiatePac  # noqa: E402
 from report import Row, Table  # noqa: E402
 from sites import WCTX, Site, environment_note  # noqa: E402
 
@@ -840,7 +843,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         default="limit,channel,forms,negotiate,groups",
-        help="comma-separated parts to run (limit,channel,forms,negotiate,groups)",
+        help="comma-separated parts to run (limit,channel,forms,negotiate,groups); also "
+        "negotiate_pac: Negotiate with PAC groups beside LDAP groups on Samba AD (not by default)",
     )
     p.add_argument("--profile", metavar="DIR", help="py-spy the workers during chosen points")
     p.add_argument("--from-json", metavar="FILE", help="render a saved run again; start nothing")
@@ -858,6 +862,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def measure_all(bench: Bench, site: Site, only: set[str], details: dict[str, Any]) -> None:
     """Start the servers, check the logins are right, warm up, then measure every part."""
+    if only == {"negotiate_pac"}:  # Samba AD and a hub: none of the OpenLDAP world
+        details["negotiate_pac"] = NegotiatePac(bench, site).run()
+        return
     site.start_directory()
     print(f"  directory loaded in {site.timings['directory_load_s']:.1f} s", flush=True)
     site.start_kdc()
@@ -891,6 +898,8 @@ def measure_all(bench: Bench, site: Site, only: set[str], details: dict[str, Any
         bench.negotiate()
     if "groups" in only:
         details["groups"] = bench.groups()
+    if "negotiate_pac" in only:
+        details["negotiate_pac"] = NegotiatePac(bench, site).run()
     details["rss_after_run_mb"] = bench.rss()
     details["pss_after_run_mb"] = bench.rss(pss_mb)
 

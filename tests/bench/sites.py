@@ -169,20 +169,29 @@ class Site:
             LOGIN_FAILURES_PER_USER=1_000_000,
         )
 
-    def launch_connector(self, env: dict[str, str] | None = None) -> None:
+    def launch_connector(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        state_dir: Path | None = None,
+        krb5_conf: str | None = None,
+    ) -> None:
         """Start gunicorn (``env`` added to the connector's environment) and wait until
         ``/health`` answers (``connector_health_s``), then until ``/ready`` does and every
-        worker's agent shows at the hub as connected (``connector_ready_s``)."""
-        assert self.kdc is not None
+        worker's agent shows at the hub as connected (``connector_ready_s``). ``state_dir``
+        and ``krb5_conf`` default to the OpenLDAP connector's and the MIT KDC's."""
+        if krb5_conf is None:
+            assert self.kdc is not None
+            krb5_conf = self.kdc.krb5_conf
         rcache = self.workdir / "connector-rcache"
         rcache.mkdir(exist_ok=True)
         self.connector = BenchConnector(
-            self.state_dir,
+            state_dir or self.state_dir,
             conf=self.gunicorn_conf,
             workers=self.workers,
             threads=self.threads,
             env={
-                "KRB5_CONFIG": self.kdc.krb5_conf,
+                "KRB5_CONFIG": krb5_conf,
                 "KRB5RCACHEDIR": str(rcache),
                 "LOG_LEVEL": self.log_level,
                 "CONSOLE_BIND": "off",
