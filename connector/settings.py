@@ -248,7 +248,10 @@ class Settings:
         "records), after any LDAP_URL.",
     )
     ldap_site: str | None = _setting(
-        "LDAP_SITE", None, "The AD site whose DCs are tried first (with LDAP_DOMAIN)."
+        "LDAP_SITE",
+        None,
+        "The AD site whose DCs are tried first (with LDAP_DOMAIN); default: the site the DCs "
+        "name for this machine (a CLDAP netlogon ping).",
     )
     ldap_domain_scheme: str = _setting(
         "LDAP_DOMAIN_SCHEME",

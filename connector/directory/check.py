@@ -273,7 +273,7 @@ def check_dns(settings: Settings) -> tuple[tuple[str, ...], list[Check]]:
     t0 = time.monotonic()
     locator = DcLocator(settings)
     urls = locator.refresh()
-    asked = ", ".join(name for name, _ in srv_names(locator.domain, settings.ldap_site))
+    asked = ", ".join(name for name, _ in srv_names(locator.domain, locator.site))
     where = ", ".join(settings.dns_servers) or "the system's resolver"
     if locator.last_error or not urls:
         detail = f"{asked} via {where}: {locator.last_error or 'no DC'}"
@@ -281,8 +281,9 @@ def check_dns(settings: Settings) -> tuple[tuple[str, ...], list[Check]]:
         return urls, [Check("dns", False, detail, hint, settings.ldap_domain or "", 0.0)]
     answers = "; ".join(
         f"{a.host}:{a.port} priority {a.priority} weight {a.weight}"
-        + (f" (site {settings.ldap_site})" if a.in_site else "")
+        + (f" (site {locator.site})" if a.in_site else "")
         for a in locator.answers
     )
-    detail = f"{answers} -> {', '.join(urls)} (via {where})"
+    site = f"site {locator.site} from {locator.site_source}" if locator.site else "no site known"
+    detail = f"{answers} -> {', '.join(urls)} (via {where}; {site})"
     return urls, [Check("dns", True, detail, "", settings.ldap_domain or "", time.monotonic() - t0)]

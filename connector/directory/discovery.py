@@ -1,7 +1,9 @@
 """Domain controllers found through DNS: ``LDAP_DOMAIN`` instead of (or besides) a list of URLs.
 
 The DCs of a domain are the SRV records ``_ldap._tcp.dc._msdcs.<domain>``; those of a site
-``_ldap._tcp.<site>._sites.dc._msdcs.<domain>`` (``LDAP_SITE``). The site's DCs come first,
+``_ldap._tcp.<site>._sites.dc._msdcs.<domain>``. The site is ``LDAP_SITE``, or else the one the
+DCs say this machine is in (a CLDAP netlogon ping, :mod:`connector.directory.cldap`, to the
+first DCs the domain's records name, until one answers). The site's DCs come first,
 then the others, each list in RFC 2782 order: lowest priority first, and within one priority
 a random choice weighted by ``weight`` (so load spreads as the administrator set it). With
 ``DNS_SERVERS`` the targets' addresses are asked of those servers too (the URLs then hold
@@ -24,6 +26,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from connector import errors
+from connector.directory import cldap
 from connector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,9 @@ class DcLocator:
         self.answers: list[Srv] = []  # the last SRV answers, in the order tried
         self.last_error: str | None = None
         self.lookups = 0
+        #: the site whose DCs come first, and where it came from (LDAP_SITE or CLDAP)
+        self.site: str | None = settings.ldap_site
+        self.site_source: str | None = "LDAP_SITE" if settings.ldap_site else None
 
     def _resolver(self) -> dns.resolver.Resolver:
         servers = self.settings.dns_servers
@@ -102,16 +109,47 @@ class DcLocator:
 
     def lookup(self) -> list[Srv]:
         """Ask DNS now: the site's DCs, then the domain's, each in RFC 2782 order (a DC in
-        both is listed once, with the site).
+        both is listed once, with the site). Without a site yet, the DCs are asked which
+        site this machine is in, and DNS again for that site's DCs.
 
         Raises:
             dns.exception.DNSException: no answer at all for the domain's records.
         """
         resolver = self._resolver()
+        found = self._ask(resolver, self.site)
+        if self.site is None:
+            site = self.learn_site(found, resolver)
+            if site:
+                found = self._ask(resolver, site)
+        return found
+
+    def learn_site(self, found: Sequence[Srv], resolver: dns.resolver.Resolver) -> str | None:
+        """The client's site from a netlogon ping to the first DCs (three at most) until one
+        answers with a site; remembered in :attr:`site`. None: no DC said."""
+        timeout = min(self.settings.ldap_connect_timeout, 2.0)
+        for srv in found[:3]:
+            for host in self._addresses(srv, resolver):
+                try:
+                    answer = cldap.ping(host, self.domain, timeout)
+                except errors.DirectoryError as exc:
+                    log.info("CLDAP: no site from %s (%s): %s", srv.host, host, exc)
+                    continue
+                if answer.client_site:
+                    log.info(
+                        "CLDAP: this machine is in site %s (said %s, itself in site %s)",
+                        answer.client_site,
+                        answer.dc_host or srv.host,
+                        answer.dc_site,
+                    )
+                    self.site, self.site_source = answer.client_site, "CLDAP"
+                    return answer.client_site
+        return None
+
+    def _ask(self, resolver: dns.resolver.Resolver, site: str | None) -> list[Srv]:
         found: list[Srv] = []
         seen: set[tuple[str, int]] = set()
         failure: Exception | None = None
-        for name, in_site in srv_names(self.domain, self.settings.ldap_site):
+        for name, in_site in srv_names(self.domain, site):
             try:
                 answer = resolver.resolve(name, dns.rdatatype.SRV, tcp=False)
             except dns.exception.DNSException as exc:
@@ -131,17 +169,20 @@ class DcLocator:
             raise failure
         return found
 
-    def _url(self, srv: Srv, resolver: dns.resolver.Resolver) -> list[str]:
-        scheme = self.settings.ldap_domain_scheme
-        port = srv.port if scheme == "ldap" else 636
+    def _addresses(self, srv: Srv, resolver: dns.resolver.Resolver) -> list[str]:
+        """The DC's addresses from ``DNS_SERVERS``; without, its name (the system resolves)."""
         if not self.settings.dns_servers:
-            return [f"{scheme}://{srv.host}:{port}"]
+            return [srv.host]
         try:
-            addrs = [r.address for r in resolver.resolve(srv.host, dns.rdatatype.A)]
+            return [r.address for r in resolver.resolve(srv.host, dns.rdatatype.A)]
         except dns.exception.DNSException as exc:
             log.warning("DNS: no address for DC %s (%s)", srv.host, type(exc).__name__)
             return []
-        return [f"{scheme}://{a}:{port}" for a in addrs]
+
+    def _url(self, srv: Srv, resolver: dns.resolver.Resolver) -> list[str]:
+        scheme = self.settings.ldap_domain_scheme
+        port = srv.port if scheme == "ldap" else 636
+        return [f"{scheme}://{a}:{port}" for a in self._addresses(srv, resolver)]
 
     def refresh(self) -> tuple[str, ...]:
         """Ask DNS now and keep the answer; on failure keep the last one.

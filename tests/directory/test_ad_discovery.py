@@ -6,7 +6,10 @@ import random
 
 import pytest
 from configs import ad_config
+from servers import free_port
 
+from connector import errors
+from connector.directory import cldap
 from connector.directory.discovery import DcLocator, Srv, rfc2782_order
 from connector.settings import load_settings
 
@@ -81,6 +84,26 @@ def test_site_records_come_first_and_once(samba_ad, tmp_path):
     assert len(answers) == 1 and answers[0].in_site
 
 
+def test_the_dc_says_which_site_this_machine_is_in(samba_ad):
+    answer = cldap.ping(samba_ad.addr, "ad.example.test", timeout=5)
+    assert answer.client_site == answer.dc_site == SITE
+    assert answer.dc_host.lower() == "dc1.ad.example.test"
+    assert answer.forest.lower() == answer.domain.lower() == "ad.example.test"
+    assert answer.netbios_domain == samba_ad.domain
+
+
+def test_without_ldap_site_the_site_comes_from_a_cldap_ping(samba_ad, tmp_path):
+    locator = DcLocator(settings_for(samba_ad, tmp_path))
+    answers = locator.lookup()
+    assert (locator.site, locator.site_source) == (SITE, "CLDAP")
+    assert [(a.host.lower(), a.in_site) for a in answers] == [("dc1.ad.example.test", True)]
+
+
+def test_a_dc_that_does_not_answer_the_ping_leaves_no_site():
+    with pytest.raises(errors.DirectoryUnavailable, match="no CLDAP netlogon answer"):
+        cldap.ping("127.0.0.1", "ad.example.test", timeout=2, port=free_port())
+
+
 def test_only_the_domain_configured_signs_people_in(samba_ad, tmp_path, make_directory):
     cfg = ad_config(samba_ad, LDAP_DOMAIN="ad.example.test", DNS_SERVERS=[samba_ad.addr])
     del cfg["LDAP_URL"]
@@ -91,8 +114,6 @@ def test_only_the_domain_configured_signs_people_in(samba_ad, tmp_path, make_dir
 
 
 def test_unknown_domain_is_unavailable_not_a_crash(samba_ad, make_directory):
-    from connector import errors
-
     cfg = ad_config(samba_ad, LDAP_DOMAIN="nowhere.example.test", DNS_SERVERS=[samba_ad.addr])
     del cfg["LDAP_URL"]
     directory = make_directory(cfg)
@@ -103,13 +124,17 @@ def test_unknown_domain_is_unavailable_not_a_crash(samba_ad, make_directory):
 
 @pytest.fixture
 def dead_dc_first(samba_ad):
-    """The SRV answer lists a DC where nothing listens (priority 0) before the real one."""
-    forest = f"DC=ForestDnsZones,{samba_ad.base}"
-    dn = f"DC=_ldap._tcp.dc,DC=_msdcs.ad.example.test,CN=MicrosoftDNS,{forest}"
-    data = {"dn": dn, "dead_port": 1, "target": "dc1.ad.example.test"}
-    old = json.loads(samba_ad.samdb(_SET_SRV, data))
+    """The SRV answers, the domain's and the site's, list a DC where nothing listens
+    (priority 0) before the real one."""
+    zone = f"DC=_msdcs.ad.example.test,CN=MicrosoftDNS,DC=ForestDnsZones,{samba_ad.base}"
+    names = ["_ldap._tcp.dc", f"_ldap._tcp.{SITE}._sites.dc"]
+    saved = []
+    for name in names:
+        data = {"dn": f"DC={name},{zone}", "dead_port": 1, "target": "dc1.ad.example.test"}
+        saved.append((data, json.loads(samba_ad.samdb(_SET_SRV, data))))
     yield
-    samba_ad.samdb(_SET_SRV, {**data, "restore": old})
+    for data, old in saved:
+        samba_ad.samdb(_SET_SRV, {**data, "restore": old})
 
 
 def test_a_dead_dc_listed_first_is_passed_over(samba_ad, tmp_path, make_directory, dead_dc_first):
@@ -133,6 +158,9 @@ def test_check_shows_the_srv_answers_and_checks_each_dc(samba_ad, tmp_path):
     assert "dc1.ad.example.test:389 priority 0 weight 100 (site Default-First-Site-Name)" in (
         dns_step.detail
     )
+    assert f"site {SITE} from LDAP_SITE" in dns_step.detail
+    learned = check_directory(settings_for(samba_ad, tmp_path), "alice")[0]
+    assert f"site {SITE} from CLDAP" in learned.detail, learned.line()
     assert f"ldap://{samba_ad.addr}:389" in dns_step.detail
     assert all(s.ok for s in steps), [s.line() for s in steps]
     assert {s.target for s in steps[1:]} == {f"ldap://{samba_ad.addr}:389"}
