@@ -7,6 +7,11 @@ again before they expire. The bind itself is Cyrus SASL's GSSAPI mechanism (pyth
 pointed at that cache for the calling thread only (``gss_krb5_ccache_name``). It requires a
 SASL security layer (integrity at least: LDAP signing), on TLS too (Samba refuses the bind
 without one). User password checks stay simple binds over TLS.
+
+Channel binding (TLS ``tls-server-end-point`` in the GSSAPI exchange) is libldap's
+``LDAP_OPT_X_SASL_CBINDING``, which python-ldap 3.4 refuses as an unknown option: it is set,
+process-wide, by libldap's own configuration only (``SASL_CBINDING`` in ``ldap.conf`` or the
+``LDAPSASL_CBINDING`` environment variable), never here (docs/security.md).
 """
 
 from __future__ import annotations
