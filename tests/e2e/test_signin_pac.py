@@ -162,3 +162,57 @@ def test_mit_ticket_without_a_pac_falls_back_to_ldap(
     with _site(tmp_path, cfg, kdc) as site:
         groups = _curl_groups(site, tmp_path)
     assert groups == {"team-core", "team-dev", "staff", "everyone"}
+
+
+def _dave_dn(conn: Any, samba_ad: Any) -> str:
+    found = conn.search_s(samba_ad.base, ldap.SCOPE_SUBTREE, "(sAMAccountName=dave)", ["1.1"])
+    (dn,) = [d for d, _ in found if d is not None]
+    return str(dn)
+
+
+def test_a_new_group_shows_with_a_new_ticket_and_a_rename_after_the_sid_cache_ttl(
+    tmp_path: Path, samba_ad: Any
+) -> None:
+    """The PAC is the ticket's: a group added to dave shows once he has a new ticket (and not
+    with the old one); the group's new name shows once its SID's cached name has expired."""
+    ttl = 8
+    cfg = ad_config(samba_ad, GROUPS_SOURCE="pac", GROUPS_STRATEGY="none", SID_CACHE_SECONDS=ttl)
+    group_dn = f"CN=Pac-Added,CN=Users,{samba_ad.base}"
+    conn = samba_ad.connect(samba_ad.admin_dn, samba_ad.admin_pw)
+    try:
+        with _site(tmp_path, cfg, _samba_kdc(samba_ad)) as site:
+            before = _curl_groups(site, tmp_path)
+            assert before == samba_ad.expected_groups["dave"]
+            conn.add_s(
+                group_dn,
+                [
+                    ("objectClass", [b"top", b"group"]),
+                    ("sAMAccountName", [b"Pac-Added"]),
+                    ("member", [_dave_dn(conn, samba_ad).encode()]),
+                ],
+            )
+            # The old ticket's PAC does not have the group: the connector shows what Windows
+            # itself would use until the user gets a new ticket.
+            assert _curl_groups(site, tmp_path) == before
+            kinit(site.krb5_conf, f"dave@{samba_ad.realm}", samba_ad.users["dave"], tmp_path / "cc")
+            assert _curl_groups(site, tmp_path) == before | {"Pac-Added"}
+
+            conn.modify_s(group_dn, [(ldap.MOD_REPLACE, "sAMAccountName", [b"Pac-Renamed"])])
+            conn.rename_s(group_dn, "CN=Pac-Renamed", delold=1)
+            group_dn = f"CN=Pac-Renamed,CN=Users,{samba_ad.base}"
+            renamed_at = time.monotonic()
+            # Within the TTL the cached name answers; after it the SID is named again.
+            assert _curl_groups(site, tmp_path) == before | {"Pac-Added"}
+            assert time.monotonic() - renamed_at < ttl, "the machine was too slow to tell"
+            until(
+                lambda: _curl_groups(site, tmp_path) == before | {"Pac-Renamed"},
+                timeout=ttl + 20,
+                what="the renamed group in the profile",
+                interval=0.5,
+            )
+            assert time.monotonic() - renamed_at >= ttl
+    finally:
+        try:
+            conn.delete_s(group_dn)
+        finally:
+            conn.unbind_s()
