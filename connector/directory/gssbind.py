@@ -4,9 +4,12 @@
 with python-gssapi into a credential cache of this process alone (``MEMORY:``, named after the
 process and this object: no ``kinit``, nothing shared with any other program), and acquired
 again before they expire. The bind itself is Cyrus SASL's GSSAPI mechanism (python-ldap),
-pointed at that cache for the calling thread only (``gss_krb5_ccache_name``). It requires a
-SASL security layer (integrity at least: LDAP signing), on TLS too (Samba refuses the bind
-without one). User password checks stay simple binds over TLS.
+pointed at that cache for the calling thread only (``gss_krb5_ccache_name``). On ``ldap://``
+it requires a SASL security layer (integrity at least: LDAP signing; no StartTLS, servers
+refuse both); on ``ldaps://`` it asks for none, as Windows DCs require ("sign or seal are not
+allowed if TLS is used"), which Samba accepts only with ``ldap server require strong auth =
+allow_sasl_over_tls`` (its default refuses GSSAPI over TLS entirely: said so in the error).
+User password checks stay simple binds over TLS.
 
 Channel binding (TLS ``tls-server-end-point`` in the GSSAPI exchange) is libldap's
 ``LDAP_OPT_X_SASL_CBINDING``, which python-ldap 3.4 refuses as an unknown option: it is set,
@@ -98,12 +101,31 @@ class KeytabBinder:
             ) from exc
         lo = conn.ldap
         lo.set_option(ldap.OPT_X_SASL_NOCANON, 1)  # the URL's host names the service
-        # integrity at least (LDAP signing), over TLS too: Samba refuses GSSAPI without
-        # "sign or seal" whatever the transport
-        lo.set_option(ldap.OPT_X_SASL_SSF_MIN, 1)
+        if conn.tls:
+            # inside TLS (ldaps://) no SASL layer: Windows and Samba both refuse "sign or
+            # seal" there ("not allowed if TLS is used"); TLS protects the connection
+            lo.set_option(ldap.OPT_X_SASL_SSF_MAX, 0)
+        else:
+            # integrity at least (LDAP signing) on plain ldap://
+            lo.set_option(ldap.OPT_X_SASL_SSF_MIN, 1)
         ext_krb5.krb5_ccache_name(self.ccache.encode())
         try:
             lo.sasl_interactive_bind_s("", ldap.sasl.gssapi())
+        except ldap.STRONG_AUTH_REQUIRED as exc:
+            if not conn.tls:
+                raise
+            # Samba's default "ldap server require strong auth = yes": a GSSAPI bind must
+            # sign or seal, which it refuses inside TLS: no GSSAPI bind over ldaps:// at all
+            info = exc.args[0].get("info", "") if exc.args else ""
+            raise ldap.STRONG_AUTH_REQUIRED(
+                {
+                    "desc": "Strong(er) authentication required",
+                    "info": f"{info} the DC wants a SASL layer (signing), which it refuses "
+                    "inside TLS: use an ldap:// URL with LDAP_BIND_MECH=GSSAPI (the bind "
+                    "is signed) or, on Samba, 'ldap server require strong auth = "
+                    "allow_sasl_over_tls'".lstrip(),
+                }
+            ) from exc
         finally:
             # back to the default (None), not to the name the library returned: that is the
             # default resolved now, and pinning it would outlive a later KRB5CCNAME

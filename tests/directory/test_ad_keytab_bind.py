@@ -107,3 +107,23 @@ def test_check_says_which_mechanism_and_why_a_simple_bind_is_refused(
     steps = check_directory(settings("plain", plain))
     (bind,) = [s for s in steps if s.name == "bind"]
     assert not bind.ok and "strongerAuthRequired" in bind.hint
+
+
+def test_over_ldaps_the_bind_asks_for_no_sasl_layer_and_samba_s_refusal_is_explained(
+    samba_ad, svc_keytab, krb_env, make_directory
+):
+    """Inside TLS a GSSAPI bind must not sign or seal (Windows and Samba both refuse it there).
+    Samba's own answer shows the bind asked for no layer ("Sign or Seal are required", not
+    "are not allowed if TLS is used"); with its default strong-auth setting that is the end
+    of GSSAPI over ldaps://, and the error says what to do."""
+    from connector.errors import DirectoryUnavailable
+
+    cfg = gss_config(samba_ad, svc_keytab)
+    cfg.update(LDAP_URL=samba_ad.ldaps_uri, LDAP_STARTTLS=False)
+    directory = make_directory(cfg)
+    with pytest.raises(DirectoryUnavailable) as caught:
+        directory.get_profile("bob")
+    message = str(caught.value)
+    assert "Sign or Seal are required" in message
+    assert "not allowed if TLS is used" not in message
+    assert "use an ldap:// URL with LDAP_BIND_MECH=GSSAPI" in message
