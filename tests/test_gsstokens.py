@@ -8,19 +8,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from gssbuild import KRB5_OID, MS_KRB5_OID, NTLM_OID, der
 
 from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code
-
-KRB5_OID = bytes.fromhex("06092a864886f712010202")
-MS_KRB5_OID = bytes.fromhex("06092a864882f712010202")
-
-
-def der(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(raw)]) + raw + body
 
 
 def integer(value: int) -> bytes:
@@ -41,7 +31,7 @@ def krb_error(code: int, *, padding: int = 0) -> bytes:
 
 
 def mech_token(inner: bytes, oid: bytes = KRB5_OID, tok_id: bytes = b"\x03\x00") -> bytes:
-    return der(0x60, oid + tok_id + inner)
+    return der(0x60, der(0x06, oid) + tok_id + inner)
 
 
 def neg_token_resp(response: bytes | None, state: int = 2) -> bytes:
@@ -114,7 +104,7 @@ def test_der_length_ok() -> None:
 
 def test_is_ntlm_token() -> None:
     assert is_ntlm_token(b"NTLMSSP\x00\x01\x00\x00\x00")
-    ntlm_oid = bytes.fromhex("060a2b06010401823702020a")
+    ntlm_oid = der(0x06, NTLM_OID)
     assert is_ntlm_token(der(0x30, ntlm_oid))
-    assert not is_ntlm_token(der(0x30, ntlm_oid + KRB5_OID))
-    assert not is_ntlm_token(der(0x30, MS_KRB5_OID + ntlm_oid))
+    assert not is_ntlm_token(der(0x30, ntlm_oid + der(0x06, KRB5_OID)))
+    assert not is_ntlm_token(der(0x30, der(0x06, MS_KRB5_OID) + ntlm_oid))
