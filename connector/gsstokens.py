@@ -6,6 +6,9 @@ Three questions, each answered from the bytes alone, with every read bounds-chec
   library sees it)?
 * :func:`der_length_ok`: does a DER-framed token's outer length add up (a truncated token is
   ``malformed``, not whatever the library makes of it)?
+* :func:`spnego_init_ok`: is a SPNEGO token's NegTokenInit well-formed? MIT's SPNEGO answers
+  a token it cannot parse with a bare "failure" whose minor code it has remapped (see below),
+  indistinguishable from other failures, so the envelope is checked here first.
 * :func:`krb_error_code`: the Kerberos protocol error number (RFC 4120 §7.5.9: 34 replay,
   37 clock skew, …) in the error token an acceptor produced. MIT's SPNEGO mechanism remaps
   the Kerberos minor status into numbers of its own (allocated per process, in the order
@@ -21,7 +24,7 @@ TOK_ID (03 00 for KRB_ERROR), KRB-ERROR }`` (RFC 2743 §3.1, RFC 4121 §4.1);
 
 from __future__ import annotations
 
-__all__ = ["der_length_ok", "is_ntlm_token", "krb_error_code"]
+__all__ = ["der_length_ok", "is_ntlm_token", "krb_error_code", "spnego_init_ok"]
 
 _NTLM_SIGNATURE = b"NTLMSSP\x00"
 _NTLM_OID_DER = bytes.fromhex("060a2b0601040182370202" + "0a")  # 1.3.6.1.4.1.311.2.2.10
@@ -30,6 +33,9 @@ KRB5_OIDS_DER = (
     bytes.fromhex("06092a864882f712010202"),  # 1.2.840.48018.1.2.2 (Microsoft's alias)
 )
 _KRB_ERROR_TOK_ID = b"\x03\x00"
+_SPNEGO_OID_DER = bytes.fromhex("06062b0601050502")  # 1.3.6.1.5.5.2
+#: NegTokenInit's fields, in order, and the universal type inside each
+_NEG_TOKEN_INIT_FIELDS = {0xA0: 0x30, 0xA1: 0x03, 0xA2: 0x04, 0xA3: 0x04}
 
 
 def is_ntlm_token(token: bytes) -> bool:
@@ -122,3 +128,38 @@ def krb_error_code(token: bytes | None) -> int | None:
     if code is None or not 1 <= code[1] - code[0] <= 4:
         return None
     return int.from_bytes(token[code[0] : code[1]], "big", signed=True)
+
+
+def spnego_init_ok(token: bytes) -> bool:
+    """For a token framed as SPNEGO (``[APPLICATION 0] { 1.3.6.1.5.5.2, … }``): is the rest a
+    NegTokenInit (RFC 4178 §4.2.1) whose every element fits, with at least one mechanism,
+    each an OID? True for any other token (a bare Kerberos one: the library's to judge)."""
+    gss = _tlv(token, 0, len(token))
+    if gss is None or gss[0] != 0x60 or gss[2] != len(token):
+        return not token.startswith(b"\x60")
+    _, start, end = gss
+    if token[start : start + len(_SPNEGO_OID_DER)] != _SPNEGO_OID_DER:
+        return True
+    init = _tlv(token, start + len(_SPNEGO_OID_DER), end)
+    if init is None or init[0] != 0xA0 or init[2] != end:
+        return False
+    seq = _inside(token, (init[1], init[2]), 0x30)
+    if seq is None or seq[1] != init[2]:
+        return False
+    pos, last_tag, mechs = seq[0], 0, 0
+    while pos < seq[1]:
+        field = _tlv(token, pos, seq[1])
+        if field is None or field[0] not in _NEG_TOKEN_INIT_FIELDS or field[0] <= last_tag:
+            return False
+        inner = _tlv(token, field[1], field[2])
+        if inner is None or inner[0] != _NEG_TOKEN_INIT_FIELDS[field[0]] or inner[2] != field[2]:
+            return False
+        if field[0] == 0xA0:
+            oid = inner[1]
+            while oid < inner[2]:
+                element = _tlv(token, oid, inner[2])
+                if element is None or element[0] != 0x06:
+                    return False
+                oid, mechs = element[2], mechs + 1
+        pos, last_tag = field[2], field[0]
+    return mechs > 0

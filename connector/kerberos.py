@@ -86,7 +86,7 @@ import gssapi.raw.exceptions
 from gssapi.raw.misc import GSSError
 
 from connector.errors import KerberosRejected, KeytabError
-from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code
+from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
 from connector.pac import LogonInfo, logon_info_of
 
 log = logging.getLogger(__name__)
@@ -502,6 +502,8 @@ class KerberosAcceptor:
             raise KerberosRejected("NTLM is not supported; a Kerberos ticket is required", "ntlm")
         if not der_length_ok(token):
             raise KerberosRejected("Negotiate token is truncated or malformed", "malformed")
+        if not spnego_init_ok(token):
+            raise KerberosRejected("Negotiate token is malformed", "malformed")
         cred = self._credentials()
         try:
             accepted = gssapi.raw.accept_sec_context(token, cred)

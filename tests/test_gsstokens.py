@@ -8,9 +8,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from gssbuild import KRB5_OID, MS_KRB5_OID, NTLM_OID, der
+from gssbuild import KRB5_OID, MS_KRB5_OID, NTLM_OID, SPNEGO_OID, der, neg_token_init
 
-from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code
+from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
 
 
 def integer(value: int) -> bytes:
@@ -108,3 +108,54 @@ def test_is_ntlm_token() -> None:
     assert is_ntlm_token(der(0x30, ntlm_oid))
     assert not is_ntlm_token(der(0x30, ntlm_oid + der(0x06, KRB5_OID)))
     assert not is_ntlm_token(der(0x30, der(0x06, MS_KRB5_OID) + ntlm_oid))
+
+
+def _spnego(body: bytes) -> bytes:
+    return der(0x60, der(0x06, SPNEGO_OID) + der(0xA0, der(0x30, body)))
+
+
+MECHS = der(0xA0, der(0x30, der(0x06, MS_KRB5_OID) + der(0x06, KRB5_OID)))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        neg_token_init([KRB5_OID], b"ticket"),
+        neg_token_init([MS_KRB5_OID, KRB5_OID, NTLM_OID], b"t" * 3000),
+        neg_token_init([KRB5_OID]),
+        _spnego(MECHS + der(0xA1, der(0x03, b"\x00")) + der(0xA2, der(0x04, b"t"))),
+        _spnego(MECHS + der(0xA2, der(0x04, b"t")) + der(0xA3, der(0x04, b"mic"))),
+        mech_token(b"not SPNEGO: the library's to judge"),
+        b"raw bytes",
+    ],
+)
+def test_spnego_init_ok(token: bytes) -> None:
+    assert spnego_init_ok(token)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        b"\x60\x82\x01\x00" + der(0x06, SPNEGO_OID) + b"x" * 248,  # what follows the OID
+        neg_token_init([]),  # no mechanism
+        _spnego(der(0xA0, der(0x30, der(0x04, b"not an OID")))),
+        _spnego(der(0xA2, der(0x04, b"t")) + MECHS),  # fields out of order
+        _spnego(MECHS + MECHS),  # a field twice
+        _spnego(MECHS + der(0xA4, der(0x04, b"t"))),  # no such field
+        _spnego(MECHS + der(0xA2, der(0x30, b""))),  # mechToken not an OCTET STRING
+        _spnego(MECHS + der(0xA2, der(0x04, b"t") + b"\x00")),  # junk inside a field
+        _spnego(MECHS) + b"\x00",  # junk after the token
+        der(0x60, der(0x06, SPNEGO_OID) + der(0xA1, b"")),  # not a NegTokenInit
+        der(0x60, der(0x06, SPNEGO_OID) + der(0xA0, der(0x31, MECHS))),  # not a SEQUENCE
+        der(0x60, der(0x06, SPNEGO_OID)),  # nothing after the OID
+    ],
+)
+def test_spnego_init_malformed(token: bytes) -> None:
+    assert not spnego_init_ok(token)
+
+
+def test_spnego_init_every_truncation() -> None:
+    token = neg_token_init([MS_KRB5_OID, KRB5_OID], b"ticket" * 50)
+    assert spnego_init_ok(token)
+    for cut in range(1, len(token)):
+        assert not spnego_init_ok(token[:cut])
