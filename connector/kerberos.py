@@ -210,6 +210,9 @@ def split_principal(principal: str) -> tuple[str, str | None]:
     enterprise name, gives ``alice@corp.example``) and the Windows form ``DOMAIN\\user``
     (gives ``user`` with no realm: a NetBIOS domain is not a realm).
     """
+    if "\\" not in principal:  # the usual case: nothing escaped, no NetBIOS domain
+        text, at, rest = principal.partition("@")
+        return text, rest if at else None
     name: list[str] = []
     realm: str | None = None
     i = 0
