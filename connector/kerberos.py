@@ -1,38 +1,69 @@
-"""Accept HTTP Negotiate (SPNEGO/Kerberos) tokens with pyspnego and a keytab.
+"""Accept HTTP Negotiate (SPNEGO/Kerberos) tokens with python-gssapi and a keytab.
 
-:class:`KerberosAcceptor` takes the value of an ``Authorization`` header, runs one
-``spnego`` accept step against the connector's keytab and returns an :class:`AcceptResult`:
-the client principal, the directory username it maps to, and the mutual-authentication
-token for ``WWW-Authenticate: Negotiate <token>``. Every way a token can fail -- not
-Negotiate, bad base64, too large, NTLM, replayed, for another service, from a realm that is
-not configured -- raises one :class:`KerberosRejected` with a short reason and a stable
-``code``; the web layer answers 401 and never 500.
+:class:`KerberosAcceptor` takes the value of an ``Authorization`` header, runs one GSSAPI
+accept step against the connector's keytab and returns an :class:`AcceptResult`: the client
+principal, the directory username it maps to, and the mutual-authentication token for
+``WWW-Authenticate: Negotiate <token>``. Every way a token can fail -- not Negotiate, bad
+base64, too large, NTLM, replayed, for another service, from a realm that is not configured
+-- raises one :class:`KerberosRejected` with a short reason and a stable ``code``; the web
+layer answers 401 and never 500.
+
+Why python-gssapi, and only its public API
+------------------------------------------
+The accept is one call, ``gssapi.raw.accept_sec_context(token, credential)``, with MIT's own
+SPNEGO mechanism unwrapping the Negotiate token (C, not Python). pyspnego is not used here:
+
+* its public ``spnego.server()`` cannot be given an acceptor credential on Linux ("only when
+  running on Windows", its docstring says), so it cannot name a keytab per acceptor nor a
+  replay cache; doing so took private keyword arguments (``_gssapi_credential``,
+  ``_negotiate_contexts``) and ``spnego._context.GSSMech``;
+* its SPNEGO layer is Python (``NegotiateProxy.step``): 0.6 ms of a 0.7 ms accept, where MIT's
+  SPNEGO in C costs next to nothing on top of the ticket's decryption;
+* behind it, python-gssapi's high-level ``SecurityContext`` *defers* an acceptor error that
+  comes with an error token (it returns the token and keeps the error in the private
+  ``_last_err``); the raw call raises it at once, a ``GSSError`` carrying ``maj_code``,
+  ``min_code`` and ``token``, all public.
+
+Everything used is python-gssapi's documented API: ``gssapi.raw.acquire_cred_from`` (the
+credential store extension), ``set_neg_mechs`` (RFC 4178), ``accept_sec_context``,
+``display_name``, ``ext_rfc6680.get_name_attribute`` (the PAC, see :mod:`connector.pac`) and
+the ``GSSError`` attributes. ``tests/test_public_apis.py`` fails if any module reaches into a
+private name of ``gssapi`` or ``spnego``; so no exact version pin is needed, only the lower
+bound where those calls exist (setup.cfg). pyspnego stays a test dependency: the tests' clients.
 
 How the keytab is selected
 --------------------------
 The acceptor credential is acquired with the GSSAPI *credential store* extension
-(``gss_acquire_cred_from`` with ``{"keytab": path}``, MIT krb5 >= 1.11, python-gssapi's
-``acquire_cred_from``), so each acceptor names its own keytab and the process environment
-is not touched: ``KRB5_KTNAME`` is neither read nor set. Without that extension (Heimdal)
-the acceptor falls back to setting ``KRB5_KTNAME`` for the whole process once, at
-construction; a second acceptor with another keytab is then refused.
+(``gss_acquire_cred_from`` with ``{"keytab": path, "rcache": …}``, MIT krb5 >= 1.11), so each
+acceptor names its own keytab and replay cache and the process environment is not touched:
+``KRB5_KTNAME`` is neither read nor set. Without that extension (Heimdal) the acceptor falls
+back to setting ``KRB5_KTNAME`` for the whole process once, at construction; a second
+acceptor with another keytab is then refused.
 
-The credential is acquired lazily, once per thread and process (gunicorn ``gthread``
-workers; after ``fork`` the child acquires its own), and handed to pyspnego through the
-``_gssapi_credential`` / ``_negotiate_contexts`` keyword arguments that pyspnego's own
-``new_context()`` uses (private: pinned to pyspnego 0.12). Passing a credential is what lets
-the acceptor pick its keytab; reusing it saves the ~0.1 ms that acquiring costs per token
-(about 10 % of an accept, which is mostly pyspnego's SPNEGO parsing and the ticket
-decryption). A start-up check refuses to run if pyspnego stops honouring those hooks.
-When ``service_principal`` is given, the credential is for that principal only, so a
-ticket for any other key in the keytab is refused.
+The credential is for SPNEGO and Kerberos (both OIDs: some clients send a bare Kerberos
+token under ``Negotiate``, some frame it with Microsoft's OID); SPNEGO may negotiate only
+Kerberos with it (``set_neg_mechs``), so no NTLM acceptor exists even where gss-ntlmssp is
+installed, and NTLM tokens are refused before the library sees them anyway. It is acquired
+lazily, once per thread and process (gunicorn ``gthread`` workers; after ``fork`` the child
+acquires its own): no GSS object exists before gunicorn forks, and the ~0.1 ms an
+acquisition costs is not paid per token. When ``service_principal`` is given, the credential
+is for that principal only, so a ticket for any other key in the keytab is refused.
+
+How failures are told apart
+---------------------------
+MIT's SPNEGO remaps a Kerberos minor status into a number of its own, allocated per process
+in the order errors first occur, so ``min_code`` cannot say "replay" or "clock skew". The
+error token can: for a failed AP-REQ it holds a KRB-ERROR whose ``error-code`` is the
+protocol's own number (34 replay, 37 skew; RFC 4120 §7.5.9), read by
+:func:`connector.gsstokens.krb_error_code`. A bare Kerberos token's errors keep MIT's
+``krb5`` minor codes, mapped as well; then the GSS major status (defective token, bad
+mechanism); anything else is ``rejected``.
 
 The rest of the Kerberos environment is the process's: ``KRB5_CONFIG`` (``rdns = false``,
-``dns_canonicalize_hostname = false``) and the replay cache (``KRB5RCACHEDIR``, or the
-``replay_cache`` argument). They are the deployment's business, set before the workers start.
+``dns_canonicalize_hostname = false``) and the default replay cache (``KRB5RCACHEDIR``).
+They are the deployment's business, set before the workers start.
 
-Secrets: tokens, keys and keytab contents are never logged. pyspnego logs whole tokens at
-DEBUG, so the ``spnego`` logger is held at INFO or above once an acceptor exists.
+Secrets: tokens, keys and keytab contents are never logged.
 """
 
 from __future__ import annotations
@@ -40,7 +71,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import importlib.metadata
 import logging
 import os
 import shutil
@@ -52,12 +82,11 @@ from typing import Any, Literal, get_args
 
 import gssapi
 import gssapi.raw
-import gssapi.raw.misc
-import spnego
-import spnego.exceptions
-from spnego._context import GSSMech  # private, like the kwargs below (pyspnego 0.12)
+import gssapi.raw.exceptions
+from gssapi.raw.misc import GSSError
 
 from connector.errors import KerberosRejected, KeytabError
+from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
 from connector.pac import LogonInfo, logon_info_of
 
 log = logging.getLogger(__name__)
@@ -82,29 +111,35 @@ PrincipalMapping = Literal["strip_realm", "upn"]
 #: groups) exceeds 8 KB; anything over 64 KB is refused before it is decoded.
 MAX_HEADER_LENGTH = 64 * 1024
 
-_KRB5_OID = "1.2.840.113554.1.2.2"
-_NTLM_SIGNATURE = b"NTLMSSP\x00"
-_NTLM_OID_DER = bytes.fromhex("060a2b0601040182370202" + "0a")  # 1.3.6.1.4.1.311.2.2.10
-_KRB5_OIDS_DER = (
-    bytes.fromhex("06092a864886f712010202"),  # 1.2.840.113554.1.2.2
-    bytes.fromhex("06092a864882f712010202"),  # 1.2.840.48018.1.2.2 (Microsoft's alias)
-)
+_SPNEGO = gssapi.OID.from_int_seq("1.3.6.1.5.5.2")
+_KRB5 = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2")
+_KRB5_MS = gssapi.OID.from_int_seq("1.2.840.48018.1.2.2")  # Microsoft's alias of _KRB5
 
-# MIT krb5 minor status codes (krb5.h, ERROR_TABLE_BASE_krb5 = -1765328384) -> (code, reason)
+_WRONG_SERVICE = "ticket is for another service (no matching key in keytab)"
+_KVNO = "ticket key version not in keytab (keytab outdated?)"
+_UNDECRYPTABLE = "ticket could not be decrypted (wrong or outdated service key)"
+
+#: KRB-ERROR ``error-code`` (RFC 4120 §7.5.9) -> (code, reason)
+_KRB_ERRORS: dict[int, tuple[str, str]] = {
+    31: ("bad_key", _UNDECRYPTABLE),  # KRB_AP_ERR_BAD_INTEGRITY
+    32: ("expired", "ticket expired"),  # KRB_AP_ERR_TKT_EXPIRED
+    33: ("not_yet_valid", "ticket not yet valid (clock skew?)"),  # KRB_AP_ERR_TKT_NYV
+    34: ("replay", "token was already used (replay)"),  # KRB_AP_ERR_REPEAT
+    35: ("wrong_service", _WRONG_SERVICE),  # KRB_AP_ERR_NOT_US
+    36: ("wrong_service", "ticket and authenticator do not match"),  # KRB_AP_ERR_BADMATCH
+    37: ("clock_skew", "clock skew too great between client and server"),  # KRB_AP_ERR_SKEW
+    41: ("bad_key", _UNDECRYPTABLE),  # KRB_AP_ERR_MODIFIED
+    44: ("wrong_service", _KVNO),  # KRB_AP_ERR_BADKEYVER
+    45: ("wrong_service", _WRONG_SERVICE),  # KRB_AP_ERR_NOKEY
+}
+# MIT krb5 minor status codes (krb5.h, ERROR_TABLE_BASE_krb5 = -1765328384): a bare Kerberos
+# token's errors. The protocol errors are the table's first 128 entries; two more from the
+# keytab table (KRB5_KT_NOTFOUND, KRB5_KT_KVNONOTFOUND).
 _BASE = -1765328384
 _MINOR_REASONS: dict[int, tuple[str, str]] = {
-    _BASE + 31: ("bad_key", "ticket could not be decrypted (wrong or outdated service key)"),
-    _BASE + 32: ("expired", "ticket expired"),
-    _BASE + 33: ("not_yet_valid", "ticket not yet valid (clock skew?)"),
-    _BASE + 34: ("replay", "token was already used (replay)"),
-    _BASE + 35: ("wrong_service", "ticket is for another service (no matching key in keytab)"),
-    _BASE + 36: ("wrong_service", "ticket and authenticator do not match"),
-    _BASE + 37: ("clock_skew", "clock skew too great between client and server"),
-    _BASE + 41: ("bad_key", "ticket could not be decrypted (wrong or outdated service key)"),
-    _BASE + 44: ("wrong_service", "ticket key version not in keytab (keytab outdated?)"),
-    _BASE + 45: ("wrong_service", "ticket is for another service (no matching key in keytab)"),
-    _BASE + 181: ("wrong_service", "ticket is for another service (no matching key in keytab)"),
-    _BASE + 230: ("wrong_service", "ticket key version not in keytab (keytab outdated?)"),
+    **{_BASE + number: outcome for number, outcome in _KRB_ERRORS.items()},
+    _BASE + 181: ("wrong_service", _WRONG_SERVICE),
+    _BASE + 230: ("wrong_service", _KVNO),
 }
 _GSS_S_DEFECTIVE_TOKEN = 9 << 16
 
@@ -168,27 +203,6 @@ def decode_negotiate_header(value: str | None) -> bytes:
     return token
 
 
-def is_ntlm_token(token: bytes) -> bool:
-    """True for NTLM: a raw NTLMSSP message, or SPNEGO carrying or offering only NTLM."""
-    if _NTLM_SIGNATURE in token:
-        return True
-    return _NTLM_OID_DER in token and not any(oid in token for oid in _KRB5_OIDS_DER)
-
-
-def _der_length_ok(token: bytes) -> bool:
-    """For a DER-framed token (GSS 0x60 / NegTokenResp 0xa1): does its length add up?"""
-    if len(token) < 2 or token[0] not in (0x60, 0xA1):
-        return True  # not DER-framed here (e.g. a raw token): leave it to the library
-    first = token[1]
-    if first < 0x80:
-        return len(token) == 2 + first
-    count = first & 0x7F
-    if count == 0 or count > 4 or len(token) < 2 + count:
-        return False
-    length = int.from_bytes(token[2 : 2 + count], "big")
-    return len(token) == 2 + count + length
-
-
 def split_principal(principal: str) -> tuple[str, str | None]:
     """``(name, realm)`` of a principal; realm None when it has none.
 
@@ -196,6 +210,9 @@ def split_principal(principal: str) -> tuple[str, str | None]:
     enterprise name, gives ``alice@corp.example``) and the Windows form ``DOMAIN\\user``
     (gives ``user`` with no realm: a NetBIOS domain is not a realm).
     """
+    if "\\" not in principal:  # the usual case: nothing escaped, no NetBIOS domain
+        text, at, rest = principal.partition("@")
+        return text, rest if at else None
     name: list[str] = []
     realm: str | None = None
     i = 0
@@ -311,46 +328,6 @@ def _cred_store_available() -> bool:
     return hasattr(gssapi.raw, "acquire_cred_from")
 
 
-def _quiet_spnego_logging() -> None:
-    """pyspnego logs every token at DEBUG: never let that through."""
-    logger = logging.getLogger("spnego")
-    if logger.getEffectiveLevel() < logging.INFO:
-        logger.setLevel(logging.INFO)
-
-
-def _negotiate_context(credential: Any) -> tuple[Any, Any]:
-    """(SPNEGO acceptor, its Kerberos context) using ``credential``.
-
-    pyspnego's own SPNEGO layer (``use_negotiate``), never GSSAPI's, which would ignore
-    the credential; the only mechanism offered is Kerberos, so no NTLM acceptor exists.
-    """
-    krb = spnego.server(service="HTTP", protocol="kerberos", _gssapi_credential=credential)
-    ctx = spnego.server(
-        service="HTTP",
-        protocol="negotiate",
-        options=spnego.NegotiateOptions.use_negotiate,
-        _negotiate_contexts={GSSMech.kerberos: krb},
-    )
-    return ctx, krb
-
-
-def _check_pyspnego_hooks() -> None:
-    """Fail at start-up, not per request, if pyspnego stopped honouring the private hooks:
-    it would then acquire its own credential from the default keytab (/etc/krb5.keytab)."""
-    sentinel = object()
-    try:
-        ctx, krb = _negotiate_context(sentinel)
-        honoured = getattr(krb, "_credential", None) is sentinel
-        honoured = honoured and getattr(ctx, "_available_contexts", None) == {GSSMech.kerberos: krb}
-    except Exception:  # noqa: BLE001 - e.g. it tried to acquire a credential of its own
-        honoured = False
-    if not honoured:
-        raise RuntimeError(
-            f"pyspnego {importlib.metadata.version('pyspnego')} no longer accepts an acceptor "
-            "credential (_gssapi_credential / _negotiate_contexts); kerberos.py needs updating"
-        )
-
-
 _ENV_LOCK = threading.Lock()
 
 
@@ -402,8 +379,6 @@ class KerberosAcceptor:
         self._acceptor_name: str | None = None
         self._local = threading.local()
         self.check_keytab()
-        _check_pyspnego_hooks()
-        _quiet_spnego_logging()
         if not _cred_store_available():
             self._claim_process_keytab()
 
@@ -457,20 +432,26 @@ class KerberosAcceptor:
             os.environ["KRB5_KTNAME"] = wanted
 
     def _acquire(self) -> Any:
+        """A raw acceptor credential for SPNEGO and Kerberos from this keytab."""
         name = None
         if self._acceptor_name:
-            name = gssapi.Name(self._acceptor_name, gssapi.NameType.kerberos_principal)
-        mech = gssapi.OID.from_int_seq(_KRB5_OID)
-        if not _cred_store_available():
-            return gssapi.Credentials(name=name, usage="accept", mechs=[mech])
-        # bytes, never str: python-gssapi 1.12 encodes str keys/values to temporaries
-        # whose buffers are gone when libgssapi reads them (GIL released), so under
-        # concurrency the store is silently ignored and /etc/krb5.keytab is used
-        store: dict[bytes | str, bytes | str] = {b"keytab": f"FILE:{self.keytab}".encode()}
-        if self.replay_cache:
-            store[b"rcache"] = self.replay_cache.encode()
-        result = gssapi.raw.acquire_cred_from(store, name=name, usage="accept", mechs=[mech])
-        return gssapi.Credentials(base=result.creds)
+            name = gssapi.raw.import_name(
+                self._acceptor_name.encode(), gssapi.NameType.kerberos_principal
+            )
+        mechs = [_SPNEGO, _KRB5, _KRB5_MS]
+        if _cred_store_available():
+            # bytes, never str: python-gssapi 1.12 encodes str keys/values to temporaries
+            # whose buffers are gone when libgssapi reads them (GIL released), so under
+            # concurrency the store is silently ignored and /etc/krb5.keytab is used
+            store: dict[bytes | str, bytes | str] = {b"keytab": f"FILE:{self.keytab}".encode()}
+            if self.replay_cache:
+                store[b"rcache"] = self.replay_cache.encode()
+            creds = gssapi.raw.acquire_cred_from(store, name=name, usage="accept", mechs=mechs)
+        else:
+            creds = gssapi.raw.acquire_cred(name, usage="accept", mechs=mechs)
+        if hasattr(gssapi.raw, "set_neg_mechs"):  # RFC 4178 extension (MIT, Heimdal)
+            gssapi.raw.set_neg_mechs(creds.creds, [_KRB5])
+        return creds.creds
 
     def _credentials(self) -> Any:
         """This thread's acceptor credential, acquired on first use (and after fork)."""
@@ -479,7 +460,7 @@ class KerberosAcceptor:
         if getattr(local, "pid", None) != pid:
             try:
                 local.cred = self._acquire()
-            except gssapi.raw.misc.GSSError as e:
+            except GSSError as e:
                 log.error(
                     "kerberos: cannot acquire acceptor credentials from %s: %s",
                     self.keytab,
@@ -522,26 +503,30 @@ class KerberosAcceptor:
         token = decode_negotiate_header(authorization)
         if is_ntlm_token(token):
             raise KerberosRejected("NTLM is not supported; a Kerberos ticket is required", "ntlm")
-        if not _der_length_ok(token):
+        if not der_length_ok(token):
             raise KerberosRejected("Negotiate token is truncated or malformed", "malformed")
+        if not spnego_init_ok(token):
+            raise KerberosRejected("Negotiate token is malformed", "malformed")
         cred = self._credentials()
-        krb = None
         try:
-            ctx, krb = _negotiate_context(cred)
-            out = ctx.step(token)
-            complete = bool(ctx.complete)
-            principal = ctx.client_principal if complete else None
-            # the accepted python-gssapi context inside pyspnego's (private, pinned: 0.12)
-            info = logon_info_of(krb._context) if complete and self.read_pac else None
-        except Exception as e:  # noqa: BLE001 - pyspnego also raises AttributeError, ValueError…
-            raise _rejection(e, krb) from None
-        if not complete:
+            accepted = gssapi.raw.accept_sec_context(token, cred)
+        except GSSError as e:
+            raise _rejection(e) from None
+        if accepted.more_steps:
             raise KerberosRejected(
                 "Negotiate needs more than one round trip (not supported)", "multi_leg"
             )
+        name = accepted.initiator_name
+        try:
+            principal = gssapi.raw.display_name(name, name_type=False).name.decode("utf-8")
+        except (GSSError, UnicodeDecodeError):
+            raise KerberosRejected(
+                "no readable client principal in the token", "no_principal"
+            ) from None
         if not principal:
             raise KerberosRejected("no client principal in the token", "no_principal")
-        return self._result(str(principal), out, info)
+        info = logon_info_of(name) if self.read_pac else None
+        return self._result(principal, accepted.token, info)
 
     def _result(
         self, principal: str, out: bytes | None, info: LogonInfo | None = None
@@ -560,30 +545,22 @@ class KerberosAcceptor:
         )
 
 
-def _deferred_gss_error(krb: Any) -> Any:
-    """python-gssapi defers an acceptor error that came with a KRB-ERROR token and keeps
-    it in ``SecurityContext._last_err``; pyspnego then fails on reading the flags with an
-    AttributeError. Fetch the real error, if any."""
-    context = getattr(krb, "_context", None)
-    return getattr(context, "_last_err", None)
-
-
-def _rejection(exc: Exception, krb: Any) -> KerberosRejected:
-    """Translate whatever the accept step raised into one KerberosRejected."""
-    gss_error = _deferred_gss_error(krb) or getattr(exc, "base_error", None)
-    minor = getattr(gss_error, "min_code", None)
-    major = getattr(gss_error, "maj_code", None)
+def _rejection(error: Exception) -> KerberosRejected:
+    """Translate a failed accept into one KerberosRejected (see the module docstring)."""
+    number = krb_error_code(getattr(error, "token", None))
+    if number in _KRB_ERRORS:
+        return KerberosRejected(_KRB_ERRORS[number][1], _KRB_ERRORS[number][0])
+    minor = getattr(error, "min_code", None)
     if isinstance(minor, int):
         signed = minor - (1 << 32) if minor >= 1 << 31 else minor
         if signed in _MINOR_REASONS:
             code, reason = _MINOR_REASONS[signed]
             return KerberosRejected(reason, code)
-    if isinstance(exc, spnego.exceptions.BadMechanismError):
+    if isinstance(error, gssapi.raw.exceptions.BadMechanismError):
         return KerberosRejected("no Kerberos mechanism offered in the token", "no_mechanism")
-    if (
-        isinstance(exc, spnego.exceptions.InvalidTokenError | ValueError)
-        or major == _GSS_S_DEFECTIVE_TOKEN
-    ):
+    if getattr(error, "maj_code", None) == _GSS_S_DEFECTIVE_TOKEN:
         return KerberosRejected("Negotiate token is malformed", "malformed")
-    log.debug("kerberos: unclassified accept failure: %s", type(exc).__name__)
+    log.debug(
+        "kerberos: unclassified accept failure: %s (krb error %s)", type(error).__name__, number
+    )
     return KerberosRejected("Kerberos token rejected", "rejected")

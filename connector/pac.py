@@ -229,17 +229,17 @@ def parse_logon_info(blob: bytes) -> LogonInfo:
     )
 
 
-def logon_info_of(gss_context: Any) -> LogonInfo | None:
-    """The PAC's logon information of an accepted python-gssapi context, or None when the
-    ticket has none (an MIT KDC issues no PAC), the library cannot say, or it is malformed.
-    Only a PAC whose server signature the library verified (``authenticated``) is read."""
+def logon_info_of(initiator_name: Any) -> LogonInfo | None:
+    """The PAC's logon information of an accepted context's initiator name (python-gssapi,
+    raw or high-level), or None when the ticket has none (an MIT KDC issues no PAC), the
+    library cannot say, or it is malformed. Only a PAC whose server signature the library
+    verified (``authenticated``) is read."""
     try:
         from gssapi.raw import ext_rfc6680
     except ImportError:  # a GSSAPI without RFC 6680 (not MIT's): no PAC
         return None
     try:
-        name = gss_context.initiator_name
-        attr = ext_rfc6680.get_name_attribute(name, LOGON_INFO)
+        attr = ext_rfc6680.get_name_attribute(initiator_name, LOGON_INFO)
     except Exception as exc:  # noqa: BLE001 - GSSError, or no such attribute: no PAC
         log.debug("no PAC logon info in the ticket: %s", type(exc).__name__)
         return None

@@ -79,7 +79,7 @@ def in_chain_sids(samba_ad, user):
 
 @pytest.mark.parametrize("user", ["dave", "bob", "alice"])
 def test_pac_groups_equal_the_in_chain_groups(ad_krb, user):
-    info = logon_info_of(accepted(ad_krb, user))
+    info = logon_info_of(accepted(ad_krb, user).initiator_name)
     assert info is not None
     user_sid, groups = in_chain_sids(ad_krb, user)
     assert info.user_sid == user_sid
@@ -100,7 +100,7 @@ def test_parser_agrees_with_sambas_own(ad_krb):
         check=True,
     )
     samba = json.loads(r.stdout)
-    ours = logon_info_of(ctx)
+    ours = logon_info_of(ctx.initiator_name)
     assert ours is not None
     assert ours.user_sid == samba["user"]
     assert ours.primary_group_sid == samba["primary"]
@@ -150,7 +150,7 @@ def pac_directory(samba_ad, tmp_path):
 def test_profile_groups_from_the_pac_equal_ldaps_and_a_warm_cache_asks_nothing(
     ad_krb, pac_directory, user
 ):
-    info = logon_info_of(accepted(ad_krb, user))
+    info = logon_info_of(accepted(ad_krb, user).initiator_name)
     from_ldap = pac_directory.get_profile(user)["groups"]
     assert sorted(from_ldap) == sorted(ad_krb.expected_groups[user])  # the oracle
     strategy_queries = pac_directory.strategy.queries
@@ -178,7 +178,7 @@ def test_primary_group_from_the_pac_when_asked(ad_krb, samba_ad, tmp_path):
     path.write_text(json.dumps(cfg))
     directory = Directory(load_settings(path, environ={}))
     try:
-        info = logon_info_of(accepted(ad_krb, "alice"))
+        info = logon_info_of(accepted(ad_krb, "alice").initiator_name)
         profile = directory.kerberos_profile("alice", samba_ad.realm, logon_info=info)
         assert sorted(profile["groups"]) == sorted(directory.get_profile("alice")["groups"])
         assert "Domain Users" in profile["groups"]
@@ -187,7 +187,7 @@ def test_primary_group_from_the_pac_when_asked(ad_krb, samba_ad, tmp_path):
 
 
 def test_someone_elses_pac_is_not_used(ad_krb, pac_directory):
-    bobs = logon_info_of(accepted(ad_krb, "bob"))
+    bobs = logon_info_of(accepted(ad_krb, "bob").initiator_name)
     profile = pac_directory.kerberos_profile("dave", ad_krb.realm, logon_info=bobs)
     assert sorted(profile["groups"]) == sorted(ad_krb.expected_groups["dave"])
     assert pac_directory.sids.queries == 0
@@ -212,14 +212,16 @@ def test_a_group_added_shows_with_the_next_ticket(ad_krb, pac_directory):
     team = f"CN=Team-Core,CN=Users,{ad_krb.base}"
     alice = pac_directory.find_user("alice").dn
     before = pac_directory.kerberos_profile(
-        "alice", ad_krb.realm, logon_info=logon_info_of(accepted(ad_krb, "alice"))
+        "alice", ad_krb.realm, logon_info=logon_info_of(accepted(ad_krb, "alice").initiator_name)
     )["groups"]
     assert "Team-Core" not in before
     admin = ad_krb.connect(ad_krb.admin_dn, ad_krb.admin_pw)
     admin.modify_s(team, [(ldap.MOD_ADD, "member", [alice.encode()])])
     try:
         after = pac_directory.kerberos_profile(
-            "alice", ad_krb.realm, logon_info=logon_info_of(accepted(ad_krb, "alice"))
+            "alice",
+            ad_krb.realm,
+            logon_info=logon_info_of(accepted(ad_krb, "alice").initiator_name),
         )["groups"]
         # Team-Core is in Team-Dev: the KDC flattens, so both arrive with the new ticket
         assert sorted(after) == sorted([*before, "Team-Core", "Team-Dev"])

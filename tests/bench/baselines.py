@@ -9,8 +9,8 @@ around it. Each function returns a :data:`loadgen.Setup` (run in a forked client
   group walk, no bind (the ticket proved the user).
 * :func:`gssapi_accept` -- python-gssapi ``accept_sec_context`` of SPNEGO tokens (MIT's own
   SPNEGO), one acceptor credential per process, a shared replay cache.
-* :func:`acceptor_accept` -- the connector's own :class:`KerberosAcceptor` (pyspnego) without
-  HTTP, Flask or the directory.
+* :func:`acceptor_accept` -- the connector's own :class:`KerberosAcceptor` (python-gssapi,
+  MIT's SPNEGO) without HTTP, Flask or the directory.
 
 Tokens are made before the timed window by :func:`make_tokens` (a pyspnego client context per
 token, service ticket from a ccache: the KDC is not asked per token).
@@ -171,7 +171,7 @@ def gssapi_accept(
 def acceptor_accept(
     keytab: str, rcache: str, krb5_conf: str, realm: str, tokens: Sequence[bytes], clients: int
 ) -> Setup:
-    """The connector's KerberosAcceptor (pyspnego) on the same tokens, no HTTP."""
+    """The connector's KerberosAcceptor on the same tokens, no HTTP."""
 
     def setup(index: int) -> Callable[[int], float | None]:
         os.environ["KRB5_CONFIG"] = krb5_conf
