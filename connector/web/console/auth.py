@@ -16,7 +16,7 @@ import secrets
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from connector import consolepw, errors
-from connector.services import Services, shared_throttle
+from connector.services import shared_throttle
 from connector.settings import Settings
 from connector.web.guards import Attempt, Csrf
 
@@ -70,8 +70,7 @@ def password_kind(settings: Settings) -> str:
 class ConsoleKeys:
     """The console's CSRF checker, session signer and throttles (one per app)."""
 
-    def __init__(self, svc: Services) -> None:
-        s = svc.settings
+    def __init__(self, s: Settings) -> None:
         material = s.secret_box.passphrase(create=True)
         self.csrf = Csrf(material + b"/console", max_age=SESSION_SECONDS)
         self._mac_key = hashlib.sha256(b"connector-console-session-v1" + material).digest()

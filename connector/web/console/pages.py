@@ -33,7 +33,7 @@ def keys(app: Flask) -> ConsoleKeys:
     """The app's console keys (made at the first console request)."""
     found = app.extensions.get("connector_console")
     if found is None:
-        found = app.extensions["connector_console"] = ConsoleKeys(services(app))
+        found = app.extensions["connector_console"] = ConsoleKeys(services(app).settings)
     return found
 
 
