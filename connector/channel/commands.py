@@ -22,13 +22,12 @@ from typing import Any
 
 import jwt
 
-from connector import errors
+from connector import audit, errors
 from connector.directory import Directory
 from connector.errors import CommandRefused as CommandRefused  # re-exported: its old home
 from connector.tenantkey import verifying_key
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("connector.audit")
 
 LEEWAY = 60  # seconds
 MAX_LIFETIME = 600
@@ -287,20 +286,7 @@ class Dispatcher:
                 reset = command.payload.get("oldPassword") is None
                 event, method = "password_change", "hub:reset" if reset else "hub:self"
             user = username if isinstance(username, str) else None
-            audit.info(
-                "%s method=%s user=%r outcome=%s correlation=%s",
-                event,
-                method,
-                user,
-                outcome,
-                command.pid,
-                extra={
-                    "method": method,
-                    "user": user,
-                    "outcome": outcome,
-                    "correlation_id": command.pid,
-                },
-            )
+            audit.record(event, method, user, outcome, command.pid)
         return result
 
     def _run(self, command: Command) -> dict[str, Any]:
