@@ -128,3 +128,9 @@ def test_settings_refused_by_their_checks_leave_no_ca_file(tmp_path):
     assert not outcome.saved
     assert any("LDAP_TLS_REQUIRE_CERT" in p for p in outcome.context["directory_problems"])
     assert files(state) == before  # the pending CA file was removed
+
+
+def test_every_tls_choice_offered_has_its_python_ldap_option():
+    from connector.directory.connections import _REQUIRE_CERT
+
+    assert set(_REQUIRE_CERT) == set(setup.TLS_CHOICES)
