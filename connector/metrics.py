@@ -50,6 +50,8 @@ from prometheus_client import (
     values,
 )
 
+from connector.channel.vocabulary import COMMAND_NAMES
+
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _POLL = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0)
 
@@ -94,10 +96,6 @@ LDAP_UP = Gauge(
 CACHE_HITS = Counter("connector_group_cache_hits", "Group lookups answered from the cache")
 CACHE_MISSES = Counter("connector_group_cache_misses", "Group lookups sent to the directory")
 WORKERS = Gauge("connector_workers", "Live worker processes", multiprocess_mode="livesum")
-
-COMMAND_NAMES = frozenset(
-    {"authenticate_user", "search_users", "list_groups", "change_password", "ping"}
-)
 
 
 def multiprocess_mode() -> bool:

@@ -22,19 +22,18 @@ from typing import Any
 
 import jwt
 
-from connector import errors
-from connector.directory import Directory
+from connector import audit, errors
+from connector.channel.vocabulary import COMMAND_NAMES as COMMAND_NAMES  # re-exported
+from connector.directory import Directory, passwords
 from connector.errors import CommandRefused as CommandRefused  # re-exported: its old home
 from connector.tenantkey import verifying_key
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("connector.audit")
 
 LEEWAY = 60  # seconds
 MAX_LIFETIME = 600
 MAX_TOKEN_LENGTH = 64 * 1024
 MAX_REMEMBERED = 100_000  # command ids kept for replay checks, per worker
-COMMAND_NAMES = ("authenticate_user", "search_users", "list_groups", "change_password", "ping")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,20 +286,7 @@ class Dispatcher:
                 reset = command.payload.get("oldPassword") is None
                 event, method = "password_change", "hub:reset" if reset else "hub:self"
             user = username if isinstance(username, str) else None
-            audit.info(
-                "%s method=%s user=%r outcome=%s correlation=%s",
-                event,
-                method,
-                user,
-                outcome,
-                command.pid,
-                extra={
-                    "method": method,
-                    "user": user,
-                    "outcome": outcome,
-                    "correlation_id": command.pid,
-                },
-            )
+            audit.record(event, method, user, outcome, command.pid)
         return result
 
     def _run(self, command: Command) -> dict[str, Any]:
@@ -323,10 +309,7 @@ class Dispatcher:
         if command.name == "list_groups":
             return {"groups": self.directory.list_groups()}
         if command.name == "change_password":
-            if not self.write_back:
-                raise errors.InsufficientAccessRights(
-                    "password changes are disabled (ENABLE_WRITE_BACK is off)"
-                )
+            passwords.require_write_back(self.write_back)
             old = p.get("oldPassword")
             if old is not None and (not isinstance(old, str) or len(old) > 4096):
                 raise CommandRefused("malformed payload: oldPassword must be text")

@@ -51,6 +51,18 @@ _POLICY_SECONDS = 60.0  # how long a policy's numbers are remembered
 _POLICY_NUMBERS = ("pwdMaxAge", "pwdMinLength", "msDS-MinimumPasswordLength", "minPwdLength")
 
 
+def require_write_back(enabled: bool, **context: Any) -> None:
+    """The one check that password changes are on (``ENABLE_WRITE_BACK``), for every caller.
+
+    Raises:
+        InsufficientAccessRights: they are off (``context``: the username, when known).
+    """
+    if not enabled:
+        raise errors.InsufficientAccessRights(
+            "password changes are disabled (ENABLE_WRITE_BACK is off)", **context
+        )
+
+
 def can_change_at_sign_in(outcome: errors.AuthError) -> bool:
     """Whether a refused bind proves the old password right *and* the user may change it.
 

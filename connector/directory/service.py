@@ -656,10 +656,7 @@ class Directory:
 
     def _check_change(self, username: str, new_password: str, old_password: str | None) -> None:
         """Refuse a password change that must not reach the directory at all."""
-        if not self.settings.enable_write_back:
-            raise errors.InsufficientAccessRights(
-                "password changes are disabled (ENABLE_WRITE_BACK is off)", username=username
-            )
+        passwords.require_write_back(self.settings.enable_write_back, username=username)
         if old_password is None and not self.settings.allow_admin_password_reset:
             raise errors.InsufficientAccessRights(
                 "administrative password resets are disabled (ALLOW_ADMIN_PASSWORD_RESET is "

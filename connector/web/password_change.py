@@ -37,7 +37,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import Blueprint, Response, current_app, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 
-from connector import errors
+from connector import audit, errors
 from connector.directory import passwords
 from connector.web import services
 from connector.web.guards import (
@@ -50,7 +50,6 @@ from connector.web.guards import (
 )
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("connector.audit")
 
 bp = Blueprint("password_change", __name__)
 bp.after_request(no_framing)
@@ -267,20 +266,7 @@ def _page(step: Step, message: str | None, status: int = 200, days: int | None =
 
 
 def _audit(user: str | None, outcome: str, addr: Any, correlation: str) -> None:
-    audit.info(
-        "password_change method=signin user=%r outcome=%s client=%s correlation=%s",
-        user,
-        outcome,
-        addr,
-        correlation,
-        extra={
-            "method": "signin",
-            "user": user,
-            "outcome": outcome,
-            "client": str(addr),
-            "correlation_id": correlation,
-        },
-    )
+    audit.record("password_change", "signin", user, outcome, correlation, client=addr)
 
 
 def _start_over(message: str, status: int = 400, step: Step | None = None) -> Response:

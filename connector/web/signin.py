@@ -41,7 +41,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
-from connector import clientcert, errors, metrics
+from connector import audit, clientcert, errors, metrics
 from connector.channel.client import HubError
 from connector.kerberos import KerberosRejected
 from connector.netpolicy import client_address, parse_address
@@ -59,7 +59,6 @@ from connector.web.guards import (
 )
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("connector.audit")
 
 bp = Blueprint("signin", __name__)
 bp.after_request(no_framing)  # the form is never shown in a frame (clickjacking)
@@ -175,23 +174,7 @@ def _audit(
     """One line per sign-in attempt; Kerberos ones also name the ticket's principal."""
     started = g.get("signin_started")
     metrics.login(method, outcome, time.monotonic() - started if started else None)
-    audit.info(
-        "login method=%s user=%r outcome=%s client=%s correlation=%s%s",
-        method,
-        user,
-        outcome,
-        addr,
-        correlation,
-        "" if principal is None else f" principal={principal!r}",
-        extra={
-            "method": method,
-            "user": user,
-            "outcome": outcome,
-            "client": str(addr),
-            "correlation_id": correlation,
-            "principal": principal,
-        },
-    )
+    audit.record("login", method, user, outcome, correlation, client=addr, principal=principal)
 
 
 def _hand_off(

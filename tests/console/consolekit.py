@@ -4,10 +4,12 @@
 * ``sign_in_session(console, password)`` a requests session signed in to a console.
 * :class:`ConsoleConnector`             a connector under gunicorn with a console listener.
 * ``wait_agents(hub, proc)``            waits until every worker polls the hub.
+* ``settings_in(state, **cfg)``         settings from a fresh ``state/config.json`` (no server).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -25,10 +27,19 @@ from hubs import DevHubProcess  # noqa: E402
 from servers import free_port  # noqa: E402
 
 from connector import consolepw  # noqa: E402
+from connector.settings import Settings, load_settings  # noqa: E402
 
 FAST = {"POLL_WAIT_SECONDS": 2, "AGENT_CONCURRENCY": 4, "LDAP_HEALTH_SECONDS": 1}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CONSOLE_URL = "http://127.0.0.1:4001"  # the Flask test client's console (test_console_access)
+
+
+def settings_in(state: Path, **cfg: Any) -> Settings:
+    """Settings read from ``state/config.json``, written with ``cfg`` (no directory needed)."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "config.json"
+    path.write_text(json.dumps({"BIND": "127.0.0.1:4000", **cfg}))
+    return load_settings(path, environ={}, require_directory=False)
 
 
 def sign_in(client: Any, password: str, base_url: str = CONSOLE_URL) -> Any:

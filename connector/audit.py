@@ -1,0 +1,50 @@
+"""The audit trail: one line per login and per password change, on the ``connector.audit`` logger.
+
+Every way in writes the same line through :func:`record` (the sign-in page, Kerberos, the
+console's "try a login", the hub's commands, the password change step)::
+
+    login method=form user='alice' outcome=success client=192.0.2.7 correlation=3f9c…
+    password_change method=hub:self user='bob' outcome=WrongPassword correlation=p-1
+
+with the same fields as ``extra`` for JSON logs (``method``, ``user``, ``outcome``,
+``client``, ``correlation_id``, ``principal``). Never a password, a ticket or a header.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def record(
+    event: str,
+    method: str,
+    user: str | None,
+    outcome: str,
+    correlation: str | None,
+    *,
+    client: Any = None,
+    principal: str | None = None,
+) -> None:
+    """Write one audit line: ``event`` (``login``, ``password_change``) by ``method``.
+
+    ``client`` (the client's address) is left out when there is none (a hub command), and
+    ``principal`` (a Kerberos ticket's) when it is None.
+    """
+    text = "%s method=%s user=%r outcome=%s"
+    args: list[Any] = [event, method, user, outcome]
+    extra: dict[str, Any] = {"method": method, "user": user, "outcome": outcome}
+    if client is not None:
+        text += " client=%s"
+        args.append(client)
+        extra["client"] = str(client)
+    text += " correlation=%s"
+    args.append(correlation)
+    extra["correlation_id"] = correlation
+    if principal is not None:
+        text += " principal=%r"
+        args.append(principal)
+        extra["principal"] = principal
+    log.info(text, *args, extra=extra)
