@@ -53,3 +53,18 @@ def test_every_test_tool_is_pinned():
 
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def test_every_module_directory_is_a_package_a_wheel_would_carry() -> None:
+    """``packages = find:`` skips a directory without ``__init__.py``: an editable install
+    still imports it, a built wheel would not contain it."""
+    import setuptools
+
+    root = Path(__file__).resolve().parent.parent
+    found = set(setuptools.find_packages(str(root), include=["connector", "connector.*"]))
+    with_modules = {
+        ".".join(p.parent.relative_to(root).parts)
+        for p in (root / "connector").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert with_modules - found == set()

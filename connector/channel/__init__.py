@@ -1,0 +1,2 @@
+"""The channel to the hub: the agent's polling loop, commands, results and relayed sign-ins
+(docs/protocol.md)."""
