@@ -14,14 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.errors import ConfigError
 from connector.secretbox import SecretBox
-from connector.settings import (
-    Settings,
-    describe,
-    load_settings,
-    scrub_proxy,
-    seal_config_file,
-    without_userinfo,
-)
+from connector.settings import Settings, describe, load_settings, seal_config_file
+from connector.urls import scrub_proxy, without_userinfo
 
 BASE = {
     "LDAP_URL": "ldap://127.0.0.1:389",
