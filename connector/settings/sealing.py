@@ -73,7 +73,8 @@ def _reseal_node_credentials(
     path: Path, data: dict[str, Any], box: SecretBox, env: Mapping[str, str]
 ) -> SealNote | None:
     """Replace a Node-sealed ``LDAP_BIND_CREDENTIALS`` in the file by this connector's
-    sealing; one that cannot be opened is left for :func:`load_settings` to report."""
+    sealing; one that cannot be opened is left for
+    :func:`connector.settings.load_settings` to report."""
     sealed = data.get("LDAP_BIND_CREDENTIALS")
     if not _node_sealed(sealed):
         return None
