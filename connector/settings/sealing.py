@@ -28,6 +28,9 @@ from connector.settings.schema import SEALED_KEYS, declared
 #: A note of :func:`seal_config_file`: (logging level, message).
 SealNote = tuple[int, str]
 
+#: The field of each plain secret of ``SEALED_KEYS``, filled from its sealed key when not given.
+_FIELD_OF = {key: field.name for field, key, _ in declared() if key in SEALED_KEYS}
+
 
 def _seal_plain(
     path: Path, data: dict[str, Any], box: SecretBox, plain_key: str, sealed_key: str
@@ -161,9 +164,8 @@ def open_passwords(
         A problem for each sealed value that cannot be opened (empty when none).
     """
     problems = []
-    fields = {key: field.name for field, key, _ in declared()}
     for plain_key, sealed_key in SEALED_KEYS.items():
-        name = fields[plain_key]
+        name = _FIELD_OF[plain_key]
         if not values.get(name) and merged.get(sealed_key):
             try:
                 values[name] = open_sealed(str(merged[sealed_key]), box, path, data, env)
