@@ -777,6 +777,9 @@ SECRET_KEYS = frozenset(
 )
 
 
+# --- the pure steps of loading (connector.settings.loading does the reading) ---------------
+
+
 def overlay(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """``data`` (config.json's values) with every known key that ``environ`` sets over it."""
     merged = dict(data)
