@@ -57,14 +57,8 @@ from connector import __version__
 from connector.channel.identity import CERT_FILE, KEY_FILE, AgentIdentity
 from connector.errors import ConfigError, ConnectorError
 from connector.secretbox import PREFIX, SecretBox, SecretError
-from connector.settings import (
-    SECRET_KEYS,
-    Settings,
-    load_settings,
-    read_config_file,
-    write_config_file,
-    write_file_atomic,
-)
+from connector.settings import SECRET_KEYS, Settings, load_settings
+from connector.settings.files import read_config_file, write_config_file, write_file_atomic
 
 MAGIC = b"CONNECTOR-EXPORT-1\n"
 MAX_ARCHIVE_BYTES = 8 * 1024 * 1024

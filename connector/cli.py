@@ -14,7 +14,9 @@ from typing import Any
 
 from connector import __version__, errors
 from connector.logs import configure
-from connector.settings import Settings, config_file, load_settings, seal_config_file
+from connector.settings import Settings, load_settings
+from connector.settings.files import config_file
+from connector.settings.sealing import seal_config_file
 
 log = logging.getLogger(__name__)
 

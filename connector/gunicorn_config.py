@@ -45,7 +45,8 @@ from connector.accesslog import ACCESS_LOG_FORMAT
 from connector.headcap import MAX_REQUEST_HEAD, cap_request_head
 from connector.listener import start_notes, write_server_pem
 from connector.netpolicy import parse_networks
-from connector.settings import load_settings, seal_config_file
+from connector.settings import load_settings
+from connector.settings.sealing import seal_config_file
 
 _settings = load_settings(require_directory=False, encrypt_in_place=False)
 

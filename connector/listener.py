@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from connector.errors import ConfigError
-from connector.settings import Settings, is_loopback_host, split_host_port, write_file_atomic
+from connector.netpolicy import is_loopback_host, split_host_port
+from connector.settings import Settings
+from connector.settings.files import write_file_atomic
 
 #: The file in the run directory that holds the PEM key and certificates for gunicorn.
 SERVER_PEM = "tls-server.pem"

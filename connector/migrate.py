@@ -33,14 +33,8 @@ from connector import nodeseal
 from connector.channel.identity import CERT_FILE, KEY_FILE, AgentIdentity
 from connector.errors import ConfigError
 from connector.secretbox import PREFIX, SecretBox, SecretError
-from connector.settings import (
-    KNOWN_KEYS,
-    NODE_KEYS_IGNORED,
-    Settings,
-    read_config_file,
-    refine,
-    write_config_file,
-)
+from connector.settings import KNOWN_KEYS, NODE_KEYS_IGNORED, Settings, refine
+from connector.settings.files import read_config_file, write_config_file
 
 #: Where the Node connector keeps a customised profile mapper, relative to its directory.
 MAPPER_FILES = ("profileMapper.js", "lib/profileMapper.js")

@@ -15,6 +15,10 @@ Three pieces, used by the web layer on every sign-in request:
 
 IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``, what a dual-stack socket reports for an
 IPv4 client) are turned into their IPv4 address everywhere, so they match IPv4 ranges.
+
+Two more read the connector's own addresses: :func:`split_host_port` (a ``BIND``-style
+``host:port``) and :func:`is_loopback_host` (the console listens on loopback only; plain
+http reaches a loopback hub only).
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ __all__ = [
     "Network",
     "client_address",
     "in_networks",
+    "is_loopback_host",
     "parse_address",
     "parse_networks",
+    "split_host_port",
 ]
 
 _MAPPED_PREFIX = ipaddress.IPv6Network("::ffff:0:0/96")
@@ -118,6 +124,26 @@ def in_networks(addr: Address, networks: Iterable[Network]) -> bool:
     """True if ``addr`` (IPv4-mapped addresses count as IPv4) is in one of ``networks``."""
     addr = _unmap(addr)
     return any(addr in net for net in networks)
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` as (host, port); None if it is not that shape."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (``localhost``, 127/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def client_address(

@@ -46,7 +46,8 @@ from connector.errors import KeytabError
 from connector.kerberos import MAX_HEADER_LENGTH, read_keytab_principals
 from connector.metrics import read_statuses
 from connector.secretbox import SecretError
-from connector.settings import Settings, without_userinfo
+from connector.settings import Settings
+from connector.urls import without_userinfo
 
 #: The smallest ``limit_request_field_size`` that lets a 64 KB Kerberos header reach the app.
 MIN_HEADER_FIELD = MAX_HEADER_LENGTH

@@ -11,8 +11,10 @@ from connector.netpolicy import (
     NegotiatePolicy,
     client_address,
     in_networks,
+    is_loopback_host,
     parse_address,
     parse_networks,
+    split_host_port,
 )
 
 ip = ipaddress.ip_address
@@ -333,3 +335,44 @@ def test_end_to_end_spoof_cannot_get_negotiate() -> None:
     assert not policy.offers_negotiate(via_proxy, EDGE)
     inside = client_address("10.0.0.5", "10.20.30.40", PROXIES)
     assert policy.offers_negotiate(inside, EDGE)
+
+
+# ----------------------------------------------------------------------- own addresses
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:4001", ("127.0.0.1", 4001)),
+        (" localhost:80 ", ("localhost", 80)),
+        ("[::1]:4001", ("::1", 4001)),
+        ("192.0.2.10:65535", ("192.0.2.10", 65535)),
+        ("127.0.0.1:0", None),
+        ("127.0.0.1:65536", None),
+        ("127.0.0.1:http", None),
+        (":4001", None),
+        ("localhost", None),
+        ("", None),
+    ],
+)
+def test_split_host_port(text: str, expected: tuple[str, int] | None) -> None:
+    assert split_host_port(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("::1", True),
+        ("0.0.0.0", False),  # noqa: S104 - the unspecified address is not loopback
+        ("10.0.0.1", False),
+        ("localhost.example.test", False),
+        ("::ffff:10.0.0.1", False),
+        ("", False),
+    ],
+)
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback

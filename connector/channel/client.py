@@ -34,7 +34,8 @@ from connector.errors import HubError as HubError  # re-exported: the errors' ol
 from connector.errors import HubRejected as HubRejected
 from connector.errors import HubUnavailable as HubUnavailable
 from connector.errors import HubUntrusted as HubUntrusted
-from connector.settings import Settings, hub_url_problem, scrub_proxy, without_userinfo
+from connector.settings import Settings
+from connector.urls import hub_url_problem, scrub_proxy, without_userinfo
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from connector.channel.client import PROTOCOL_VERSION
 from connector.errors import ConnectorError
-from connector.settings import hub_url_problem
+from connector.urls import hub_url_problem
 
 PRIVATE_NETWORKS = tuple(
     ipaddress.ip_network(n)

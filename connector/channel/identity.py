@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from connector.secretbox import SecretBox
-from connector.settings import write_file_atomic
+from connector.settings.files import write_file_atomic
 
 KEY_FILE = "agent.key"
 CERT_FILE = "agent.crt"

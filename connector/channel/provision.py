@@ -25,16 +25,11 @@ from connector.channel.client import (
 from connector.channel.hubinfo import HubInfoRefused, check_trust, parse_info
 from connector.channel.identity import AgentIdentity
 from connector.errors import ConnectorError
-from connector.settings import (
-    Settings,
-    hub_url_problem,
-    load_settings,
-    read_config_file,
-    refine,
-    seal_config_file,
-    update_config_file,
-)
+from connector.settings import Settings, load_settings, refine
+from connector.settings.files import read_config_file, update_config_file
+from connector.settings.sealing import seal_config_file
 from connector.tenantkey import TenantKeyError, verifying_key
+from connector.urls import hub_url_problem
 
 log = logging.getLogger(__name__)
 

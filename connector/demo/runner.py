@@ -43,7 +43,8 @@ from connector.demo.procs import (
     port_free,
 )
 from connector.errors import ConnectorError
-from connector.settings import KNOWN_KEYS, write_config_file
+from connector.settings import KNOWN_KEYS
+from connector.settings.files import write_config_file
 
 DEFAULT_PORT = 4000
 DEFAULT_HUB_PORT = 8700

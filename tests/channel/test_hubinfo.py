@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from connector.channel.hubinfo import PRIVATE_NETWORKS, inside, origin
-from connector.settings import hub_url_problem
+from connector.urls import hub_url_problem
 
 
 @pytest.mark.parametrize(

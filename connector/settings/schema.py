@@ -1,17 +1,12 @@
-"""One frozen settings object, built once from ``config.json`` plus the environment.
+"""The settings' schema: every key declared once, and plain values coerced and checked (no I/O).
 
-Each setting is declared once, as a dataclass field carrying its config key, default and
-description (config-as-code). Key names and defaults follow the Node AD/LDAP connector so that
-its ``config.json`` works unchanged; environment variables of the same names override the file.
-Every problem found while loading is reported together in one :class:`ConfigError`.
-
-Loading only reads: a plain ``LDAP_BIND_PASSWORD`` in the file is used as it is, and an
-``LDAP_BIND_CREDENTIALS`` sealed by the Node connector is opened with its key
-(:mod:`connector.nodeseal`). Sealing is a separate, explicit step, :func:`seal_config_file`
-(run by ``connector setup``, ``connector seal`` and gunicorn's master as it starts or reloads,
-before any worker reads the file): it replaces a plain password by an encrypted
-``LDAP_BIND_CREDENTIALS`` (see :mod:`connector.secretbox`) and reseals a Node-sealed one in this
-connector's format, rewriting the file atomically with mode 0600.
+Each setting is declared once, as a field of the frozen :class:`Settings` dataclass carrying
+its config key, default, description and check (config-as-code). Key names and defaults follow
+the Node AD/LDAP connector so that its ``config.json`` works unchanged. :func:`convert` turns
+plain values (as JSON or the environment give them) into field values and lists every problem;
+:func:`refine` and :func:`describe` serve the console and the docs. Nothing here reads or writes
+a file or the environment: :mod:`connector.settings.loading` does, with
+:mod:`connector.settings.files` and :mod:`connector.settings.sealing`.
 """
 
 from __future__ import annotations
@@ -19,23 +14,19 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import logging
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from connector import nodeseal
 from connector.errors import ConfigError
+from connector.netpolicy import is_loopback_host, split_host_port
 from connector.realms import parse_realm_directories
-from connector.secretbox import PREFIX, SecretBox, SecretError
+from connector.secretbox import PREFIX, SecretBox
 from connector.tenantkey import ALGORITHMS, TenantKeyError, verifying_key
-
-log = logging.getLogger(__name__)
+from connector.urls import hub_url_problem, without_userinfo
 
 # Keys the Node connector reads that this one does not need; accepted silently so an old
 # config.json loads without noise.
@@ -99,79 +90,12 @@ def _ldap_urls(value: Any) -> str | None:
     return f"not an LDAP URL: {', '.join(bad)}" if bad else None
 
 
-def split_host_port(value: str) -> tuple[str, int] | None:
-    """``host:port`` or ``[v6]:port`` as (host, port); None if it is not that shape."""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback interface (``localhost``, 127/8, ::1)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _realm_directories(value: Any) -> str | None:
     try:
         parse_realm_directories(value)
     except ValueError as exc:
         return str(exc)
     return None
-
-
-def hub_url_problem(url: str) -> str | None:
-    """Why ``url`` may not be used to reach the hub, or None: the hub is reached over https
-    only; plain http is allowed to a loopback hub (the devhub, the tests) and nowhere else."""
-    try:
-        parts = urlsplit(url.strip())
-        host, _ = parts.hostname, parts.port  # .port raises on a bad port
-    except ValueError:
-        return "is not a valid URL"
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http") or not host:
-        return "must be an https:// URL"
-    if scheme == "http" and not is_loopback_host(host):
-        return (
-            "must be https:// (plain http is refused: anyone on the path could swap the hub's "
-            "answers; http is allowed only to a loopback hub: 127.0.0.0/8, ::1, localhost)"
-        )
-    return None
-
-
-def without_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` shown as ``***@``: proxy URLs carry credentials, and
-    this is how one may appear in a message or a log line."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<an invalid URL>"
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
-
-
-def scrub_proxy(text: str, proxy: str | None) -> str:
-    """``text`` with the proxy URL's credentials taken out (whole, or as its pieces)."""
-    if not proxy:
-        return text
-    try:
-        parts = urlsplit(proxy)
-    except ValueError:
-        return text.replace(proxy, without_userinfo(proxy))
-    text = text.replace(proxy, without_userinfo(proxy))
-    for piece in (parts.netloc.rpartition("@")[0], parts.password, parts.username):
-        for form in {piece, unquote(piece or "")}:  # as written, and percent-decoded
-            if form and len(form) > 2:
-                text = text.replace(form, "***")
-    return text
 
 
 def _hub_url(value: Any) -> str | None:
@@ -807,6 +731,18 @@ class Settings:
         if problems:
             raise ConfigError(problems, self.config_path or "")
 
+    def conflicts(self) -> list[str]:
+        """Problems between keys that are each valid alone (empty when there are none)."""
+        problems = []
+        console, main = self.console_address, split_host_port(self.main_bind)
+        if console is not None and main is not None and console[1] == main[1]:
+            problems.append(
+                f"CONSOLE_BIND: port {console[1]} is the sign-in endpoint's; use another"
+            )
+        if self.client_cert_auth and not self.client_cert_ca_file:
+            problems.append("CLIENT_CERT_CA_FILE: required with CLIENT_CERT_AUTH")
+        return problems
+
 
 def declared() -> list[tuple[dataclasses.Field[Any], str, type | Any]]:
     """Every config key with its field and declared type, in declaration order."""
@@ -842,6 +778,40 @@ SECRET_KEYS = frozenset(
         "HTTPS_PROXY",
     }
 )
+
+
+# --- the pure steps of loading (connector.settings.loading does the reading) ---------------
+
+
+def overlay(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` (config.json's values) with every known key that ``environ`` sets over it."""
+    merged = dict(data)
+    for key in KNOWN_KEYS:
+        if key in environ:
+            merged[key] = environ[key]
+    return merged
+
+
+def settle_signing_alg(values: dict[str, Any]) -> str | None:
+    """Check the tenant key of ``values`` against its algorithm, and fill in a missing one.
+
+    The algorithm stored at setup must match the key's kind; missing, it is derived from the
+    key by the same rules (the agent saves it when it starts, see ``provision.pin_signing_alg``).
+    A key still sealed (it could not be opened, reported apart) is left alone.
+
+    Returns:
+        The problem found (``TENANT_SIGNING_KEY: …``), or None.
+    """
+    tenant_key = values.get("tenant_signing_key")
+    if not isinstance(tenant_key, str) or tenant_key.startswith(PREFIX):
+        return None
+    try:
+        values["tenant_signing_alg"], _ = verifying_key(
+            tenant_key, values.get("tenant_signing_alg")
+        )
+    except TenantKeyError as exc:
+        return f"TENANT_SIGNING_KEY: {exc}"
+    return None
 
 
 # --- coercion ------------------------------------------------------------------------------
@@ -904,194 +874,7 @@ def _coerce(value: Any, kind: Any) -> Any:
     raise TypeError(f"unsupported setting type {kind!r}")  # a programming error
 
 
-# --- loading -------------------------------------------------------------------------------
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read ``config.json``; a missing file is an empty configuration.
-
-    Raises:
-        ConfigError: the file exists but is not a JSON object.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError([f"cannot read the file: {exc.strerror}"], str(path)) from exc
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except ValueError as exc:
-        raise ConfigError([f"not valid JSON: {exc}"], str(path)) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(["must hold a JSON object of KEY: value pairs"], str(path))
-    return data
-
-
-def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write a file atomically (temp file in the same directory, fsync, rename, fsync the dir).
-
-    Raises:
-        OSError: the directory is not writable.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``config.json`` atomically with mode 0600.
-
-    Raises:
-        OSError: the directory is not writable.
-    """
-    text = json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
-    write_file_atomic(Path(path), text.encode("utf-8"), 0o600)
-
-
-def update_config_file(path: Path, changes: Mapping[str, Any]) -> None:
-    """Merge ``changes`` into ``config.json`` (a ``None`` value removes a key), atomically.
-
-    Raises:
-        ConfigError: the existing file is not a JSON object.
-        OSError: the file cannot be written.
-    """
-    data = read_config_file(Path(path))
-    for key, value in changes.items():
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    write_config_file(Path(path), data)
-
-
-#: A note of :func:`seal_config_file`: (logging level, message).
-SealNote = tuple[int, str]
-
-
-def _seal_plain(
-    path: Path, data: dict[str, Any], box: SecretBox, plain_key: str, sealed_key: str
-) -> SealNote | None:
-    """Replace a plain ``plain_key`` in the file by its encrypted ``sealed_key``."""
-    plain = data.get(plain_key)
-    if not isinstance(plain, str) or not plain:
-        return None
-    try:
-        token = box.encrypt(plain)
-        update_config_file(path, {sealed_key: token, plain_key: None})
-    except (OSError, SecretError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return (
-            logging.WARNING,
-            f"could not encrypt {plain_key} in {path} ({reason}); it stays in plain text there",
-        )
-    data[sealed_key] = token
-    del data[plain_key]
-    return logging.INFO, f"{plain_key} in {path} replaced by encrypted {sealed_key}"
-
-
-def _node_sealed(value: object) -> bool:
-    return (
-        isinstance(value, str) and not value.startswith(PREFIX) and nodeseal.is_node_sealed(value)
-    )
-
-
-def _open_sealed(
-    sealed: str, box: SecretBox, path: Path, data: Mapping[str, Any], env: Mapping[str, str]
-) -> str:
-    """A sealed value opened: ours with ``box``, a Node connector's with its key.
-
-    Raises:
-        SecretError: it cannot be opened (with what to do).
-    """
-    if _node_sealed(sealed):
-        return nodeseal.unseal(sealed, nodeseal.node_key(path.parent, data, env))
-    return box.decrypt(sealed)
-
-
-def _reseal_node_credentials(
-    path: Path, data: dict[str, Any], box: SecretBox, env: Mapping[str, str]
-) -> SealNote | None:
-    """Replace a Node-sealed ``LDAP_BIND_CREDENTIALS`` in the file by this connector's
-    sealing; one that cannot be opened is left for :func:`load_settings` to report."""
-    sealed = data.get("LDAP_BIND_CREDENTIALS")
-    if not _node_sealed(sealed):
-        return None
-    try:
-        token = box.encrypt(_open_sealed(str(sealed), box, path, data, env))
-        update_config_file(path, {"LDAP_BIND_CREDENTIALS": token})
-    except SecretError:
-        return None
-    except OSError as exc:
-        return (
-            logging.WARNING,
-            f"could not reseal LDAP_BIND_CREDENTIALS in {path} ({exc.strerror or exc}); it "
-            "stays sealed the Node connector's way there",
-        )
-    data["LDAP_BIND_CREDENTIALS"] = token
-    return (
-        logging.INFO,
-        f"LDAP_BIND_CREDENTIALS in {path}: opened with the Node connector's key, resealed "
-        f"with {box.key_file}",
-    )
-
-
-def seal_config_file(
-    config_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> list[SealNote]:
-    """Seal the secrets of ``config.json`` in place: the one step that writes them.
-
-    A plain ``LDAP_BIND_PASSWORD`` (or ``CONSOLE_PASSWORD``) is replaced by its encrypted
-    ``…_CREDENTIALS``, and an ``LDAP_BIND_CREDENTIALS`` sealed by the Node connector is resealed
-    under this connector's key file (created if there is none). Loading settings never does
-    this; ``connector setup``, ``connector seal`` and gunicorn's master (as it starts or
-    reloads, before the workers read the file) do.
-
-    Args:
-        config_path: the ``config.json`` (default: ``$CONNECTOR_CONFIG`` or ``./config.json``).
-        environ: the environment (defaults to ``os.environ``): the key file's place, the Node
-            connector's key.
-
-    Returns:
-        What was done or could not be done (a read-only directory: the file stays as it was,
-        and loading still works), one (logging level, message) each; empty if nothing was to
-        seal.
-
-    Raises:
-        ConfigError: the file cannot be read or is not a JSON object.
-    """
-    env = os.environ if environ is None else environ
-    path = config_file(config_path, env)
-    data = read_config_file(path)
-    box = SecretBox.for_config(path, env)
-    notes = [_seal_plain(path, data, box, plain, sealed) for plain, sealed in SEALED_KEYS.items()]
-    notes.append(_reseal_node_credentials(path, data, box, env))
-    return [note for note in notes if note is not None]
-
-
-def config_file(
-    config_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Path:
-    """The config.json in use: the one given, else ``$CONNECTOR_CONFIG``, else ./config.json."""
-    env = os.environ if environ is None else environ
-    return Path(config_path or env.get("CONNECTOR_CONFIG") or "config.json").absolute()
-
-
-def _convert(merged: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def convert(merged: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Coerce and check every known key present in ``merged``: (field values, problems)."""
     problems: list[str] = []
     values: dict[str, Any] = {}
@@ -1134,100 +917,10 @@ def refine(settings: Settings, changes: Mapping[str, Any]) -> Settings:
     Raises:
         ConfigError: a changed key is invalid (every problem listed).
     """
-    values, problems = _convert(changes)
+    values, problems = convert(changes)
     if problems:
         raise ConfigError(problems, "the values entered")
     return dataclasses.replace(settings, **values)
-
-
-def load_settings(
-    config_path: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-    *,
-    require_directory: bool = True,
-    encrypt_in_place: bool = False,
-) -> Settings:
-    """Build the settings from ``config.json`` and the environment, validating everything.
-
-    Nothing is written: a plain password in the file is used as it is (see
-    :func:`seal_config_file` for the step that seals it).
-
-    Args:
-        config_path: the ``config.json`` to read (it may not exist yet). Defaults to
-            ``$CONNECTOR_CONFIG`` or ``./config.json``.
-        environ: the environment (defaults to ``os.environ``); known keys override the file.
-        require_directory: also report missing LDAP settings.
-        encrypt_in_place: deprecated, for callers of older versions: run
-            :func:`seal_config_file` first (and log what it did).
-
-    Raises:
-        ConfigError: listing every missing or invalid key at once.
-    """
-    env = os.environ if environ is None else environ
-    path = config_file(config_path, env)
-    if encrypt_in_place:
-        for level, note in seal_config_file(path, env):
-            log.log(level, "%s", note)
-    data = read_config_file(path)
-    box = SecretBox.for_config(path, env)
-
-    merged: dict[str, Any] = dict(data)
-    for key in KNOWN_KEYS:
-        if key in env:
-            merged[key] = env[key]
-
-    values, problems = _convert(merged)
-
-    # A shared-secret tenant key is stored sealed; a public key is stored as is.
-    tenant_key = values.get("tenant_signing_key")
-    if isinstance(tenant_key, str) and tenant_key.startswith(PREFIX):
-        try:
-            values["tenant_signing_key"] = box.decrypt(tenant_key)
-        except SecretError as exc:
-            problems.append(f"TENANT_SIGNING_KEY: {exc}")
-    # The algorithm stored at setup must match the key's kind (missing: derived from the key,
-    # by the same rules; the agent saves it when it starts, see provision.pin_signing_alg).
-    tenant_key = values.get("tenant_signing_key")
-    if isinstance(tenant_key, str) and not tenant_key.startswith(PREFIX):
-        try:
-            values["tenant_signing_alg"], _ = verifying_key(
-                tenant_key, values.get("tenant_signing_alg")
-            )
-        except TenantKeyError as exc:
-            problems.append(f"TENANT_SIGNING_KEY: {exc}")
-
-    # The passwords: plain in the environment, or encrypted in the file.
-    for name, sealed_key in (
-        ("ldap_bind_password", "LDAP_BIND_CREDENTIALS"),
-        ("console_password", "CONSOLE_CREDENTIALS"),
-    ):
-        if not values.get(name) and merged.get(sealed_key):
-            try:
-                values[name] = _open_sealed(str(merged[sealed_key]), box, path, data, env)
-            except SecretError as exc:
-                problems.append(f"{sealed_key}: {exc}")
-
-    ignored = sorted(k for k in data if k not in KNOWN_KEYS and k not in NODE_KEYS_IGNORED)
-    settings = Settings(
-        **values,
-        config_path=str(path),
-        secret_key_file=str(box.key_file),
-        ignored_keys=tuple(ignored),
-        env_keys=tuple(sorted(k for k in KNOWN_KEYS if k in env)),
-        unsealed_keys=tuple(k for k in SEALED_KEYS if isinstance(data.get(k), str) and data[k]),
-    )
-    console, main = settings.console_address, split_host_port(settings.main_bind)
-    if console is not None and main is not None and console[1] == main[1]:
-        problems.append(f"CONSOLE_BIND: port {console[1]} is the sign-in endpoint's; use another")
-    if settings.client_cert_auth and not settings.client_cert_ca_file:
-        problems.append("CLIENT_CERT_CA_FILE: required with CLIENT_CERT_AUTH")
-    if require_directory:
-        problems.extend(p for p in settings.directory_problems() if p not in problems)
-    if problems:
-        raise ConfigError(problems, str(path))
-    if ignored:
-        log.warning("unknown keys in %s ignored: %s", path, ", ".join(ignored))
-    return settings
 
 
 def describe() -> list[dict[str, Any]]:
