@@ -17,7 +17,7 @@ from connector.directory.discovery import DcLocator, srv_names
 from connector.directory.gssbind import KeytabBinder
 from connector.directory.search import search
 from connector.errors import DirectoryUnavailable
-from connector.settings import Settings
+from connector.settings import TLS_VERIFYING, Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ def check_server(settings: Settings, url: str, sample_user: str | None = None) -
             "tls",
             True,
             "TLS established and the certificate verified"
-            if settings.ldap_tls_require_cert in ("demand", "hard")
+            if settings.ldap_tls_require_cert in TLS_VERIFYING
             else f"TLS established (certificate check: {settings.ldap_tls_require_cert})",
             t0=t0,
         )

@@ -50,7 +50,9 @@ NODE_KEYS_IGNORED = frozenset(
     }
 )
 
-_TLS_REQUIRE_CERT = ("demand", "hard", "allow", "try", "never")
+#: the choices of LDAP_TLS_REQUIRE_CERT, and those of them that verify the certificate
+TLS_REQUIRE_CERT = ("demand", "hard", "allow", "try", "never")
+TLS_VERIFYING = ("demand", "hard")
 _GROUP_STRATEGIES = ("auto", "ad", "memberof", "member", "none")
 _LOG_FORMATS = ("text", "json")
 
@@ -229,7 +231,7 @@ class Settings:
         "LDAP_TLS_REQUIRE_CERT",
         "demand",
         "How strictly to check the server certificate (demand, allow, never).",
-        check=_one_of(*_TLS_REQUIRE_CERT),
+        check=_one_of(*TLS_REQUIRE_CERT),
     )
     ldap_connect_timeout: float = _setting(
         "LDAP_CONNECT_TIMEOUT", 5.0, "Seconds to wait for a TCP/TLS connection.", check=_positive

@@ -21,12 +21,12 @@ from cryptography import x509
 from connector import errors
 from connector.channel.provision import SetupResult
 from connector.directory.check import Check, check_directory
-from connector.settings import _TLS_REQUIRE_CERT, Settings, refine, update_config_file
+from connector.settings import TLS_REQUIRE_CERT, Settings, refine, update_config_file
 
 log = logging.getLogger(__name__)
 
 #: The choices of ``LDAP_TLS_REQUIRE_CERT``, as the settings check them.
-TLS_CHOICES: tuple[str, ...] = tuple(_TLS_REQUIRE_CERT)
+TLS_CHOICES: tuple[str, ...] = TLS_REQUIRE_CERT
 #: What the setup page writes: set in the environment, they would override it.
 SETUP_KEYS = frozenset(
     {
