@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from typing import Any
 
 import ldap
@@ -30,6 +31,9 @@ _RANGE = re.compile(
 MAX_RANGE_READS = 10_000
 #: Values asked for per read: Active Directory's own ``MaxValRange`` default.
 RANGE_STEP = 1500
+#: The most entries asked of a search without paging: below every server's cap on one answer
+#: (OpenLDAP's default ``sizelimit`` 500, Active Directory's ``MaxPageSize`` 1,000).
+UNPAGED_LIMIT = 500
 #: The attributes that can hold more values than a server hands back at once.
 LARGE_ATTRIBUTES = frozenset({"member", "memberof"})
 
@@ -148,23 +152,60 @@ def search(
     scope: int = ldap.SCOPE_SUBTREE,
     limit: int = 0,
 ) -> list[Entry]:
-    """Search, with the paged-results control when a page size is set, up to ``limit`` entries.
+    """Search, up to ``limit`` entries: paged (``LDAP_PAGE_SIZE``) when the answer may be
+    larger than a server hands out at once; one plain search when it cannot be (a base read,
+    or a ``limit`` within both the page size and :data:`UNPAGED_LIMIT`, as a user lookup's 2).
 
     Raises:
         ldap.LDAPError: the server refused the search (callers translate it).
     """
-    timeout = settings.ldap_operation_timeout
     page = settings.ldap_page_size
-    if limit and (not page or limit < page):
-        page = limit
-    if not page or scope == ldap.SCOPE_BASE:  # one entry at most: nothing to page
-        try:
-            msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
-            _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
-        except ldap.SIZELIMIT_EXCEEDED:
-            return []
-        return [complete_ranges(conn, settings, e) for e in _entries(data)]
+    if not page or scope == ldap.SCOPE_BASE or 0 < limit <= min(page, UNPAGED_LIMIT):
+        found = _plain(conn, base, scope, flt, attrs, limit, settings.ldap_operation_timeout)
+    else:
+        found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
+    return [complete_ranges(conn, settings, e) for e in found]
 
+
+def _plain(
+    conn: Connection,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    limit: int,
+    timeout: float,
+) -> list[Entry]:
+    """One search without controls, its entries read as they come: at the size limit (ours
+    or the server's) python-ldap raises and drops what ``all=1`` had gathered, so the entries
+    before it are kept here (a lookup matching several, a listing longer than its limit)."""
+    out: list[Entry] = []
+    deadline = time.monotonic() + timeout
+    msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
+    try:
+        while True:
+            rtype, data, _, _ = conn.ldap.result3(
+                msgid, all=0, timeout=max(deadline - time.monotonic(), 0.001)
+            )
+            out.extend(_entries(data))
+            if rtype == ldap.RES_SEARCH_RESULT:
+                return out
+    except ldap.SIZELIMIT_EXCEEDED:
+        return out
+
+
+def _paged(
+    conn: Connection,
+    settings: Settings,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    page: int,
+    limit: int,
+) -> list[Entry]:
+    """A search with the paged-results control, page after page, up to ``limit`` entries."""
+    timeout = settings.ldap_operation_timeout
     out: list[Entry] = []
     ctrl = SimplePagedResultsControl(True, size=page, cookie=b"")
     while True:
@@ -195,7 +236,7 @@ def search(
         if not cookie:
             break
         ctrl.cookie = cookie
-    return [complete_ranges(conn, settings, e) for e in out]
+    return out
 
 
 def _abandon_paging(conn: Connection, base: str, scope: int, flt: str, cookie: bytes) -> None:
