@@ -70,3 +70,9 @@ def test_a_listing_beyond_the_unpaged_limit_is_paged(ldap_with, sent):
     listing = [s for s in sent if s["filter"] == directory.settings.ldap_search_all_query]
     assert listing and listing[0]["paged"]
 
+
+def test_the_member_walk_reads_only_the_names_of_groups(ldap_dir, sent):
+    ldap_dir.get_profile("dave")
+    walk = [s for s in sent if s["filter"].startswith(("(member=", "(|(member="))]
+    assert len(walk) == 5  # dave's groups are 4 levels deep, and a level finds nothing
+    assert all(s["attrs"] == ["cn"] for s in walk)
