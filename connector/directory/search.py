@@ -34,6 +34,8 @@ RANGE_STEP = 1500
 #: The most entries asked of a search without paging: below every server's cap on one answer
 #: (OpenLDAP's default ``sizelimit`` 500, Active Directory's ``MaxPageSize`` 1,000).
 UNPAGED_LIMIT = 500
+#: A limit up to which a search is a lookup (one entry expected, two tell it is ambiguous).
+FEW = 2
 #: The attributes that can hold more values than a server hands back at once.
 LARGE_ATTRIBUTES = frozenset({"member", "memberof"})
 
@@ -176,9 +178,30 @@ def _plain(
     limit: int,
     timeout: float,
 ) -> list[Entry]:
-    """One search without controls, its entries read as they come: at the size limit (ours
-    or the server's) python-ldap raises and drops what ``all=1`` had gathered, so the entries
-    before it are kept here (a lookup matching several, a listing longer than its limit)."""
+    """One search without controls. At the size limit (ours or the server's) python-ldap
+    raises and drops what it had gathered, so a listing (no limit, or one above :data:`FEW`,
+    often reached) reads its entries as they come; a lookup (the one entry a name finds) and
+    a base read take all at once, a lookup asked again that way when the name matches several."""
+    if scope != ldap.SCOPE_BASE and (not limit or limit > FEW):
+        return _entries_before_limit(conn, base, scope, flt, attrs, limit, timeout)
+    msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
+    try:
+        _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
+    except ldap.SIZELIMIT_EXCEEDED:
+        return _entries_before_limit(conn, base, scope, flt, attrs, limit, timeout)
+    return _entries(data)
+
+
+def _entries_before_limit(
+    conn: Connection,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    limit: int,
+    timeout: float,
+) -> list[Entry]:
+    """The entries a search returns before any size-limit error, read one by one."""
     out: list[Entry] = []
     deadline = time.monotonic() + timeout
     msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
