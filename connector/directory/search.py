@@ -11,13 +11,14 @@ callers see the attribute under its plain name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import time
 from typing import Any
 
 import ldap
-from ldap.controls import SimplePagedResultsControl
+from ldap.controls import RequestControl, SimplePagedResultsControl
 
 from connector.directory.connections import Connection
 from connector.settings import Settings
@@ -34,6 +35,7 @@ RANGE_STEP = 1500
 #: The most entries asked of a search without paging: below every server's cap on one answer
 #: (OpenLDAP's default ``sizelimit`` 500, Active Directory's ``MaxPageSize`` 1,000).
 UNPAGED_LIMIT = 500
+_PAGED = SimplePagedResultsControl.controlType
 #: A limit up to which a search is a lookup (one entry expected, two tell it is ambiguous).
 FEW = 2
 #: The attributes that can hold more values than a server hands back at once.
@@ -166,7 +168,9 @@ def search(
         found = _plain(conn, base, scope, flt, attrs, limit, settings.ldap_operation_timeout)
     else:
         found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
-    return [complete_ranges(conn, settings, e) for e in found]
+    if any(";" in key for e in found for key in e.attrs):
+        return [complete_ranges(conn, settings, e) for e in found]
+    return found
 
 
 def _plain(
@@ -230,9 +234,9 @@ def _paged(
     """A search with the paged-results control, page after page, up to ``limit`` entries."""
     timeout = settings.ldap_operation_timeout
     out: list[Entry] = []
-    ctrl = SimplePagedResultsControl(True, size=page, cookie=b"")
+    ctrls = _first_page(page)
     while True:
-        msgid = conn.ldap.search_ext(base, scope, flt, attrs, serverctrls=[ctrl])
+        msgid = conn.ldap.search_ext(base, scope, flt, attrs, serverctrls=ctrls)
         try:
             _, data, _, rctrls = conn.ldap.result3(msgid, all=1, timeout=timeout)
         except ldap.SIZELIMIT_EXCEEDED as exc:
@@ -243,14 +247,10 @@ def _paged(
             out.extend(_entries(data))
             break
         out.extend(_entries(data))
-        cookie = next(
-            (
-                c.cookie
-                for c in rctrls or ()
-                if c.controlType == SimplePagedResultsControl.controlType
-            ),
-            b"",
-        )
+        cookie = b""
+        for c in rctrls or ():
+            if c.controlType == _PAGED:
+                cookie = c.cookie
         if limit and len(out) >= limit:
             del out[limit:]
             if cookie:
@@ -258,8 +258,16 @@ def _paged(
             break
         if not cookie:
             break
-        ctrl.cookie = cookie
+        ctrls = (SimplePagedResultsControl(True, size=page, cookie=cookie),)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _first_page(page: int) -> tuple[RequestControl, ...]:
+    """The request control of a first page of ``page`` entries, encoded once (it is the same
+    for every search with that page size)."""
+    value = SimplePagedResultsControl(True, size=page, cookie=b"").encodeControlValue()
+    return (RequestControl(_PAGED, True, value),)
 
 
 def _abandon_paging(conn: Connection, base: str, scope: int, flt: str, cookie: bytes) -> None:
