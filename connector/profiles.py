@@ -618,6 +618,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def _copy_value(value: Any) -> Any:
     """Copy lists and dicts so the profile shares nothing mutable with the raw dict."""
+    if type(value) is str:  # the usual single value
+        return value
     if isinstance(value, list) and all(type(v) is str for v in value):
         return list(value)  # text values (the usual case): a shallow copy is a deep one
     return copy.deepcopy(value) if isinstance(value, list | dict) else value
@@ -673,7 +675,9 @@ def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
         "dn": lowered.get("dn"),
     }
     for name, lower in _DEFAULT_COPIED_LOWER:
-        profile[name] = _copy_value(lowered.get(lower))
+        value = lowered.get(lower)
+        if value is not None:  # most are absent: no copy to make, no key to drop below
+            profile[name] = _copy_value(value)
 
     units = lowered.get("organizationunits")
     if units is None and isinstance(lowered.get("dn"), str):
