@@ -47,8 +47,12 @@ class Group:
 
     def first(self, name: str) -> str | None:
         """First value of an attribute as text (case-insensitive name)."""
+        values = self.attrs.get(name)  # the server's spelling is usually the one asked for
+        if values:
+            return values[0].decode("utf-8", "replace")
+        lname = name.lower()
         for key, values in self.attrs.items():
-            if key.lower() == name.lower() and values:
+            if key.lower() == lname and values:
                 return values[0].decode("utf-8", "replace")
         return None
 

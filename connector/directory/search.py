@@ -59,6 +59,9 @@ class Entry:
 
     def values(self, name: str) -> list[bytes]:
         """All values of an attribute, looked up case-insensitively."""
+        vals = self.attrs.get(name)  # the server's spelling is usually the one asked for
+        if vals is not None:
+            return vals
         lname = name.lower()
         for key, vals in self.attrs.items():
             if key.lower() == lname:
