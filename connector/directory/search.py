@@ -50,6 +50,26 @@ def ranged(attrs: list[str], step: int = RANGE_STEP) -> list[str]:
     return [f"{a};range=0-{step - 1}" if a.lower() in LARGE_ATTRIBUTES else a for a in attrs]
 
 
+_SCHEMA_NAMES = re.compile(rb"\bNAME\s+(?:'([^']+)'|\(([^)]*)\))")
+
+
+def schema_attribute_names(definitions: list[bytes]) -> frozenset[str]:
+    """The names (lower-case) that a subschema entry's ``attributeTypes`` values define
+    (RFC 4512: ``( 2.5.4.3 NAME ( 'cn' 'commonName' ) SUP name )``), and their OIDs."""
+    out: set[str] = set()
+    for text in definitions:
+        oid = text.strip().lstrip(b"(").split(None, 1)
+        if oid:
+            out.add(oid[0].decode("ascii", "replace").lower())
+        found = _SCHEMA_NAMES.search(text)
+        if found is None:
+            continue
+        one, several = found.groups()
+        names = [one] if one is not None else re.findall(rb"'([^']+)'", several)
+        out.update(n.decode("utf-8", "replace").lower() for n in names)
+    return frozenset(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One directory entry: its DN and attributes (raw bytes, names as the server spells them)."""

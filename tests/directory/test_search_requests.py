@@ -78,3 +78,37 @@ def test_the_member_walk_reads_only_the_names_of_groups(ldap_dir, sent):
     walk = [s for s in sent if s["filter"].startswith(("(member=", "(|(member="))]
     assert len(walk) == 5  # dave's groups are 4 levels deep, and a level finds nothing
     assert all(s["attrs"] == ["cn"] for s in walk)
+
+
+def test_a_user_lookup_asks_only_for_what_the_schema_defines(ldap_dir, sent):
+    profile = ldap_dir.get_profile("alice")
+    asked = {a.lower() for s in sent if s["filter"] == "(uid=alice)" for a in s["attrs"]}
+    # OpenLDAP's schema has no AD attributes: asking costs slapd, and answers nothing
+    assert not asked & {"samaccountname", "objectguid", "useraccountcontrol", "lockouttime"}
+    # what it defines is still asked for, operational attributes included
+    assert {"uid", "mail", "memberof", "pwdchangedtime", "pwdaccountlockedtime"} <= asked
+    assert profile["id"] == "alice" and profile["emails"] == [{"value": "alice@example.test"}]
+
+
+SCHEMA = [
+    b"( 2.5.4.3 NAME ( 'cn' 'commonName' ) DESC 'RFC4519: common name(s)' SUP name )",
+    b"( 0.9.2342.19200300.100.1.1 NAME 'uid' EQUALITY caseIgnoreMatch )",
+    b"(1.3.6.1.4.1.42.2.27.8.1.16 NAME 'pwdChangedTime' DESC 'x' NO-USER-MODIFICATION )",
+    b"( 1.2.3.4 DESC 'a type without a name' )",
+]
+
+
+def test_schema_attribute_names_reads_every_name_and_oid():
+    from connector.directory.search import schema_attribute_names
+
+    assert schema_attribute_names(SCHEMA) == {
+        "2.5.4.3",
+        "cn",
+        "commonname",
+        "0.9.2342.19200300.100.1.1",
+        "uid",
+        "1.3.6.1.4.1.42.2.27.8.1.16",
+        "pwdchangedtime",
+        "1.2.3.4",
+    }
+    assert schema_attribute_names([]) == frozenset()
