@@ -201,6 +201,22 @@ class Directory:
                 f"could not {what}: {ldaperrors.describe(exc)}", **ctx
             ) from exc
 
+    def _read(
+        self, dn: str, attrs: list[str], what: str, flt: str = "(objectClass=*)"
+    ) -> list[Entry]:
+        """The entry at ``dn`` (a base read on the search pool), if it matches ``flt``.
+
+        Raises:
+            DirectoryUnavailable: no server could carry it out.
+            DirectoryFailure: the server refused (no such entry, no access).
+        """
+
+        def read(conn: Connection) -> list[Entry]:
+            return search(conn, self.settings, dn, flt, attrs, scope=ldap.SCOPE_BASE)
+
+        found: list[Entry] = self._run(read, what, dn=dn)
+        return found
+
     def ping(self) -> None:
         """Check that a search connection works (reads the root DSE).
 
@@ -424,19 +440,10 @@ class Directory:
         where = self._subschema
         if not where:
             return list(names)
-
-        def read(conn: Connection) -> list[Entry]:
-            return search(
-                conn,
-                self.settings,
-                where,
-                "(objectClass=subschema)",
-                ["attributeTypes"],
-                scope=ldap.SCOPE_BASE,
-            )
-
         try:
-            found = self._run(read, "read the schema", dn=where)
+            found = self._read(
+                where, ["attributeTypes"], "read the schema", "(objectClass=subschema)"
+            )
         except errors.DirectoryFailure as exc:
             log.info("schema at %r not read (%s): every user attribute asked for", where, exc)
             return list(names)
@@ -490,19 +497,8 @@ class Directory:
         policy = user.first("pwdPolicySubentry")
         if not policy or not user.first("pwdAccountLockedTime"):
             return None
-
-        def read(conn: Connection) -> list[Entry]:
-            return search(
-                conn,
-                self.settings,
-                policy,
-                "(objectClass=*)",
-                ["pwdLockoutDuration"],
-                scope=ldap.SCOPE_BASE,
-            )
-
         try:
-            found = self._run(read, "read the password policy", dn=policy)
+            found = self._read(policy, ["pwdLockoutDuration"], "read the password policy")
         except errors.DirectoryFailure:
             return None
         return float(_int(found[0].first("pwdLockoutDuration")) or 0) if found else None
