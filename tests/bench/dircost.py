@@ -4,6 +4,7 @@
 ``baselines.ldap_validate``, on the benchmark's directory.
 
     PYTHONPATH=$PWD python3 tests/bench/dircost.py [--workdir DIR] [--n 400] [--repeats 5]
+        [--only NAME,...] [--rates 0,135] [--busy-us 5000]
 
 Per variant: slapd's CPU per sign-in (``/proc/<pid>/stat`` before and after ``n`` sign-ins,
 the best of ``repeats``), the client's CPU per sign-in (``time.process_time``, best of
@@ -73,24 +74,33 @@ def measure(
     n: int,
     repeats: int,
     rate: float = 0.0,
+    busy_us: float = 0.0,
 ) -> dict[str, Any]:
     """Best-of-``repeats`` CPU per call of ``op`` here and in slapd, and operations per call;
-    with ``rate``, calls are paced to that many per second (as a slow client sends them)."""
+    with ``rate``, calls are paced to that many per second (as a slow client sends them);
+    with ``busy_us``, this process computes that long after each call (as the rest of a
+    sign-in does: HTTP, the hub), not counted in its CPU per call."""
     assert slapd.pid is not None
     for i in range(20):  # connections opened, caches warm
         op(i)
     client, server = [], []
     ops0 = ldap_ops(admin)
     for r in range(repeats):
-        s0, c0 = slapd_cpu(slapd.pid), time.process_time()
+        s0, used = slapd_cpu(slapd.pid), 0.0
         t0 = time.perf_counter()
         for i in range(n):
             if rate:
                 wait = t0 + i / rate - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)  # pacing a load, not synchronisation
+            c0 = time.process_time()
             op(r * n + i)
-        client.append((time.process_time() - c0) / n)
+            used += time.process_time() - c0
+            if busy_us:
+                end = time.perf_counter() + busy_us / 1e6
+                while time.perf_counter() < end:
+                    pass
+        client.append(used / n)
         server.append((slapd_cpu(slapd.pid) - s0) / n)
     ops1 = ldap_ops(admin)
     kinds = {
@@ -164,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default="", help="comma-separated variant names")
     parser.add_argument(
+        "--busy-us", type=float, default=0.0, help="CPU spent here after each sign-in (us)"
+    )
+    parser.add_argument(
         "--rates", default="0", help="comma-separated sign-ins per second (0: as fast as can be)"
     )
     args = parser.parse_args(argv)
@@ -229,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             op = make()
             for rate in (float(r) for r in args.rates.split(",")):
-                result = measure(slapd, admin, op, args.n, args.repeats, rate)
+                result = measure(slapd, admin, op, args.n, args.repeats, rate, args.busy_us)
                 print(f"{name:45s} {rate:5g}/s {json.dumps(result)}", flush=True)
         for d in made:
             d.close()
