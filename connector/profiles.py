@@ -483,18 +483,13 @@ def _decode_text(value: bytes) -> str | None:
 
 
 @functools.lru_cache(maxsize=1024)  # a directory's attribute names: a small, fixed set
-def _canonical_name(name: str) -> tuple[str, str]:
-    """Return (key to use in the raw profile, lower-case base name without options)."""
+def _canonical_name(name: str) -> tuple[str, str, str | None]:
+    """Return (key to use in the raw profile, lower-case base name without options, and
+    what that key merges under: None for an attribute never put in a raw profile)."""
     base, sep, options = name.partition(";")
     lower = base.lower()
-    canonical = _CANONICAL.get(lower, base)
-    return canonical + sep + options, lower
-
-
-@functools.lru_cache(maxsize=1024)
-def _base_lower(key: str) -> str:
-    """A raw-profile key's attribute name without options, lower-case."""
-    return key.partition(";")[0].lower()
+    key = _CANONICAL.get(lower, base) + sep + options
+    return key, lower, None if lower in _SECRET_LOWER or lower in _RESERVED_LOWER else key.lower()
 
 
 def _shape(lower: str, values: list[Any]) -> Any:
@@ -560,18 +555,17 @@ def entry_to_raw_profile(
         ProfileError: If ``objectGUID`` or ``objectSid`` is malformed or
             multi-valued, or ``dn`` cannot be parsed.
     """
-    merged: dict[str, tuple[str, list[bytes]]] = {}
+    merged: dict[str, tuple[str, str, list[bytes]]] = {}
     for name, values in attrs.items():
-        key, lower = _canonical_name(name)
-        if lower in _SECRET_LOWER or lower in _RESERVED_LOWER:
+        key, lower, merge_as = _canonical_name(name)
+        if merge_as is None:  # a secret, or a name the raw profile gives itself
             continue
         # Two spellings of the same attribute (unlikely, but possible): merge them.
-        previous = merged.get(key.lower())
-        merged[key.lower()] = (key, (previous[1] if previous else []) + list(values))
+        previous = merged.get(merge_as)
+        merged[merge_as] = (key, lower, (previous[2] if previous else []) + list(values))
 
     raw: dict[str, Any] = {}
-    for key, values in merged.values():
-        lower = _base_lower(key)
+    for key, lower, values in merged.values():
         if not values:
             continue
         if lower == "objectguid":
@@ -584,7 +578,7 @@ def entry_to_raw_profile(
             continue
         else:
             texts = [_decode_text(v) for v in values]
-            if any(t is None for t in texts):
+            if None in texts:
                 continue
             raw[key] = _shape(lower, texts)
 
@@ -618,6 +612,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def _copy_value(value: Any) -> Any:
     """Copy lists and dicts so the profile shares nothing mutable with the raw dict."""
+    if type(value) is str:  # the usual single value
+        return value
     if isinstance(value, list) and all(type(v) is str for v in value):
         return list(value)  # text values (the usual case): a shallow copy is a deep one
     return copy.deepcopy(value) if isinstance(value, list | dict) else value
@@ -673,7 +669,9 @@ def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
         "dn": lowered.get("dn"),
     }
     for name, lower in _DEFAULT_COPIED_LOWER:
-        profile[name] = _copy_value(lowered.get(lower))
+        value = lowered.get(lower)
+        if value is not None:  # most are absent: no copy to make, no key to drop below
+            profile[name] = _copy_value(value)
 
     units = lowered.get("organizationunits")
     if units is None and isinstance(lowered.get("dn"), str):

@@ -134,6 +134,9 @@ class ServerSet:
 
     def preferred(self) -> str | None:
         """The server new connections try first: the first configured one not recently failed."""
+        if not self._down_until:  # nothing failed (the usual case): the first one
+            urls = self.urls
+            return urls[0] if urls else None
         order = self._order()
         return order[0] if order else None
 
@@ -268,9 +271,11 @@ class Pool:
         self.size = size
         self._bind = bind
         self._acquire_timeout = acquire_timeout
-        self._slots = threading.BoundedSemaphore(size)
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
+        #: connections that may still be lent (``size`` at most), guarded by ``_lock``
+        self._free = size
+        self._freed = threading.Condition(self._lock)
         self._generation = 0
         self.opened = 0
 
@@ -314,11 +319,7 @@ class Pool:
         Raises:
             DirectoryUnavailable: every connection stayed busy, or no server answered.
         """
-        if not self._slots.acquire(timeout=self._acquire_timeout):
-            raise DirectoryUnavailable(
-                f"all {self.size} {self.name} connections stayed busy for "
-                f"{self._acquire_timeout:g}s"
-            )
+        self._lend()
         try:
             conn = self._take()
             if conn is None:
@@ -340,7 +341,26 @@ class Pool:
                 raise
             self._give_back(conn)
         finally:
-            self._slots.release()
+            with self._lock:
+                self._free += 1
+                self._freed.notify()
+
+    def _lend(self) -> None:
+        """Take one of the ``size`` places, waiting for one at most the acquire timeout (one
+        lock round when a place is free: a semaphore costs a sign-in several times that).
+
+        Raises:
+            DirectoryUnavailable: every connection stayed busy.
+        """
+        with self._lock:
+            if self._free <= 0 and not self._freed.wait_for(
+                lambda: self._free > 0, self._acquire_timeout
+            ):
+                raise DirectoryUnavailable(
+                    f"all {self.size} {self.name} connections stayed busy for "
+                    f"{self._acquire_timeout:g}s"
+                )
+            self._free -= 1
 
     def run(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` on a pooled connection; retry once if the connection was dead.

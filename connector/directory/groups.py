@@ -47,8 +47,12 @@ class Group:
 
     def first(self, name: str) -> str | None:
         """First value of an attribute as text (case-insensitive name)."""
+        values = self.attrs.get(name)  # the server's spelling is usually the one asked for
+        if values:
+            return values[0].decode("utf-8", "replace")
+        lname = name.lower()
         for key, values in self.attrs.items():
-            if key.lower() == name.lower() and values:
+            if key.lower() == lname and values:
                 return values[0].decode("utf-8", "replace")
         return None
 
@@ -57,11 +61,13 @@ class GroupStrategy(abc.ABC):
     """How a user's groups (all of them, through nesting) are found."""
 
     name = "abstract"
+    #: what a strategy reads of each group beyond the names the profile carries
+    walk_attrs: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings, *, ranged_values: bool = False) -> None:
         self.settings = settings
         self.attrs = list(
-            dict.fromkeys([settings.group_property, *settings.group_properties, "memberOf"])
+            dict.fromkeys([settings.group_property, *settings.group_properties, *self.walk_attrs])
         )
         if ranged_values:  # Active Directory: memberOf read to the end, range by range
             self.attrs = ranged(self.attrs)
@@ -170,6 +176,7 @@ class MemberOfWalkGroups(_Walk):
     """Follow ``memberOf`` from the user upward, reading each level's groups together."""
 
     name = "memberof"
+    walk_attrs = ("memberOf",)
 
     def _read(self, conn: Connection, dns: Sequence[str]) -> list[Group]:
         """Base-scope reads of several groups, sent together and collected together."""

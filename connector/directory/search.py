@@ -11,12 +11,14 @@ callers see the attribute under its plain name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
+import time
 from typing import Any
 
 import ldap
-from ldap.controls import SimplePagedResultsControl
+from ldap.controls import RequestControl, SimplePagedResultsControl
 
 from connector.directory.connections import Connection
 from connector.settings import Settings
@@ -30,6 +32,12 @@ _RANGE = re.compile(
 MAX_RANGE_READS = 10_000
 #: Values asked for per read: Active Directory's own ``MaxValRange`` default.
 RANGE_STEP = 1500
+#: The most entries asked of a search without paging: below every server's cap on one answer
+#: (OpenLDAP's default ``sizelimit`` 500, Active Directory's ``MaxPageSize`` 1,000).
+UNPAGED_LIMIT = 500
+_PAGED = SimplePagedResultsControl.controlType
+#: A limit up to which a search is a lookup (one entry expected, two tell it is ambiguous).
+FEW = 2
 #: The attributes that can hold more values than a server hands back at once.
 LARGE_ATTRIBUTES = frozenset({"member", "memberof"})
 
@@ -42,6 +50,26 @@ def ranged(attrs: list[str], step: int = RANGE_STEP) -> list[str]:
     return [f"{a};range=0-{step - 1}" if a.lower() in LARGE_ATTRIBUTES else a for a in attrs]
 
 
+_SCHEMA_NAMES = re.compile(rb"\bNAME\s+(?:'([^']+)'|\(([^)]*)\))")
+
+
+def schema_attribute_names(definitions: list[bytes]) -> frozenset[str]:
+    """The names (lower-case) that a subschema entry's ``attributeTypes`` values define
+    (RFC 4512: ``( 2.5.4.3 NAME ( 'cn' 'commonName' ) SUP name )``), and their OIDs."""
+    out: set[str] = set()
+    for text in definitions:
+        oid = text.strip().lstrip(b"(").split(None, 1)
+        if oid:
+            out.add(oid[0].decode("ascii", "replace").lower())
+        found = _SCHEMA_NAMES.search(text)
+        if found is None:
+            continue
+        one, several = found.groups()
+        names = [one] if one is not None else re.findall(rb"'([^']+)'", several)
+        out.update(n.decode("utf-8", "replace").lower() for n in names)
+    return frozenset(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One directory entry: its DN and attributes (raw bytes, names as the server spells them)."""
@@ -51,6 +79,9 @@ class Entry:
 
     def values(self, name: str) -> list[bytes]:
         """All values of an attribute, looked up case-insensitively."""
+        vals = self.attrs.get(name)  # the server's spelling is usually the one asked for
+        if vals is not None:
+            return vals
         lname = name.lower()
         for key, vals in self.attrs.items():
             if key.lower() == lname:
@@ -148,27 +179,87 @@ def search(
     scope: int = ldap.SCOPE_SUBTREE,
     limit: int = 0,
 ) -> list[Entry]:
-    """Search, with the paged-results control when a page size is set, up to ``limit`` entries.
+    """Search, up to ``limit`` entries: paged (``LDAP_PAGE_SIZE``) when the answer may be
+    larger than a server hands out at once; one plain search when it cannot be (a base read,
+    or a ``limit`` within both the page size and :data:`UNPAGED_LIMIT`, as a user lookup's 2).
 
     Raises:
         ldap.LDAPError: the server refused the search (callers translate it).
     """
-    timeout = settings.ldap_operation_timeout
     page = settings.ldap_page_size
-    if limit and (not page or limit < page):
-        page = limit
-    if not page or scope == ldap.SCOPE_BASE:  # one entry at most: nothing to page
-        try:
-            msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
-            _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
-        except ldap.SIZELIMIT_EXCEEDED:
-            return []
-        return [complete_ranges(conn, settings, e) for e in _entries(data)]
+    if not page or scope == ldap.SCOPE_BASE or 0 < limit <= min(page, UNPAGED_LIMIT):
+        found = _plain(conn, base, scope, flt, attrs, limit, settings.ldap_operation_timeout)
+    else:
+        found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
+    if any(";" in key for e in found for key in e.attrs):
+        return [complete_ranges(conn, settings, e) for e in found]
+    return found
 
+
+def _plain(
+    conn: Connection,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    limit: int,
+    timeout: float,
+) -> list[Entry]:
+    """One search without controls. At the size limit (ours or the server's) python-ldap
+    raises and drops what it had gathered, so a listing (no limit, or one above :data:`FEW`,
+    often reached) reads its entries as they come; a lookup (the one entry a name finds) and
+    a base read take all at once, a lookup asked again that way when the name matches several."""
+    if scope != ldap.SCOPE_BASE and (not limit or limit > FEW):
+        return _entries_before_limit(conn, base, scope, flt, attrs, limit, timeout)
+    msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
+    try:
+        _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
+    except ldap.SIZELIMIT_EXCEEDED:
+        return _entries_before_limit(conn, base, scope, flt, attrs, limit, timeout)
+    return _entries(data)
+
+
+def _entries_before_limit(
+    conn: Connection,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    limit: int,
+    timeout: float,
+) -> list[Entry]:
+    """The entries a search returns before any size-limit error, read one by one."""
     out: list[Entry] = []
-    ctrl = SimplePagedResultsControl(True, size=page, cookie=b"")
+    deadline = time.monotonic() + timeout
+    msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=limit)
+    try:
+        while True:
+            rtype, data, _, _ = conn.ldap.result3(
+                msgid, all=0, timeout=max(deadline - time.monotonic(), 0.001)
+            )
+            out.extend(_entries(data))
+            if rtype == ldap.RES_SEARCH_RESULT:
+                return out
+    except ldap.SIZELIMIT_EXCEEDED:
+        return out
+
+
+def _paged(
+    conn: Connection,
+    settings: Settings,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    page: int,
+    limit: int,
+) -> list[Entry]:
+    """A search with the paged-results control, page after page, up to ``limit`` entries."""
+    timeout = settings.ldap_operation_timeout
+    out: list[Entry] = []
+    ctrls = _first_page(page)
     while True:
-        msgid = conn.ldap.search_ext(base, scope, flt, attrs, serverctrls=[ctrl])
+        msgid = conn.ldap.search_ext(base, scope, flt, attrs, serverctrls=ctrls)
         try:
             _, data, _, rctrls = conn.ldap.result3(msgid, all=1, timeout=timeout)
         except ldap.SIZELIMIT_EXCEEDED as exc:
@@ -179,14 +270,10 @@ def search(
             out.extend(_entries(data))
             break
         out.extend(_entries(data))
-        cookie = next(
-            (
-                c.cookie
-                for c in rctrls or ()
-                if c.controlType == SimplePagedResultsControl.controlType
-            ),
-            b"",
-        )
+        cookie = b""
+        for c in rctrls or ():
+            if c.controlType == _PAGED:
+                cookie = c.cookie
         if limit and len(out) >= limit:
             del out[limit:]
             if cookie:
@@ -194,8 +281,16 @@ def search(
             break
         if not cookie:
             break
-        ctrl.cookie = cookie
-    return [complete_ranges(conn, settings, e) for e in out]
+        ctrls = (SimplePagedResultsControl(True, size=page, cookie=cookie),)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _first_page(page: int) -> tuple[RequestControl, ...]:
+    """The request control of a first page of ``page`` entries, encoded once (it is the same
+    for every search with that page size)."""
+    value = SimplePagedResultsControl(True, size=page, cookie=b"").encodeControlValue()
+    return (RequestControl(_PAGED, True, value),)
 
 
 def _abandon_paging(conn: Connection, base: str, scope: int, flt: str, cookie: bytes) -> None:

@@ -144,3 +144,19 @@ def test_pool_is_bounded_under_concurrency(ldap_with):
     assert failures == []
     assert directory.search_pool.opened <= 2
     assert directory.bind_pool.opened <= 2
+
+
+def test_a_pool_with_every_connection_lent_says_so_after_its_timeout(ldap_with):
+    directory = ldap_with(LDAP_POOL_SIZE=1, LDAP_CONNECT_TIMEOUT=0.2, LDAP_OPERATION_TIMEOUT=0.3)
+    pool = directory.search_pool
+    with pool.connection():
+        started = time.monotonic()
+        with pytest.raises(
+            errors.DirectoryUnavailable, match="all 1 search connections stayed busy"
+        ):
+            with pool.connection():
+                pass
+        assert time.monotonic() - started >= 0.5  # the acquire timeout: 0.2 s x 1 URL + 0.3 s
+    with pool.connection() as conn:  # given back: lent again, the same one
+        assert conn.ldap.whoami_s()
+    assert pool.opened == 1

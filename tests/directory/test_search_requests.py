@@ -1,0 +1,114 @@
+"""What the directory layer asks the server (a real OpenLDAP), request by request: paging only
+where an answer can be larger than a server hands out at once, no more than is needed."""
+
+import ldap
+import ldap.ldapobject
+import pytest
+from ldap.controls import SimplePagedResultsControl
+
+from connector.directory.search import UNPAGED_LIMIT
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every search sent (base, filter, attributes, paged or not, size limit), in order."""
+    out = []
+    original = ldap.ldapobject.SimpleLDAPObject.search_ext
+
+    def spy(self, base, scope, filterstr="(objectClass=*)", attrlist=None, *args, **kwargs):
+        ctrls = kwargs.get("serverctrls") or []
+        out.append(
+            {
+                "base": base,
+                "filter": filterstr,
+                "attrs": list(attrlist or []),
+                "paged": any(c.controlType == SimplePagedResultsControl.controlType for c in ctrls),
+                "sizelimit": kwargs.get("sizelimit", 0),
+            }
+        )
+        return original(self, base, scope, filterstr, attrlist, *args, **kwargs)
+
+    monkeypatch.setattr(ldap.ldapobject.SimpleLDAPObject, "search_ext", spy)
+    return out
+
+
+def test_a_user_lookup_is_one_plain_search_of_at_most_two(ldap_dir, sent):
+    ldap_dir.find_user("dave")
+    lookups = [s for s in sent if s["filter"] == "(uid=dave)"]
+    assert lookups == [{**lookups[0], "paged": False, "sizelimit": 2}], (
+        "the lookup is bounded: no paged-results control"
+    )
+
+
+def test_a_lookup_that_matches_several_keeps_what_came_before_the_limit(ldap_dir, sent):
+    found = ldap_dir.find_entries("(objectClass=inetOrgPerson)")  # a lookup: at most 2
+    assert len(found) == 2  # more match: the server stopped at the size limit
+    asked = [s for s in sent if s["filter"] == "(objectClass=inetOrgPerson)"]
+    # asked again after the size-limit error, its entries then kept as they came
+    assert [(s["paged"], s["sizelimit"]) for s in asked] == [(False, 2), (False, 2)]
+
+
+def test_searches_that_may_be_long_are_paged(ldap_with, sent):
+    directory = ldap_with(LDAP_PAGE_SIZE=3)
+    directory.get_profile("dave")  # the group walk: unbounded
+    walk = [s for s in sent if s["filter"].startswith(("(member=", "(|(member="))]
+    assert walk and all(s["paged"] for s in walk)
+    everyone = directory.search_users("", limit=5)  # a limit beyond the page size
+    assert len(everyone) == 5
+    listing = [s for s in sent if s["filter"] == directory.settings.ldap_search_all_query]
+    assert listing and all(s["paged"] for s in listing)  # pages of 3 (then the abandon)
+
+
+def test_a_listing_within_the_page_size_is_one_plain_search(ldap_dir, sent):
+    found = ldap_dir.search_users("", limit=4)
+    assert len(found) == 4
+    listing = [s for s in sent if s["filter"] == ldap_dir.settings.ldap_search_all_query]
+    assert [(s["paged"], s["sizelimit"]) for s in listing] == [(False, 4)]
+
+
+def test_a_listing_beyond_the_unpaged_limit_is_paged(ldap_with, sent):
+    directory = ldap_with(LDAP_PAGE_SIZE=UNPAGED_LIMIT * 2, LDAP_SEARCH_LIMIT=UNPAGED_LIMIT + 1)
+    directory.search_users("", limit=UNPAGED_LIMIT + 1)
+    listing = [s for s in sent if s["filter"] == directory.settings.ldap_search_all_query]
+    assert listing and listing[0]["paged"]
+
+
+def test_the_member_walk_reads_only_the_names_of_groups(ldap_dir, sent):
+    ldap_dir.get_profile("dave")
+    walk = [s for s in sent if s["filter"].startswith(("(member=", "(|(member="))]
+    assert len(walk) == 5  # dave's groups are 4 levels deep, and a level finds nothing
+    assert all(s["attrs"] == ["cn"] for s in walk)
+
+
+def test_a_user_lookup_asks_only_for_what_the_schema_defines(ldap_dir, sent):
+    profile = ldap_dir.get_profile("alice")
+    asked = {a.lower() for s in sent if s["filter"] == "(uid=alice)" for a in s["attrs"]}
+    # OpenLDAP's schema has no AD attributes: asking costs slapd, and answers nothing
+    assert not asked & {"samaccountname", "objectguid", "useraccountcontrol", "lockouttime"}
+    # what it defines is still asked for, operational attributes included
+    assert {"uid", "mail", "memberof", "pwdchangedtime", "pwdaccountlockedtime"} <= asked
+    assert profile["id"] == "alice" and profile["emails"] == [{"value": "alice@example.test"}]
+
+
+SCHEMA = [
+    b"( 2.5.4.3 NAME ( 'cn' 'commonName' ) DESC 'RFC4519: common name(s)' SUP name )",
+    b"( 0.9.2342.19200300.100.1.1 NAME 'uid' EQUALITY caseIgnoreMatch )",
+    b"(1.3.6.1.4.1.42.2.27.8.1.16 NAME 'pwdChangedTime' DESC 'x' NO-USER-MODIFICATION )",
+    b"( 1.2.3.4 DESC 'a type without a name' )",
+]
+
+
+def test_schema_attribute_names_reads_every_name_and_oid():
+    from connector.directory.search import schema_attribute_names
+
+    assert schema_attribute_names(SCHEMA) == {
+        "2.5.4.3",
+        "cn",
+        "commonname",
+        "0.9.2342.19200300.100.1.1",
+        "uid",
+        "1.3.6.1.4.1.42.2.27.8.1.16",
+        "pwdchangedtime",
+        "1.2.3.4",
+    }
+    assert schema_attribute_names([]) == frozenset()
