@@ -505,6 +505,11 @@ class _Repeating:
         later = [at for at, s, _ in self.outcomes if s == status and at >= t]
         return min(later) - t if later else None
 
+    def wait_after(self, t: float, status: int, timeout: float = 30.0) -> bool:
+        """Wait for an outcome with ``status`` after ``t`` (a sign-in once a fault is over);
+        whether one came (the test's assertions judge, after its row is in the table)."""
+        return bool(within(lambda: self.first_after(t, status) is not None, timeout))
+
     @property
     def refs(self) -> list[str]:
         """The ``ref`` of every sign-in sent to the hub."""
@@ -696,10 +701,4 @@ class HubOutage:
 
 def poll_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Call ``check`` until it is true or ``timeout`` passes; its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
+    return bool(within(check, timeout, interval))
