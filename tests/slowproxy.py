@@ -57,7 +57,7 @@ class SlowProxy:
                 if not data:
                     break
                 if delay:
-                    time.sleep(delay)
+                    time.sleep(delay)  # slow on purpose: the delay is what this proxy is for
                 dst.sendall(data)
         except OSError:
             pass

@@ -28,3 +28,15 @@ def until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"not reached in {timeout} s: {what or predicate}; last {value!r}")
         time.sleep(interval)
+
+
+def within(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T | None:
+    """The first true value ``predicate`` returns within ``timeout`` seconds, else None.
+
+    For a state that may rightly never come (an answer from a process the test killed): the
+    wait is bounded, and the caller looks at what it has either way.
+    """
+    try:
+        return until(predicate, timeout, interval=interval)
+    except AssertionError:
+        return None

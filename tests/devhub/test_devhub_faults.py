@@ -6,6 +6,7 @@ import time
 
 import pytest
 import requests
+from waits import until
 
 
 def test_a_status_fault_answers_the_next_requests_with_it(hub, agent):
@@ -66,9 +67,7 @@ def test_a_delay_fault_stalls_then_answers(hub, agent):
     with pytest.raises(requests.ReadTimeout):
         agent.call("poll", {"max": 1, "wait": 0}, timeout=0.3)
     # the hub still answers the stalled request (to nobody): let it finish inside this test
-    deadline = time.monotonic() + 5
-    while hub.state()["events"]["polls"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: hub.state()["events"]["polls"] >= 2, 5, "the stalled poll answered")
     assert hub.state()["events"]["polls"] == 2
 
 

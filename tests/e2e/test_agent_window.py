@@ -10,6 +10,7 @@ from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import start_devhub
 from slowproxy import SlowProxy
+from waits import until, within
 
 from connector.channel.identity import AgentIdentity
 from connector.settings import load_settings
@@ -34,7 +35,8 @@ def test_a_backlog_is_taken_in_windows_and_answered_in_batches(tmp_path, slapd):
     try:
         assert hub.wait_done(hub.queue("ping", {"pid": "warm"}), 30)["resultCount"] == 1
         hub.add_fault(delay=3, count=1, endpoint="poll")
-        time.sleep(2.5)  # the poll in flight returns; the next one is held while we queue
+        # the poll in flight returns; the next one takes the fault and is held while we queue
+        until(lambda: hub.state()["pendingFaults"] == 0, 10, "the next poll is held")
         n = 40
         ids = [
             hub.queue(
@@ -63,8 +65,7 @@ def test_ready_at_once_although_polls_are_long(tmp_path, slapd):
     started = time.monotonic()
     proc = ConnectorProcess(state).start()
     try:
-        while not _ready(proc) and time.monotonic() - started < 25:
-            time.sleep(0.1)
+        within(lambda: _ready(proc), 25 - (time.monotonic() - started), interval=0.1)
         took = time.monotonic() - started
         # the first poll does not wait: ready long before one 30 s poll could have returned
         assert _ready(proc), proc.log()[-3000:]
@@ -88,10 +89,7 @@ def test_new_certificate_is_registered_once_the_hub_is_back(tmp_path, slapd):
     forward.close()  # ... and the hub cannot be reached when the connector starts
     proc = ConnectorProcess(state).start()
     try:
-        deadline = time.monotonic() + 20
-        while "cannot start polling" not in proc.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "cannot start polling" in proc.log(), proc.log()[-3000:]
+        until(lambda: "cannot start polling" in proc.log(), 20, "the first poll failed")
         assert not _ready(proc)
         forward = SlowProxy("127.0.0.1", int(hub.base.rsplit(":", 1)[1]), 0.0, port=port)
         # the same worker registers the new certificate and polls: no restart
@@ -113,7 +111,8 @@ def test_sigterm_cuts_an_idle_long_poll(tmp_path, slapd):
     proc = ConnectorProcess(state).start()
     try:
         assert hub.wait_done(hub.queue("ping", {"pid": "idle"}), 30)["resultCount"] == 1
-        time.sleep(1.0)  # the agent is back in a poll the hub may hold for 40 s
+        # the agent is back in a poll the hub may hold for 40 s
+        until(lambda: any(a["polling"] for a in hub.agents()["agents"]), 10, "a held poll")
         started = time.monotonic()
         assert proc.terminate() == 0, proc.log()[-3000:]
         took = time.monotonic() - started

@@ -14,6 +14,7 @@ from connector_proc import ConnectorProcess, setup_config
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hubs import start_devhub
 from slowproxy import SlowProxy
+from waits import until
 
 FAST = {"POLL_WAIT_SECONDS": 2, "AGENT_CONCURRENCY": 4}
 
@@ -58,10 +59,7 @@ def test_setup_stores_the_connection_and_the_agent_appears(tmp_path, hub, connec
     assert hub.ad_hub in cfg and '"CONNECTION": "corp"' in cfg
     assert "BEGIN PRIVATE KEY" not in (connector.state_dir / "agent.key").read_text()
     # the agent polls: it shows on the hub's status page
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not hub.agents()["agents"]:
-        time.sleep(0.2)
-    agents = hub.agents()["agents"]
+    agents = until(lambda: hub.agents()["agents"], 15, "the agent polls", interval=0.2)
     assert len(agents) == 1
     status = hub.admin("GET", "agents")
     assert status["certificates"]
@@ -233,11 +231,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path, hub, slapd, slow_slapd):
             for i in range(4)
         ]
         # wait until the worker holds them, then kill it outright
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if all(hub.command(c)["state"] == "leased" for c in ids):
-                break
-            time.sleep(0.05)
+        until(lambda: all(hub.command(c)["state"] == "leased" for c in ids), 10, "all leased")
         (worker,) = proc.worker_pids()
         import os
         import signal
@@ -272,11 +266,7 @@ def test_sigterm_drains_held_commands(tmp_path, hub, slapd, slow_slapd):
         hub.queue("authenticate_user", {"pid": f"t{i}", "username": "dave", "password": "davepw"})
         for i in range(4)
     ]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if all(hub.command(c)["state"] == "leased" for c in ids):
-            break
-        time.sleep(0.05)
+    until(lambda: all(hub.command(c)["state"] == "leased" for c in ids), 10, "all leased")
     code = proc.terminate()
     assert code == 0, proc.log()
     for cid in ids:

@@ -11,7 +11,6 @@ import re
 import secrets
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +19,7 @@ import requests
 from configs import openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import DevHubProcess, start_devhub
+from waits import until, within
 
 pytestmark = pytest.mark.slow  # hub outages, 200 concurrent sign-ins, SIGTERM drains
 
@@ -90,12 +90,7 @@ def ref_of(location: str) -> str:
 
 def relayed(hub: DevHubProcess, refs: set[str], timeout: float = 15.0) -> bool:
     """Wait until the hub holds every one of ``refs``."""
-    deadline = time.monotonic() + timeout
-    while not refs <= {s["ref"] for s in hub.sessions()}:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return bool(within(lambda: refs <= {s["ref"] for s in hub.sessions()}, timeout))
 
 
 def test_a_form_sign_in_lands_with_its_profile_through_the_relay(hub, proc):
@@ -225,10 +220,7 @@ def test_sigterm_with_sign_ins_pending_relays_them_all(tmp_path, hub, slapd):
         refs = {ref_of(browser.sign_in("carol", "carolpw", f"ctx-term-{i}")) for i in range(5)}
         assert not refs & {s["ref"] for s in hub.sessions()}  # all held by the worker
         proc.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while "Handling signal: term" not in proc.log():
-            assert time.monotonic() < deadline, proc.log()[-3000:]
-            time.sleep(0.05)
+        until(lambda: "Handling signal: term" in proc.log(), 15, "gunicorn took the signal")
         hub.clear_faults()
         assert proc.proc.wait(60) == 0, proc.log()[-3000:]
     finally:

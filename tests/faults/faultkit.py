@@ -42,6 +42,7 @@ import spnego
 from connector_proc import ConnectorProcess, setup_config
 from hubs import DevHubError, DevHubProcess
 from servers import free_port
+from waits import until, within
 
 #: A short long-poll keeps the tests brisk; four commands at once per worker.
 FAST = {"POLL_WAIT_SECONDS": 1, "AGENT_CONCURRENCY": 4}
@@ -294,8 +295,9 @@ class Stream:
             self.wait_done(timeout)
         except TimeoutError:
             pass  # counted as lost by row()
-        time.sleep(0.5)  # a late second result would show up now
-        self._refresh()
+        # a second result can only come from a delivery not answered yet: wait until every
+        # delivery is; one to a worker the test killed never is, hence the bound
+        within(self._deliveries_answered, 2.0, interval=0.1)
         self._watching.clear()
         self._watcher.join()
 
@@ -324,6 +326,13 @@ class Stream:
             n += 1
             due += 1.0 / self.rate
             self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def _deliveries_answered(self) -> bool:
+        """Whether every command sent has had as many results as it was handed out."""
+        self._refresh()
+        with self._lock:
+            views = [self.views.get(c) for c in self.sent]
+        return all(v is not None and v["resultCount"] >= v["deliveries"] for v in views)
 
     def _refresh(self) -> None:
         mine = set(self.sent)
@@ -385,6 +394,23 @@ class Stream:
         """Seconds from ``t`` to the first profile recorded after it (None if none yet)."""
         later = [s for s in self.successes() if s >= t]
         return later[0] - t if later else None
+
+    def wait_flowing(self, count: int = 4, timeout: float = 30.0) -> None:
+        """Wait until ``count`` more profiles are recorded than now: the service answers (before
+        a fault, so that it hits a working one; after recovery, so that the row shows more
+        than the first answer).
+
+        Raises:
+            AssertionError: fewer came within ``timeout`` seconds.
+        """
+        self._refresh()
+        target = len(self.successes()) + count
+
+        def enough() -> bool:
+            self._refresh()
+            return len(self.successes()) >= target
+
+        until(enough, timeout, f"{count} more answered commands", interval=0.1)
 
     def wait_success_after(self, t: float, timeout: float) -> float | None:
         """Wait for a success recorded after ``t``; seconds from ``t`` (None if none came)."""
@@ -478,6 +504,11 @@ class _Repeating:
         """Seconds from ``t`` to the first outcome with ``status`` after it."""
         later = [at for at, s, _ in self.outcomes if s == status and at >= t]
         return min(later) - t if later else None
+
+    def wait_after(self, t: float, status: int, timeout: float = 30.0) -> bool:
+        """Wait for an outcome with ``status`` after ``t`` (a sign-in once a fault is over);
+        whether one came (the test's assertions judge, after its row is in the table)."""
+        return bool(within(lambda: self.first_after(t, status) is not None, timeout))
 
     @property
     def refs(self) -> list[str]:
@@ -670,10 +701,4 @@ class HubOutage:
 
 def poll_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Call ``check`` until it is true or ``timeout`` passes; its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
+    return bool(within(check, timeout, interval))

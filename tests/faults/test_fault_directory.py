@@ -17,7 +17,7 @@ import pytest
 from configs import ad_config, openldap_config
 from faultkit import OPENLDAP_LOGINS, FormStream, Stream, start_connector
 from servers import MonitoredSlapd, ldap_ops
-from waits import until
+from waits import until, within
 
 pytestmark = pytest.mark.slow  # fault suite: outages timed in seconds
 
@@ -33,13 +33,14 @@ def test_directory_server_killed_and_restarted(tmp_path, hub_factory, slapd_fact
     stream = Stream(hub, OPENLDAP_LOGINS, rate=4).start()
     form = FormStream(proc.url, OPENLDAP_LOGINS[:2]).start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         server.kill()  # SIGKILL: a crash, not a shutdown
-        time.sleep(4)
+        time.sleep(4)  # the outage itself: 4 s of traffic against a dead server is the fault
         server.start()  # same ports, same database
         back = time.time()
         stream.wait_success_after(back, 15)
-        time.sleep(1)
+        stream.wait_flowing()
+        form.wait_after(back, 303)
     finally:
         form.stop()
         relay = form.relay(hub)
@@ -99,10 +100,11 @@ def test_failover_to_the_second_server_and_back(
     stream = Stream(hub, OPENLDAP_LOGINS, rate=4).start()
     form = FormStream(proc.url, OPENLDAP_LOGINS[:2]).start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         first.kill()
         first_down = time.time()
-        time.sleep(3)
+        # failed over: the second server answers while the first is down
+        stream.wait_success_after(first_down, 10)
         first.start()
         # once LDAP_SERVER_RETRY_SECONDS (1 s here) have passed, the first server is preferred
         # again: the logins go back to it (each is a bind there) while the second still
@@ -111,10 +113,10 @@ def test_failover_to_the_second_server_and_back(
         back_at = _binds(first)
         second.kill()  # now only the first one can answer: it must be used
         second_down = time.time()
-        time.sleep(3)
-        after_second_down = _binds(first) - back_at
+        stream.wait_success_after(second_down, 10)
+        after_second_down = within(lambda: _binds(first) - back_at, 10) or 0
         second.start()
-        time.sleep(1)
+        stream.wait_flowing()
     finally:
         form.stop()
         relay = form.relay(hub)
@@ -147,13 +149,14 @@ def test_samba_dc_stopped_mid_stream(tmp_path, hub_factory, samba_ad, fault_tabl
     stream = Stream(hub, logins, rate=3).start()
     form = FormStream(proc.url, logins[:2]).start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         samba_ad.stop()  # SIGTERM to the DC, its children follow
-        time.sleep(2)
+        time.sleep(2)  # the outage itself: 2 s of traffic against a stopped DC is the fault
         samba_ad.start()  # returns once LDAP and Kerberos answer
         back = time.time()
         stream.wait_success_after(back, 15)
-        time.sleep(1)
+        stream.wait_flowing()
+        form.wait_after(back, 303)
     finally:
         form.stop()
         relay = form.relay(hub)

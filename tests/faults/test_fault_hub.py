@@ -25,6 +25,7 @@ from faultkit import (
     wait_log,
 )
 from hubs import DevHubProcess, start_devhub
+from waits import until
 
 pytestmark = pytest.mark.slow  # fault suite: outages timed in seconds (one of 60 s)
 
@@ -61,7 +62,7 @@ def _run_hub_fault(site, fault_table, name, fault, *, limit, log_says, measured_
     offset = len(proc.log())
     stream = Stream(hub, OPENLDAP_LOGINS, rate=4, prefix=name.split()[0]).start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         hub.add_fault(**fault)
         ended = _faults_consumed(hub)
         for text in log_says:
@@ -69,7 +70,7 @@ def _run_hub_fault(site, fault_table, name, fault, *, limit, log_says, measured_
             if text == ends:
                 ended = time.time()
         stream.wait_success_after(ended, limit + 5)
-        time.sleep(1)
+        stream.wait_flowing()
     finally:
         stream.stop()
     row = stream.row(
@@ -161,19 +162,22 @@ def test_hub_down_for_a_minute(tmp_path, slapd, fault_table):
     stream = Stream(hub, OPENLDAP_LOGINS, rate=2, prefix="down").start()
     form = FormStream(proc.url, OPENLDAP_LOGINS[:2], interval=1.0).start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         # no command in flight at the cut: one handed to a poll already cut off (the hub
         # cannot tell) would wait for its lease to lapse (shown by the SIGKILL row)
         stream.pause()
         outage.down()
         went = time.time()
-        time.sleep(1.5)  # the hub's pending polls (1 s) end before anything is queued again
+        # the hub's pending polls (cut at our end, 1 s at the hub's) end before anything is
+        # queued again: a command must not go to a poll nobody reads
+        until(lambda: not any(a["polling"] for a in hub.agents()["agents"]), 10, "polls ended")
         stream.resume()
-        time.sleep(58.5)
+        time.sleep(58.5)  # the outage itself: a minute without the hub is the fault
         outage.up()
         back = time.time()
         stream.wait_success_after(back, 40)
-        time.sleep(2)
+        stream.wait_flowing()
+        form.wait_after(back, 303)
     finally:
         form.stop()
         stream.stop(timeout=90)
@@ -218,7 +222,7 @@ def test_hub_clock_ten_minutes_off(site, fault_table, offsets):
     stream = Stream(hub, OPENLDAP_LOGINS, rate=4, prefix="skew").start()
     recoveries = []
     try:
-        time.sleep(1)
+        stream.wait_flowing()
         for seconds in offsets:
             stream.pause()
             hub.set_clock_offset(seconds)
@@ -226,7 +230,7 @@ def test_hub_clock_ten_minutes_off(site, fault_table, offsets):
             moved = time.time()
             stream.resume()
             recoveries.append(stream.wait_success_after(moved, 10))
-            time.sleep(2)
+            stream.wait_flowing()
     finally:
         stream.stop()
         hub.set_clock_offset(0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from configs import openldap_config
 from faultkit import OPENLDAP_LOGINS, NegotiateStream, Stream, start_connector, wait_log
+from waits import within
 
 pytestmark = pytest.mark.slow  # fault suite: outages timed in seconds
 
@@ -53,18 +54,17 @@ def test_keytab_fault_then_put_right(
     negotiate = NegotiateStream(proc.url, "alice@EXAMPLE.TEST", "alicepw", mit_kdc.krb5_conf)
     negotiate.start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         disabled = wait_log(proc, r"Kerberos sign-in disabled \(until the keytab changes\): .*\n.*")
         tmp = keytab.with_suffix(".new")  # the administrator installs the right keytab
         shutil.copy(mit_kdc.keytab, tmp)
         tmp.replace(keytab)
         fixed = time.time()
-        negotiate_ok = None
-        deadline = time.monotonic() + 10
-        while negotiate_ok is None and time.monotonic() < deadline:
-            negotiate_ok = negotiate.first_after(fixed, 303)
-            time.sleep(0.2)
-        time.sleep(2)
+        within(lambda: negotiate.first_after(fixed, 303) is not None, 10, interval=0.2)
+        negotiate_ok = negotiate.first_after(fixed, 303)
+        if negotiate_ok is not None:  # then sign-ins enough to reach every worker (below)
+            settled = fixed + negotiate_ok + 0.6
+            within(lambda: sum(at >= settled for at, _, _ in negotiate.outcomes) >= 4, 15)
     finally:
         negotiate.stop()
         stream.stop()

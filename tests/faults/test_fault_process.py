@@ -81,14 +81,17 @@ def test_worker_sigkilled_while_holding_commands(
     workers = proc.worker_pids()
     stream = Stream(hub, OPENLDAP_LOGINS, rate=3, prefix="kill").start()
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         victim, held = _holder(stream, workers)
         os.kill(victim, signal.SIGKILL)
         killed = time.time()
+        # what it answered between the look and the kill (a loaded machine) was not held
+        held = [v["id"] for v in stream.commands() if v["id"] in held and v["state"] != "done"]
+        assert held, "the worker answered everything it held before it was killed"
         assert poll_until(lambda: not set(held) & set(stream.pending()), 30, 0.2)
         all_back = time.time()
         replaced = poll_until(lambda: len(proc.worker_pids()) == 2, 15)
-        time.sleep(1)
+        stream.wait_flowing()
     finally:
         stream.stop()
         alive = proc.proc.poll() is None
@@ -125,7 +128,7 @@ def test_sigterm_during_load_drains_then_a_restart_goes_on(
     second: ConnectorProcess | None = None
     alive = False
     try:
-        time.sleep(2)
+        stream.wait_flowing()
         _, held = _holder(stream, workers)
         code = proc.terminate()
         stopped = time.time()
@@ -134,7 +137,7 @@ def test_sigterm_during_load_drains_then_a_restart_goes_on(
         wait_agents(hub, second)
         started = time.time()
         stream.wait_success_after(started, 15)
-        time.sleep(2)
+        stream.wait_flowing()
     finally:
         stream.stop()
         if second is not None:
@@ -182,7 +185,7 @@ def test_config_directory_read_only(tmp_path, hub_factory, slapd, fault_table):
     stream = Stream(hub, OPENLDAP_LOGINS, rate=4, prefix="ro").start()
     form = FormStream(proc.url, OPENLDAP_LOGINS[:2]).start()
     try:
-        time.sleep(3)
+        stream.wait_flowing()
         warning = wait_log(proc, r"could not encrypt LDAP_BIND_PASSWORD in \S+ \(([^)]*)\)")
     finally:
         form.stop()
