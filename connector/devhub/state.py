@@ -696,6 +696,11 @@ class HubState:
         with self._cond:
             return [f.view() for f in self._faults]
 
+    def has_faults(self) -> bool:
+        """Whether any fault is pending."""
+        with self._cond:
+            return bool(self._faults)
+
     def next_fault(self, endpoint: str) -> Fault | None:
         """Consume one use of the first pending fault that applies to ``endpoint``."""
         with self._cond:
