@@ -6,13 +6,15 @@ one client) and the browser's ``GET …/login/callback?wctx=…&ref=…`` (a new
 time, as the bench's clients). Two ways::
 
     PYTHONPATH=$PWD python3 tests/bench/hubcost.py inproc [--n 2000] [--repeats 5]
-    PYTHONPATH=$PWD python3 tests/bench/hubcost.py gunicorn [--n 3000] [--repeats 3]
+    PYTHONPATH=$PWD python3 tests/bench/hubcost.py gunicorn [--n 3000] [--repeats 3] [--floor]
 
 ``inproc`` calls the WSGI app of ``hubapp.py`` directly (no server): the process CPU of N
 pairs, the minimum of the repeats, divided by N. ``gunicorn`` starts the hub exactly as the
 bench does (``fasthub.GunicornDevHub``) and reads the worker's CPU from ``/proc/<pid>/stat``
-around N sequential pairs (the client's own CPU is not counted). Tokens are made before the
-timed window. Not a test: nothing asserts a figure.
+around N sequential pairs (the client's own CPU is not counted); ``--floor`` then sends the
+same requests to a do-nothing WSGI app under the same gunicorn settings: what the server
+alone costs. ``--profile FILE`` py-spies the hub's worker (``profsum.py FILE`` reads it).
+Tokens are made before the timed window. Not a test: nothing asserts a figure.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import json
 import os
 import random
 import secrets
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +37,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import jwt
+import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 HERE = Path(__file__).resolve().parent
@@ -178,69 +184,117 @@ def inproc(n: int, repeats: int, seed: int) -> None:
 # ---- under gunicorn, as the bench runs it ----------------------------------------------------
 
 
-def under_gunicorn(n: int, repeats: int, seed: int) -> None:
-    from fasthub import GunicornDevHub
+def _spy(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy on the hub worker (only threads holding the GIL), as the bench's ``--profile``."""
+    command = [
+        "py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+        "--output", output, "--nonblocking", "--gil",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The floor: a WSGI app that reads the body and answers 1.5 kB, no work at all."""
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    body = b"x" * 1500
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", "1500")])
+    return [body]
+
+
+def _drive(host: str, port: int, raws: list[tuple[bytes, bytes]]) -> None:
+    """Each relay on one kept connection, each callback on a new one (closed with a reset)."""
+    relay_client = HttpClient(host, port, keepalive=True)
+    for relay, callback in raws:
+        s1, _, b1 = relay_client.request(relay)
+        browser = HttpClient(host, port, keepalive=False)
+        s2, _, b2 = browser.request(callback)
+        browser.close()
+        if s1 != 200 or s2 != 200:
+            raise RuntimeError(f"{s1} {b1[:200]!r} / {s2} {b2[:200]!r}")
+    relay_client.close()
+
+
+def _requests(netloc: str, base: str, work: list[tuple[str, bytes, str]]) -> list:
+    return [
+        (
+            (
+                f"POST {base}/agent/signins HTTP/1.1\r\nHost: {netloc}\r\n"
+                f"Authorization: Bearer {token}\r\nX-Connector-Protocol: 2\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body,
+            (
+                f"GET {base}/login/callback?{query} HTTP/1.1\r\nHost: {netloc}\r\n"
+                f"Accept: {ACCEPT}\r\n\r\n"
+            ).encode(),
+        )
+        for token, body, query in work
+    ]
+
+
+def _measure(label: str, worker: int, netloc: str, base: str, agent: Agent, args: Any) -> None:
+    host, _, port = netloc.partition(":")
+    results = []
+    spy = _spy(worker, args.profile) if args.profile and label == "devhub" else None
+    for r in range(args.repeats):
+        raws = _requests(netloc, base, pairs(agent, args.n, args.seed + r))
+        cpu0, wall0 = cpu_seconds(worker), time.monotonic()
+        _drive(host, int(port), raws)
+        cpu, wall = (cpu_seconds(worker) - cpu0) / args.n, (time.monotonic() - wall0) / args.n
+        results.append(cpu)
+        print(f"  {label} {r + 1}: {cpu * 1e6:.0f} µs CPU, {wall * 1e6:.0f} µs wall", flush=True)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(30)
+    print(
+        f"{label} under gunicorn: {min(results) * 1e6:.0f} µs (min), "
+        f"{sorted(results)[len(results) // 2] * 1e6:.0f} µs (median) of the worker's CPU per "
+        f"sign-in (n={args.n}, {args.repeats} repeats, load {os.getloadavg()[0]:.2f})",
+        flush=True,
+    )
+
+
+def under_gunicorn(args: Any) -> None:
+    """The devhub as the bench serves it; then (``--floor``) the floor app, same settings."""
+    from fasthub import HUB_OPTIONS, HUB_THREADS, GunicornDevHub, popen_gunicorn
+    from servers import free_port
 
     agent = Agent()
     with tempfile.TemporaryDirectory() as tmp:
         hub = GunicornDevHub(tmp, alg="HS256", lease_seconds=60, kerberos=True)
         hub.start()
         try:
-            import requests
-
             reg = {"certs": [b64(agent.der)], "signInEndpoint": "", "agentVersion": "bench"}
             answer = requests.post(hub.ticket_url, json=reg, timeout=10)
             assert answer.status_code == 200, answer.text
-            worker = hub.worker_pid
-            assert worker is not None
-            base = urlsplit(hub.ad_hub)
-            host, port = base.hostname or "127.0.0.1", base.port or 80
-            relay_path = f"{base.path}/agent/signins"
-            callback_path = f"{base.path}/login/callback"
-            results = []
-            for r in range(repeats):
-                work = pairs(agent, n, seed + r)
-                raws = [
-                    (
-                        (
-                            f"POST {relay_path} HTTP/1.1\r\nHost: {base.netloc}\r\n"
-                            f"Authorization: Bearer {token}\r\nX-Connector-Protocol: 2\r\n"
-                            "Content-Type: application/json\r\n"
-                            f"Content-Length: {len(body)}\r\n\r\n"
-                        ).encode()
-                        + body,
-                        (
-                            f"GET {callback_path}?{query} HTTP/1.1\r\nHost: {base.netloc}\r\n"
-                            f"Accept: {ACCEPT}\r\n\r\n"
-                        ).encode(),
-                    )
-                    for token, body, query in work
-                ]
-                relay_client = HttpClient(host, port, keepalive=True)
-                cpu0, wall0 = cpu_seconds(worker), time.monotonic()
-                for relay, callback in raws:
-                    s1, _, b1 = relay_client.request(relay)
-                    browser = HttpClient(host, port, keepalive=False)
-                    s2, _, b2 = browser.request(callback)
-                    browser.close()
-                    if s1 != 200 or s2 != 200:
-                        raise RuntimeError(f"{s1} {b1[:200]!r} / {s2} {b2[:200]!r}")
-                cpu = (cpu_seconds(worker) - cpu0) / n
-                wall = (time.monotonic() - wall0) / n
-                relay_client.close()
-                results.append(cpu)
-                print(
-                    f"  repeat {r + 1}: hub worker {cpu * 1e6:.0f} µs CPU per sign-in, "
-                    f"{wall * 1e6:.0f} µs wall",
-                    flush=True,
-                )
-            print(
-                f"gunicorn: {min(results) * 1e6:.0f} µs (min), "
-                f"{sorted(results)[len(results) // 2] * 1e6:.0f} µs (median) of hub CPU per "
-                f"sign-in (n={n}, {repeats} repeats, load {os.getloadavg()[0]:.2f})"
-            )
+            assert hub.worker_pid is not None
+            parts = urlsplit(hub.ad_hub)
+            _measure("devhub", hub.worker_pid, parts.netloc, parts.path, agent, args)
         finally:
             hub.stop()
+        if not args.floor:
+            return
+        port = free_port()
+        log = Path(tmp) / "floor.log"
+        proc = popen_gunicorn("hubcost:floor_app", port, 1, HUB_THREADS, log, {}, *HUB_OPTIONS)
+        try:
+            from loadgen import children
+
+            deadline = time.monotonic() + 30
+            while not children(proc.pid) or not _listening(port):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the floor app did not start: {log.read_text()}")
+                time.sleep(0.1)
+            worker = children(proc.pid)[0]
+            _measure("floor", worker, f"127.0.0.1:{port}", "/tenants/acme", agent, args)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def main() -> None:
@@ -249,11 +303,16 @@ def main() -> None:
     p.add_argument("--n", type=int, default=0, help="sign-ins per repeat")
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--seed", type=int, default=12)
+    p.add_argument("--profile", metavar="FILE", help="gunicorn: py-spy the hub's worker to FILE")
+    p.add_argument(
+        "--floor", action="store_true", help="gunicorn: also a do-nothing app, same settings"
+    )
     args = p.parse_args()
     if args.how == "inproc":
         inproc(args.n or 2000, args.repeats or 5, args.seed)
     else:
-        under_gunicorn(args.n or 3000, args.repeats or 3, args.seed)
+        args.n, args.repeats = args.n or 3000, args.repeats or 3
+        under_gunicorn(args)
 
 
 if __name__ == "__main__":
