@@ -201,13 +201,21 @@ def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> li
     return [body]
 
 
-def _drive(host: str, port: int, raws: list[tuple[bytes, bytes]]) -> None:
-    """Each relay on one kept connection, each callback on a new one (closed with a reset)."""
+def _drive(host: str, port: int, raws: list[tuple[bytes, bytes]], browser_first: bool) -> None:
+    """Each relay on one kept connection, each callback on a new one (closed with a reset);
+    ``browser_first``: the callback is sent before the relay and answered after it, as in the
+    bench, where the browser follows the 303 while the relay is on its way."""
     relay_client = HttpClient(host, port, keepalive=True)
     for relay, callback in raws:
-        s1, _, b1 = relay_client.request(relay)
         browser = HttpClient(host, port, keepalive=False)
-        s2, _, b2 = browser.request(callback)
+        if browser_first:
+            sock = browser._connect()  # loadgen's client, split in its two halves
+            sock.sendall(callback)
+            s1, _, b1 = relay_client.request(relay)
+            s2, _, b2 = browser._response(sock)
+        else:
+            s1, _, b1 = relay_client.request(relay)
+            s2, _, b2 = browser.request(callback)
         browser.close()
         if s1 != 200 or s2 != 200:
             raise RuntimeError(f"{s1} {b1[:200]!r} / {s2} {b2[:200]!r}")
@@ -239,7 +247,7 @@ def _measure(label: str, worker: int, netloc: str, base: str, agent: Agent, args
     for r in range(args.repeats):
         raws = _requests(netloc, base, pairs(agent, args.n, args.seed + r))
         cpu0, wall0 = cpu_seconds(worker), time.monotonic()
-        _drive(host, int(port), raws)
+        _drive(host, int(port), raws, args.browser_first)
         cpu, wall = (cpu_seconds(worker) - cpu0) / args.n, (time.monotonic() - wall0) / args.n
         results.append(cpu)
         print(f"  {label} {r + 1}: {cpu * 1e6:.0f} µs CPU, {wall * 1e6:.0f} µs wall", flush=True)
@@ -306,6 +314,11 @@ def main() -> None:
     p.add_argument("--profile", metavar="FILE", help="gunicorn: py-spy the hub's worker to FILE")
     p.add_argument(
         "--floor", action="store_true", help="gunicorn: also a do-nothing app, same settings"
+    )
+    p.add_argument(
+        "--browser-first",
+        action="store_true",
+        help="gunicorn: send each callback before its relay (the hub waits for the relay)",
     )
     args = p.parse_args()
     if args.how == "inproc":
