@@ -9,7 +9,7 @@ answers (``tests/devhub/test_devhub_hotpaths.py`` compares the two). Everything 
 Flask untouched:
 
 * any other path or method (a ``HEAD``, a trailing slash, another tenant);
-* a relay while an injected fault is pending (Flask applies it), without the protocol
+* a relay while an injected fault for it is pending (Flask applies it), without the protocol
   header, with a body that is not a JSON object within ``MAX_CONTENT_LENGTH`` of
   ``Content-Type: application/json``, or that fails a check: Flask checks it again from the
   start and refuses it, because this layer decides *before* its first side effect
@@ -117,7 +117,10 @@ class HotPaths:
 
     def _relay(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         hub = self._hub
-        if hub.state.has_faults() or environ.get("HTTP_X_CONNECTOR_PROTOCOL") != PROTOCOL_VERSION:
+        if (
+            hub.state.has_fault("signins")
+            or environ.get("HTTP_X_CONNECTOR_PROTOCOL") != PROTOCOL_VERSION
+        ):
             return self.app(environ, start_response)
         body = self._body(environ)
         if body is None:

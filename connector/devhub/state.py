@@ -696,10 +696,10 @@ class HubState:
         with self._cond:
             return [f.view() for f in self._faults]
 
-    def has_faults(self) -> bool:
-        """Whether any fault is pending."""
+    def has_fault(self, endpoint: str) -> bool:
+        """Whether a pending fault applies to ``endpoint`` (without consuming it)."""
         with self._cond:
-            return bool(self._faults)
+            return any(fault.endpoint in (None, endpoint) for fault in self._faults)
 
     def next_fault(self, endpoint: str) -> Fault | None:
         """Consume one use of the first pending fault that applies to ``endpoint``."""

@@ -198,7 +198,12 @@ def test_a_replayed_token_and_a_pending_fault_are_left_to_flask(hubs):
         assert status == expected
     for hub in hubs:
         hub.call("POST", "/tenants/acme/api/faults", json_body={"status": 503, "count": 1})
+        poll_fault = {"status": 500, "count": 1, "endpoint": "poll"}
+        hub.call("POST", "/tenants/acme/api/faults", json_body=poll_fault)
+    calls = fast.flask_calls
     assert relay(hubs, secrets.token_urlsafe(24))[0] == "503 SERVICE UNAVAILABLE"
+    assert fast.flask_calls == calls + 1  # the fault is Flask's to apply
     assert relay(hubs, secrets.token_urlsafe(24))[0] == "200 OK"
+    assert fast.flask_calls == calls + 1  # a fault for polls leaves the relay to the hot path
     assert fast.events() == plain.events()
     assert fast.events()["faultsInjected"] == 1
