@@ -136,8 +136,9 @@ class HotPaths:
         if not hub.state.use_jti(claims.jti, claims.exp):
             return self.app(environ, start_response)  # Flask refuses the replay (401)
         acked = relay_signins(hub, claims.sub, parsed)
-        # as Flask's JSON provider writes it (compact, sorted keys, ASCII, a final newline)
-        answer = json.dumps({"acked": acked}, separators=(",", ":"), sort_keys=True) + "\n"
+        # as Flask's JSON provider writes it (compact, a final newline); a ref is base64url
+        # (parse_signin checked it), so it is its own JSON text between quotes
+        answer = '{"acked":["' + '","'.join(acked) + '"]}\n'
         return self._answer(start_response, _JSON, answer.encode())
 
     # ---- GET login/callback ----------------------------------------------------------------

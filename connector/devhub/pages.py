@@ -202,6 +202,18 @@ def _frame() -> tuple[str, str]:
     return frame
 
 
+def _escaped_items(items: list[Any]) -> str:
+    """The items escaped and joined with ``</li><li>``: strings (the usual groups) in one
+    ``escape`` call over their NUL-joined text, anything else one by one."""
+    try:
+        joined = "\x00".join(items)
+    except TypeError:  # an item that is not a string
+        joined = None
+    if joined is None or joined.count("\x00") != len(items) - 1:  # or one holds a NUL
+        return "</li><li>".join(map(escape, items))
+    return str(escape(joined)).replace("\x00", "</li><li>")
+
+
 def signed_in_page(frame: tuple[str, str], redeemed: dict[str, Any]) -> str:
     """The page a browser gets for a redeemed sign-in, built without the template engine: it
     is served once per browser sign-in, the devhub's hottest page. ``frame`` is the cached
@@ -221,7 +233,7 @@ def signed_in_page(frame: tuple[str, str], redeemed: dict[str, Any]) -> str:
     if isinstance(groups, list):
         parts.append(f'<h3>Groups ({len(groups)})</h3>\n<ul id="groups">\n  ')
         if groups:
-            parts += ("<li>", "</li><li>".join(map(escape, groups)), "</li>")
+            parts += ("<li>", _escaped_items(groups), "</li>")
         parts.append("\n</ul>\n")
     # one line: json's C encoder (indent= would take its pure-Python one, 5 % of the request)
     compact = json.dumps(profile, ensure_ascii=False, sort_keys=True)

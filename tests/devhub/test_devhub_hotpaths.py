@@ -207,3 +207,20 @@ def test_a_replayed_token_and_a_pending_fault_are_left_to_flask(hubs):
     assert fast.flask_calls == calls + 1  # a fault for polls leaves the relay to the hot path
     assert fast.events() == plain.events()
     assert fast.events()["faultsInjected"] == 1
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [["a&b", "<x>", "q\"'"], ["a\x00b", "<c>"], [1, "<"], ["only"], [None, {"k": "<v>"}]],
+)
+def test_the_pages_groups_are_escaped_as_one_by_one(groups):
+    """The page escapes string groups in one call over their NUL-joined text; a NUL inside a
+    group or a group that is not a string is escaped on its own: the same text either way."""
+    from markupsafe import escape
+
+    from connector.devhub.pages import signed_in_page
+
+    redeemed = {"profile": {"groups": groups}, "method": "form", "wctx": "", "agent": "a"}
+    page = signed_in_page(("", ""), redeemed)
+    expected = "<li>" + "</li><li>".join(str(escape(g)) for g in groups) + "</li>"
+    assert expected in page
