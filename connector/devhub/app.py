@@ -24,6 +24,9 @@ Browser pages (server-rendered HTML)::
     GET      /tenants/{t}/login/callback realm postTokenUrl: redeems ?ref= once (with ?wctx=),
                                          waiting up to 10 s for a ref not relayed yet
 
+The relay and the callback, two requests per browser sign-in, are served in front of Flask
+by :mod:`connector.devhub.hotpaths` (same checks, same answers).
+
 Admin API, **without any authentication**: the devhub is a loopback development and test
 tool, and whoever can reach it can queue commands, read profiles and session refs, inject
 faults and move its clock. Never expose it beyond localhost. ::
@@ -69,6 +72,7 @@ from werkzeug.exceptions import HTTPException
 from connector.devhub.admin import admin
 from connector.devhub.channel import agent, tickets
 from connector.devhub.config import DevHubConfig
+from connector.devhub.hotpaths import HotPaths
 from connector.devhub.pages import hub_time, pages
 from connector.devhub.state import HubState
 from connector.devhub.tokens import TenantKey
@@ -113,6 +117,8 @@ def create_app(config: DevHubConfig) -> Flask:
     app.jinja_env.filters["hubtime"] = hub_time
     for bp in (tickets, agent, admin, pages):
         app.register_blueprint(bp)
+    # the relay and the callback of every browser sign-in, served before Flask's plumbing
+    app.wsgi_app = HotPaths(app.wsgi_app, hub, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
 
     @app.get("/")
     def root() -> ResponseReturnValue:

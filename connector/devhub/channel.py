@@ -22,6 +22,7 @@ from flask.typing import ResponseReturnValue
 
 from connector.devhub.state import REF_PATTERN, Fault
 from connector.devhub.tokens import (
+    AgentClaims,
     AgentTokenError,
     CertificateError,
     parse_agent_cert,
@@ -29,6 +30,7 @@ from connector.devhub.tokens import (
 )
 from connector.devhub.web import (
     ApiError,
+    DevHub,
     DropConnection,
     ad_hub_url,
     bad_request,
@@ -85,21 +87,31 @@ def _token_refused(message: str) -> NoReturn:
     )
 
 
+def agent_claims(hub: DevHub, authorization: str) -> AgentClaims:
+    """The claims of the bearer token in an ``Authorization`` header, every check of
+    protocol §2 but the ``jti``'s freshness (no side effect).
+
+    Raises:
+        AgentTokenError: no bearer token, or the first check it failed.
+    """
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AgentTokenError("missing Authorization: Bearer token")
+    return verify_agent_token(
+        token,
+        hub.state.certificates(),
+        issuer=hub.config.connection,
+        audience=hub.config.realm,
+        now=hub.state.now(),
+    )
+
+
 def _authenticate_agent() -> str:
     """Check the agent's bearer token (protocol §2); returns its ``sub``."""
     hub = current_hub()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        _token_refused("missing Authorization: Bearer token")
     try:
-        claims = verify_agent_token(
-            token,
-            hub.state.certificates(),
-            issuer=hub.config.connection,
-            audience=hub.config.realm,
-            now=hub.state.now(),
-        )
+        claims = agent_claims(hub, request.headers.get("Authorization", ""))
     except AgentTokenError as e:
         _token_refused(str(e))
     if not hub.state.use_jti(claims.jti, claims.exp):
@@ -226,15 +238,26 @@ def agent_poll() -> ResponseReturnValue:
     }
 
 
-def _batch(endpoint: str, limit: int, parse: Callable[[int, Any], T]) -> tuple[str, list[T]]:
-    """An agent request whose body is ``{endpoint: [item, ...]}`` (1..``limit`` items), each
-    item parsed by ``parse`` (one malformed item refuses the batch whole): the agent's ``sub``
-    and the parsed items."""
-    sub, body = _agent_request(endpoint)
+def parse_batch(
+    body: dict[str, Any], endpoint: str, limit: int, parse: Callable[[int, Any], T]
+) -> list[T]:
+    """The items of a body ``{endpoint: [item, ...]}`` (1..``limit`` items), each parsed by
+    ``parse``; one malformed item refuses the batch whole.
+
+    Raises:
+        ApiError: 400 ``bad_request``, naming the first problem.
+    """
     items = body.get(endpoint)
     if not isinstance(items, list) or not 1 <= len(items) <= limit:
         bad_request(f"{endpoint} must be a list of 1..{limit} items")
-    return sub, [parse(i, item) for i, item in enumerate(items)]
+    return [parse(i, item) for i, item in enumerate(items)]
+
+
+def _batch(endpoint: str, limit: int, parse: Callable[[int, Any], T]) -> tuple[str, list[T]]:
+    """An agent request whose body is a batch (:func:`parse_batch`): the agent's ``sub`` and
+    the parsed items."""
+    sub, body = _agent_request(endpoint)
+    return sub, parse_batch(body, endpoint, limit, parse)
 
 
 def _parse_result(i: int, item: Any) -> tuple[str, dict[str, Any]]:
@@ -266,7 +289,8 @@ def agent_results() -> ResponseReturnValue:
     return {"acked": acked}
 
 
-def _parse_signin(i: int, item: Any) -> tuple[str, str, dict[str, Any], str]:
+def parse_signin(i: int, item: Any) -> tuple[str, str, dict[str, Any], str]:
+    """``signins[i]`` as ``(ref, wctx, profile, method)``, or 400 (protocol §5.2)."""
     if not isinstance(item, dict):
         bad_request(f"signins[{i}] must be an object")
     ref, wctx, profile, method = (item.get(k) for k in ("ref", "wctx", "profile", "method"))
@@ -284,7 +308,14 @@ def _parse_signin(i: int, item: Any) -> tuple[str, str, dict[str, Any], str]:
 @agent.post("/signins")
 def agent_signins() -> ResponseReturnValue:
     """Protocol §5.2: keep relayed sign-ins, idempotent by ``ref``; acknowledge every ref."""
-    sub, parsed = _batch("signins", MAX_SIGNINS, _parse_signin)
-    acked = current_hub().state.relay_signins(sub, parsed)
+    sub, parsed = _batch("signins", MAX_SIGNINS, parse_signin)
+    return {"acked": relay_signins(current_hub(), sub, parsed)}
+
+
+def relay_signins(
+    hub: DevHub, sub: str, parsed: list[tuple[str, str, dict[str, Any], str]]
+) -> list[str]:
+    """Keep the parsed sign-ins relayed by agent ``sub``; the acknowledged refs."""
+    acked = hub.state.relay_signins(sub, parsed)
     log.info("%d sign-in(s) relayed by %s", len(parsed), sub)
-    return {"acked": acked}
+    return acked

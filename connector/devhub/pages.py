@@ -7,6 +7,7 @@ into the signed ``authenticate_user`` command.
 from __future__ import annotations
 
 import datetime
+import functools
 import hmac
 import json
 import logging
@@ -17,9 +18,18 @@ from typing import Any
 from flask import redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import escape
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from connector.devhub.state import SessionError, UnknownCommand
-from connector.devhub.web import ad_hub_url, base_url, current_hub, queue_command, tenant_blueprint
+from connector.devhub.web import (
+    DevHub,
+    ad_hub_url,
+    base_url,
+    current_hub,
+    queue_command,
+    tenant_blueprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,42 +122,76 @@ def try_page(command_id: str) -> ResponseReturnValue:
     )
 
 
-@pages.get("/login/callback")
-def login_callback() -> ResponseReturnValue:
-    """The realm's ``postTokenUrl``: redeem ``ref`` once and show the profile, waiting a
-    while for a ``ref`` no connector relayed yet (protocol §5.3)."""
-    wants_json = (
-        request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
-    )
-    hub = current_hub()
+#: WSGI environ key under which :mod:`connector.devhub.hotpaths` hands a callback it already
+#: redeemed to :func:`login_callback`, for the pages it does not build itself.
+CALLBACK_OUTCOME = "connector.devhub.callback_outcome"
+
+CallbackOutcome = dict[str, Any] | SessionError
+
+
+def redeem(hub: DevHub, ref: str, wctx: str, client: str) -> CallbackOutcome:
+    """Redeem a callback's ``ref`` with its ``wctx`` (protocol §5.3), waiting a while for a
+    ``ref`` no connector relayed yet: the sign-in's view, or why it was refused (logged)."""
     try:
-        redeemed = hub.state.redeem_session(
-            request.args.get("ref", ""),
-            request.args.get("wctx", ""),
-            client=request.remote_addr or "",
-            wait=hub.config.signin_wait_seconds,
+        return hub.state.redeem_session(
+            ref, wctx, client=client, wait=hub.config.signin_wait_seconds
         )
     except SessionError as e:
         log.warning("sign-in callback refused: %s", e.message)
-        status, headers = (429, {"Retry-After": "1"}) if e.problem == "busy" else (400, {})
-        if wants_json:
-            error = "too_many_waiting" if e.problem == "busy" else "invalid_ref"
-            body = {"error": error, "problem": e.problem, "message": e.message}
+        return e
+
+
+@functools.lru_cache(maxsize=256)
+def wants_json(accept: str) -> bool:
+    """Whether a request with this ``Accept`` prefers JSON to HTML (a browser sends the same
+    header every time, hence the cache)."""
+    offered = parse_accept_header(accept, MIMEAccept)
+    return offered.best_match(["text/html", "application/json"]) == "application/json"
+
+
+@pages.get("/login/callback")
+def login_callback() -> ResponseReturnValue:
+    """The realm's ``postTokenUrl``: redeem ``ref`` once and show the profile, waiting a
+    while for a ``ref`` no connector relayed yet (protocol §5.3). Usually served by
+    :mod:`connector.devhub.hotpaths`, which hands the outcome here for the other pages."""
+    outcome: CallbackOutcome | None = request.environ.get(CALLBACK_OUTCOME)
+    if outcome is None:
+        outcome = redeem(
+            current_hub(),
+            request.args.get("ref", ""),
+            request.args.get("wctx", ""),
+            request.remote_addr or "",
+        )
+    as_json = wants_json(request.headers.get("Accept", ""))
+    if isinstance(outcome, SessionError):
+        busy = outcome.problem == "busy"
+        status, headers = (429, {"Retry-After": "1"}) if busy else (400, {})
+        if as_json:
+            error = "too_many_waiting" if busy else "invalid_ref"
+            body = {"error": error, "problem": outcome.problem, "message": outcome.message}
             return body, status, headers
-        title = "Sign-in busy" if e.problem == "busy" else "Sign-in failed"
-        return render_template("error.html", title=title, message=e.message), status, headers
-    if wants_json:
-        return {k: v for k, v in redeemed.items() if k != "ref"}
-    return signed_in_page(redeemed), 200, {"Content-Type": "text/html; charset=utf-8"}
+        title = "Sign-in busy" if busy else "Sign-in failed"
+        return render_template("error.html", title=title, message=outcome.message), status, headers
+    if as_json:
+        return {k: v for k, v in outcome.items() if k != "ref"}
+    page = signed_in_page(_frame(), outcome)
+    return page, 200, {"Content-Type": "text/html; charset=utf-8"}
 
 
 _FRAMES: dict[tuple[str, str], tuple[str, str]] = {}
 
 
+def cached_frame(script_name: str, tenant: str) -> tuple[str, str] | None:
+    """The frame of the signed-in page for this mount point and tenant, once
+    :func:`_frame` made it."""
+    return _FRAMES.get((script_name, tenant))
+
+
 def _frame() -> tuple[str, str]:
     """``base.html`` around an empty main part, split there, and the tail with the "Log in
-    again" link: rendered once per mount point and tenant (its links are fixed)."""
-    key = (request.script_root, current_hub().config.tenant)
+    again" link: rendered once per mount point (``SCRIPT_NAME``) and tenant (its links are
+    fixed)."""
+    key = (request.environ.get("SCRIPT_NAME", ""), current_hub().config.tenant)
     frame = _FRAMES.get(key)
     if frame is None:
         head, _, tail = render_template("base.html").partition("<main>\n")
@@ -158,11 +202,24 @@ def _frame() -> tuple[str, str]:
     return frame
 
 
-def signed_in_page(redeemed: dict[str, Any]) -> str:
+def _escaped_items(items: list[Any]) -> str:
+    """The items escaped and joined with ``</li><li>``: strings (the usual groups) in one
+    ``escape`` call over their NUL-joined text, anything else one by one."""
+    try:
+        joined = "\x00".join(items)
+    except TypeError:  # an item that is not a string
+        joined = None
+    if joined is None or joined.count("\x00") != len(items) - 1:  # or one holds a NUL
+        return "</li><li>".join(map(escape, items))
+    return str(escape(joined)).replace("\x00", "</li><li>")
+
+
+def signed_in_page(frame: tuple[str, str], redeemed: dict[str, Any]) -> str:
     """The page a browser gets for a redeemed sign-in, built without the template engine: it
-    is served once per browser sign-in, the devhub's hottest page. The frame is cached (see
-    :func:`_frame`); the variable parts are escaped with markupsafe, as Jinja would."""
-    head, tail = _frame()
+    is served once per browser sign-in, the devhub's hottest page. ``frame`` is the cached
+    rest of the page (see :func:`_frame`); the variable parts are escaped with markupsafe, as
+    Jinja would."""
+    head, tail = frame
     profile = redeemed["profile"]
     parts = [
         head,
@@ -175,7 +232,8 @@ def signed_in_page(redeemed: dict[str, Any]) -> str:
     groups = profile.get("groups") if isinstance(profile, dict) else None
     if isinstance(groups, list):
         parts.append(f'<h3>Groups ({len(groups)})</h3>\n<ul id="groups">\n  ')
-        parts.extend(f"<li>{escape(group)}</li>" for group in groups)
+        if groups:
+            parts += ("<li>", _escaped_items(groups), "</li>")
         parts.append("\n</ul>\n")
     # one line: json's C encoder (indent= would take its pure-Python one, 5 % of the request)
     compact = json.dumps(profile, ensure_ascii=False, sort_keys=True)

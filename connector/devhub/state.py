@@ -696,6 +696,11 @@ class HubState:
         with self._cond:
             return [f.view() for f in self._faults]
 
+    def has_fault(self, endpoint: str) -> bool:
+        """Whether a pending fault applies to ``endpoint`` (without consuming it)."""
+        with self._cond:
+            return any(fault.endpoint in (None, endpoint) for fault in self._faults)
+
     def next_fault(self, endpoint: str) -> Fault | None:
         """Consume one use of the first pending fault that applies to ``endpoint``."""
         with self._cond:

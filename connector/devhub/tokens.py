@@ -189,23 +189,44 @@ def _signature_ok(cert: AgentCert, signing_input: bytes, signature: bytes) -> bo
     return True
 
 
+#: Checked headers by their encoded segment: an agent's tokens all have the same header
+#: (``alg``, ``typ``, ``kid``), so it is decoded once, not once per request.
+_HEADERS: dict[str, tuple[str, Any]] = {}
+_MAX_HEADERS = 256
+
+
+def _header(segment: str) -> tuple[str, Any]:
+    """``(alg, kid)`` of a token's header segment (``kid`` None when absent), once checked.
+
+    Raises:
+        AgentTokenError: not base64url JSON, an ``alg`` other than ES256 or RS256, or ``crit``.
+    """
+    checked = _HEADERS.get(segment)
+    if checked is not None:
+        return checked
+    header = _json_object(_segment(segment, "header"), "header")
+    alg = header.get("alg")
+    if alg not in AGENT_ALGORITHMS:
+        raise AgentTokenError(f"alg must be RS256 or ES256, not {alg!r}")
+    if "crit" in header:
+        raise AgentTokenError("malformed token: no crit header extension is supported")
+    if len(_HEADERS) >= _MAX_HEADERS:  # many distinct headers: somebody tries; start again
+        _HEADERS.clear()
+    checked = _HEADERS[segment] = (alg, header.get("kid"))
+    return checked
+
+
 def _signed_claims(token: str, certs: Sequence[AgentCert]) -> dict[str, Any]:
     """The claims of ``token`` once its ``alg`` and signature are checked (RFC 7515 compact
     form, verified directly with ``cryptography``: this runs on every agent request)."""
     pieces = token.split(".")
     if len(pieces) != 3:
         raise AgentTokenError("malformed token: not three dot-separated segments")
-    header = _json_object(_segment(pieces[0], "header"), "header")
-    alg = header.get("alg")
-    if alg not in AGENT_ALGORITHMS:
-        raise AgentTokenError(f"alg must be RS256 or ES256, not {alg!r}")
-    if "crit" in header:
-        raise AgentTokenError("malformed token: no crit header extension is supported")
+    alg, kid = _header(pieces[0])
     if not certs:
         raise AgentTokenError(
             "no agent certificate is registered for this connection (register through the ticket)"
         )
-    kid = header.get("kid")
     if kid is None:
         candidates = [c for c in certs if c.alg == alg]
         if not candidates:
@@ -222,9 +243,9 @@ def _signed_claims(token: str, certs: Sequence[AgentCert]) -> dict[str, Any]:
                 f"alg {alg} does not match the certificate kid {kid!r}, whose key takes "
                 f"{candidates[0].alg}"
             )
-    signing_input = f"{pieces[0]}.{pieces[1]}".encode("ascii")
+    payload = _segment(pieces[1], "payload")  # first: then the signing input is ASCII
     signature = _segment(pieces[2], "signature")
-    payload = _segment(pieces[1], "payload")
+    signing_input = f"{pieces[0]}.{pieces[1]}".encode("ascii")
     for cert in candidates:
         if _signature_ok(cert, signing_input, signature):
             return _json_object(payload, "payload")

@@ -17,6 +17,11 @@ from hubs import DevHubError, DevHubProcess
 from servers import _RUNNING, _tail, free_port
 
 HERE = Path(__file__).resolve().parent
+#: How the bench serves the hub: one process (its state is in memory), gthread with enough
+#: threads for the long polls and the browsers waiting for a relay, HTTP/1.1 keep-alive for
+#: the agents' connections, no access log (gunicorn's default).
+HUB_THREADS = 64
+HUB_OPTIONS = ("--timeout", "120", "--keep-alive", "30")
 
 
 def popen_gunicorn(
@@ -75,9 +80,8 @@ class GunicornDevHub(DevHubProcess):
             "ip_ranges": list(self._options.get("ip_ranges", ())),
         }
         self.proc = popen_gunicorn(
-            "hubapp:app", port, 1, 64, self.log_file,
-            {"BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"},
-            "--timeout", "120", "--keep-alive", "30",
+            "hubapp:app", port, 1, HUB_THREADS, self.log_file,
+            {"BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"}, *HUB_OPTIONS,
         )  # fmt: skip
         _RUNNING.add(self)
         self.base = f"http://127.0.0.1:{port}"
