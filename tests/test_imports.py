@@ -47,3 +47,23 @@ def test_every_module_imports_alone():
             if proc.returncode:
                 failed.append(f"{name}: {output.strip().splitlines()[-1:]}")
     assert not failed, "\n".join(failed)
+
+
+def test_the_product_does_not_load_the_tools():
+    """The devhub and the demo are tools, not the product: importing every other module
+    (the app, the agent, the CLI) loads neither."""
+    product = [m for m in _modules() if not m.startswith(("connector.devhub", "connector.demo"))]
+    assert "connector.cli" in product and "connector.channel.agent" in product
+    code = (
+        "import sys\n"
+        + "".join(f"import {name}\n" for name in product)
+        + "import wsgi\n"
+        + "tools = sorted(m for m in sys.modules"
+        + " if m.startswith(('connector.devhub', 'connector.demo')))\n"
+        + "print(tools)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -1,5 +1,7 @@
 """The quick start: ``connector demo`` runs a whole sign-in setup on this machine.
 
+A tool, not the product: nothing the connector runs imports it (tests/test_imports.py).
+
 It starts, as child processes it owns and stops: a sample OpenLDAP directory (own CA,
 StartTLS, memberof, four users in groups nested four deep), an MIT KDC for ``DEMO.TEST``
 with the same users and ``HTTP/localhost`` in a keytab, the devhub as the hub; then it sets
