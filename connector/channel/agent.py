@@ -11,7 +11,8 @@ One agent runs per gunicorn worker (started after the fork). Two threads and a p
   redeliver rather than run late (it may be running elsewhere already);
 * the **pool** (``AGENT_CONCURRENCY`` threads) runs commands against the directory;
 * the **poster** sends finished results in batches (lingering a few milliseconds while more
-  are about to finish) and keeps each until the hub acknowledges it;
+  are about to finish, longer while a backlog is in hand) and keeps each until the hub
+  acknowledges it;
 * the **relay** (:mod:`connector.channel.relay`) sends the sign-ins the worker's web threads
   queue, in batches, and keeps each until the hub acknowledges it (protocol §5).
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 100
 PREFETCH = 4  # window = AGENT_CONCURRENCY x this, at most, while commands are quick
 LINGER_SECONDS = 0.005  # the poster's wait for more results while commands are running
+BACKLOG_LINGER_SECONDS = 0.025  # the same while more commands wait here than run
 STALE_FRACTION = 0.8  # of the lease: a command queued longer is left to the hub
 DRAIN_GRACE_SECONDS = 0.3  # drain lets a returning poll land before cutting a waiting one
 
@@ -438,8 +440,11 @@ class Agent:
                     self._ready.wait(1.0)
                 if not self._outbox and self._poster_stop.is_set():
                     return
-                # while commands run, more results are about to come: one post for them all
-                linger_until = time.monotonic() + LINGER_SECONDS
+                # while commands run, more results are about to come: one post for them all;
+                # with a backlog in hand they come steadily, and its queueing dwarfs the wait
+                backlog = len(self._inflight) > self.concurrency
+                linger = BACKLOG_LINGER_SECONDS if backlog else LINGER_SECONDS
+                linger_until = time.monotonic() + linger
                 while self._inflight and len(self._outbox) < MAX_BATCH:
                     left = linger_until - time.monotonic()
                     if left <= 0:
