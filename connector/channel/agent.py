@@ -11,11 +11,17 @@ One agent runs per gunicorn worker (started after the fork). Two threads and a p
   redeliver rather than run late (it may be running elsewhere already);
 * the **pool** (``AGENT_CONCURRENCY`` threads) runs commands against the directory;
 * the **poster** sends finished results in batches (lingering a few milliseconds while more
-  are about to finish) and keeps each until the hub acknowledges it;
+  are about to finish, longer while a backlog is in hand) and keeps each until the hub
+  acknowledges it;
 * the **relay** (:mod:`connector.channel.relay`) sends the sign-ins the worker's web threads
   queue, in batches, and keeps each until the hub acknowledges it (protocol §5).
 
 The first poll after start-up or an outage does not wait, so readiness is known at once.
+
+The window's state (running ids, unposted results) is under one lock; the poller, the poster
+and a drain each wait on their own condition of it and are woken only when what they wait for
+has come true (half the window free; a first result, or the end of a linger; every result
+acknowledged), not at every command's end: a wake-up is a thread switch and a GIL hand-over.
 
 Hub trouble (unreachable, 5xx, 429, resets) means exponential backoff with full jitter, never an
 exit. :meth:`Agent.drain` (on SIGTERM) stops polling (cutting a poll that waits for work), relays
@@ -26,10 +32,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from connector import metrics
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 100
 PREFETCH = 4  # window = AGENT_CONCURRENCY x this, at most, while commands are quick
 LINGER_SECONDS = 0.005  # the poster's wait for more results while commands are running
+BACKLOG_LINGER_SECONDS = 0.025  # the same while more commands wait here than run
 STALE_FRACTION = 0.8  # of the lease: a command queued longer is left to the hub
 DRAIN_GRACE_SECONDS = 0.3  # drain lets a returning poll land before cutting a waiting one
 
@@ -51,6 +58,55 @@ def _unavailable(result: dict[str, Any]) -> bool:
     """Whether a result says the directory could not be reached (the hub may retry it)."""
     err = result.get("err")
     return isinstance(err, dict) and err.get("name") == "Unavailable"
+
+
+class _Pool:
+    """``size`` threads running the agent's commands in the order they come.
+
+    A ``ThreadPoolExecutor`` without futures: nothing waits for a command's future, and making
+    one (a Condition and its RLock) cost a tenth of the agent's own CPU per command.
+    """
+
+    def __init__(self, size: int, run: Callable[[Command, float], None]) -> None:
+        self._size = size
+        self._run = run
+        self._queue: queue.SimpleQueue[tuple[Command, float] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, command: Command, polled: float) -> None:
+        """Run ``command`` on the next free thread (they start with the first command).
+
+        Raises:
+            RuntimeError: the pool is shut down.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the agent's pool is shut down")
+            while len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"agent-cmd_{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+            self._queue.put((command, polled))
+
+    def shutdown(self) -> None:
+        """Take no more commands; return once the queued and running ones are done."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._run(*item)
+            except Exception:
+                log.exception("command %s failed in the agent", item[0].id)
 
 
 class Agent:
@@ -74,10 +130,15 @@ class Agent:
         self.poll_wait = poll_wait
         self.skew_warning = skew_warning
         self._stop = threading.Event()
-        self._cond = threading.Condition()
+        # one lock for the window's state; each waiter has its own condition on it and is
+        # woken only when what it waits for has come true (not at every command's end)
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # the poller: half the window free
+        self._ready = threading.Condition(self._lock)  # the poster: results, or a linger's end
+        self._settled = threading.Condition(self._lock)  # drain: every result acknowledged
         self._inflight: set[str] = set()
         self._outbox: dict[str, dict[str, Any]] = {}
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="agent-cmd")
+        self._pool = _Pool(concurrency, self._execute)
         self.relay = SignInRelay(client)
         self._poller: threading.Thread | None = None
         self._poster: threading.Thread | None = None
@@ -116,8 +177,8 @@ class Agent:
         True if nothing is left."""
         deadline = time.monotonic() + timeout
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._room.notify_all()
         if self._poller is not None:
             # a poll answered with commands returns within moments; one still out after that
             # is an idle long poll: cut it rather than wait out its hold (POLL_WAIT_SECONDS)
@@ -128,15 +189,15 @@ class Agent:
                 self._poller.join(0.5)
         # browsers wait at the hub for these (protocol §5.3): first
         relayed = self.relay.drain(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=True)
-        with self._cond:
+        self._pool.shutdown()
+        with self._lock:
+            self._ready.notify_all()  # no command runs now: a lingering poster sends at once
             while self._outbox and time.monotonic() < deadline:
-                self._cond.notify_all()
-                self._cond.wait(0.2)
+                self._settled.wait(0.2)
             left = len(self._outbox)
         self._poster_stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._ready.notify_all()
         if self._poster is not None:
             self._poster.join(5)
         self.client.close()
@@ -150,7 +211,7 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """What the console and /ready show."""
-        with self._cond:
+        with self._lock:
             inflight, pending = len(self._inflight), len(self._outbox)
         return {
             "agent_id": self.client.agent_id,
@@ -173,19 +234,31 @@ class Agent:
         """How many commands to hold at once: the running ones and a queue that empties well
         within the lease at the current average command time."""
         c = self.concurrency
-        queue = int(c * (self._lease / (2 * max(self._avg_seconds, 1e-3)) - 1))
-        return c + max(0, min(queue, (PREFETCH - 1) * c))
+        queued = int(c * (self._lease / (2 * max(self._avg_seconds, 1e-3)) - 1))
+        return c + max(0, min(queued, (PREFETCH - 1) * c))
+
+    def _free(self) -> int:
+        """How many commands to ask for now: the free part of the window once it is at least
+        half (0 before). Call with the lock held."""
+        window = self.window()
+        free = window - len(self._inflight)
+        return min(free, MAX_BATCH) if free >= max(1, window // 2) else 0
 
     def _wait_for_room(self) -> int:
         """Block until half the window is free (or stopping); return how many to ask for."""
-        with self._cond:
+        with self._lock:
             while not self._stop.is_set():
-                window = self.window()
-                free = window - len(self._inflight)
-                if free >= max(1, window // 2):
-                    return min(free, MAX_BATCH)
-                self._cond.wait(0.5)
+                free = self._free()
+                if free:
+                    return free
+                self._room.wait(0.5)  # woken by _settle once there is room (or by drain)
         return 0
+
+    def _settle(self, cid: str) -> None:
+        """``cid`` no longer runs: wake the poller if that made room. Call with the lock held."""
+        self._inflight.discard(cid)
+        if self._free():
+            self._room.notify()
 
     def _poll_loop(self) -> None:
         backoff = Backoff()
@@ -274,7 +347,7 @@ class Agent:
         except CommandRefused as exc:
             self._refuse(raw, str(exc))
             return
-        with self._cond:
+        with self._lock:
             if command.id in self._inflight:
                 log.info("command %s redelivered while still running; not run twice", command.id)
                 return
@@ -296,10 +369,10 @@ class Agent:
             self._refuse(raw, replay)
             return
         try:
-            self._pool.submit(self._execute, command, time.monotonic())
+            self._pool.submit(command, time.monotonic())
         except RuntimeError:  # pool shut down: drain has begun
-            with self._cond:
-                self._inflight.discard(command.id)
+            with self._lock:
+                self._settle(command.id)
             log.info("command %s not started: draining (the hub will redeliver)", command.id)
 
     def _refuse(self, raw: Any, reason: str) -> None:
@@ -319,9 +392,10 @@ class Agent:
     def _execute(self, command: Command, polled: float) -> None:
         started = time.monotonic()
         if started - polled > self._lease * STALE_FRACTION:
-            with self._cond:
-                self._inflight.discard(command.id)
-                self._cond.notify_all()
+            with self._lock:
+                self._settle(command.id)
+                if not self._inflight:
+                    self._ready.notify()  # a lingering poster waits for the last one
             log.warning(
                 "command %s waited %.1f s here, most of its %.0f s lease: not run, the hub "
                 "will hand it out again",
@@ -348,28 +422,34 @@ class Agent:
         self._finish(command.id, result)
 
     def _finish(self, cid: str, result: dict[str, Any]) -> None:
-        with self._cond:
-            self._inflight.discard(cid)
+        with self._lock:
+            first = not self._outbox
             self._outbox[cid] = result
-            self._cond.notify_all()
+            self._settle(cid)
+            # the poster waits for a first result, or lingers until none runs or a batch is full
+            if first or not self._inflight or len(self._outbox) >= MAX_BATCH:
+                self._ready.notify()
 
     # --- posting ----------------------------------------------------------------------------
 
     def _post_loop(self) -> None:
         backoff = Backoff()
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._outbox and not self._poster_stop.is_set():
-                    self._cond.wait(1.0)
+                    self._ready.wait(1.0)
                 if not self._outbox and self._poster_stop.is_set():
                     return
-                # while commands run, more results are about to come: one post for them all
-                linger_until = time.monotonic() + LINGER_SECONDS
+                # while commands run, more results are about to come: one post for them all;
+                # with a backlog in hand they come steadily, and its queueing dwarfs the wait
+                backlog = len(self._inflight) > self.concurrency
+                linger = BACKLOG_LINGER_SECONDS if backlog else LINGER_SECONDS
+                linger_until = time.monotonic() + linger
                 while self._inflight and len(self._outbox) < MAX_BATCH:
                     left = linger_until - time.monotonic()
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    self._ready.wait(left)
                 batch = [{"id": k, "result": v} for k, v in list(self._outbox.items())[:MAX_BATCH]]
             started = time.monotonic()
             try:
@@ -399,12 +479,13 @@ class Agent:
                     return
                 continue
             backoff.reset()
-            with self._cond:
+            with self._lock:
                 for item in batch:
                     # only the result we posted: a newer one (a retried command) stays
                     if item["id"] in acked and self._outbox.get(item["id"]) is item["result"]:
                         del self._outbox[item["id"]]
-                self._cond.notify_all()
+                if not self._outbox:
+                    self._settled.notify_all()
             missing = {item["id"] for item in batch} - acked
             if missing:
                 log.warning("the hub did not acknowledge %d results; resending", len(missing))

@@ -19,6 +19,7 @@ import ssl
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,15 +107,20 @@ class CuttableAdapter(HTTPAdapter):
 
     def cut(self) -> int:
         """Shut down every open connection's socket; how many were cut."""
-        cut = 0
-        for conn in list(self._live):
-            sock = getattr(conn, "sock", None)
-            if sock is None:
-                continue
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-                cut += 1
-        return cut
+        return _shut_down(self._live)
+
+
+def _shut_down(connections: Iterable[Any]) -> int:
+    """Shut down the socket of each open one of ``connections``; how many were cut."""
+    cut = 0
+    for conn in list(connections):
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            continue
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+            cut += 1
+    return cut
 
 
 def make_session(settings: Settings, *, cuttable: bool = False) -> requests.Session:
@@ -301,11 +307,12 @@ class DirectPoster:
     For the agent's short calls when no proxy is in the way (results, relayed sign-ins: one
     per sign-in when they arrive one at a time): ``requests`` and urllib3 spend about as much
     CPU on a call as the rest of the call together (measured: 810 against 420 µs per relayed
-    sign-in, the agent token included). Trust is the same as :func:`make_session`'s
-    (``HUB_CA_FILE``, else requests' CA bundle; hostname checked); a kept connection the hub
-    closed meanwhile is replaced and the request sent once more (both endpoints are
-    idempotent: results by id, sign-ins by ``ref``); any other failure is the caller's to
-    retry, with backoff.
+    sign-in, the agent token included; a poll 577 against 280 µs). Trust is the same as
+    :func:`make_session`'s (``HUB_CA_FILE``, else requests' CA bundle; hostname checked); a
+    kept connection the hub closed meanwhile is replaced and the request sent once more (the
+    endpoints are idempotent: results by id, sign-ins by ``ref``, a poll hands out commands
+    only with its answer); any other failure is the caller's to retry, with backoff.
+    :meth:`cut` fails a request in progress at once, from another thread (drain, a long poll).
     """
 
     def __init__(self, settings: Settings, base: str) -> None:
@@ -327,11 +334,18 @@ class DirectPoster:
         }
         self._local = threading.local()
         self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
+        self._cuts = 0
 
     def close(self) -> None:
         """Close every thread's connection (each opens a new one on its next call)."""
         for conn in list(self._open):
             conn.close()
+
+    def cut(self) -> int:
+        """Shut down every open connection's socket: a request waiting on one fails at once
+        and is not sent again. How many were cut."""
+        self._cuts += 1
+        return _shut_down(self._open)
 
     def _connect(self) -> http.client.HTTPConnection:
         timeout = self.settings.hub_connect_timeout
@@ -354,6 +368,7 @@ class DirectPoster:
         """(status, reason, headers, body) of one POST; OSError or HTTPException on failure."""
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         self._local.conn = None
+        cuts = self._cuts
         for attempt in (1, 2):
             fresh = conn is None
             if conn is None:
@@ -367,7 +382,7 @@ class DirectPoster:
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()
                 conn = None
-                if fresh or attempt == 2:
+                if fresh or attempt == 2 or self._cuts != cuts:
                     raise
                 continue  # the hub closed the kept connection: once more on a new one
             except BaseException:
@@ -439,17 +454,19 @@ class HubClient:
         # long polls on their own connections, which drain can cut (see cut_polls)
         self.poll_session = make_session(settings, cuttable=True)
         self.base = str(settings.ad_hub).rstrip("/")
-        # results and sign-ins straight on http.client, unless a proxy is in the way
-        self.direct = (
-            None if proxies_for(self.base, settings) else DirectPoster(settings, self.base)
-        )
+        # polls, results and sign-ins straight on http.client, unless a proxy is in the way;
+        # polls apart, so that cutting them leaves the others alone
+        proxied = bool(proxies_for(self.base, settings))
+        self.direct = None if proxied else DirectPoster(settings, self.base)
+        self.direct_polls = None if proxied else DirectPoster(settings, self.base)
 
     def close(self) -> None:
         """Close the sessions' connections."""
         self.session.close()
         self.poll_session.close()
-        if self.direct is not None:
-            self.direct.close()
+        for direct in (self.direct, self.direct_polls):
+            if direct is not None:
+                direct.close()
 
     def cut_polls(self) -> int:
         """Cut the connection of a poll in progress (it fails at once); how many were cut.
@@ -457,6 +474,8 @@ class HubClient:
         Commands the hub was handing out on it at that instant stay leased to us until the
         lease lapses, then go to another agent: late, never lost.
         """
+        if self.direct_polls is not None:
+            return self.direct_polls.cut()
         adapter = self.poll_session.get_adapter(self.base)
         return adapter.cut() if isinstance(adapter, CuttableAdapter) else 0
 
@@ -469,19 +488,18 @@ class HubClient:
         )
         return {"Authorization": f"Bearer {token}", "X-Connector-Protocol": PROTOCOL_VERSION}
 
-    def _call(
-        self, path: str, body: Any, read_timeout: float, session: requests.Session | None = None
-    ) -> Any:
+    def _call(self, path: str, body: Any, read_timeout: float, *, poll: bool = False) -> Any:
         url = f"{self.base}/agent/{path}"
+        direct = self.direct_polls if poll else self.direct
         for attempt in (1, 2):
             try:
-                if session is None and self.direct is not None:
+                if direct is not None:
                     data, sent, received = post_json_direct(
-                        self.direct, self.settings, url, body, self._headers(), read_timeout
+                        direct, self.settings, url, body, self._headers(), read_timeout
                     )
                 else:
                     data, sent, received = request_json(
-                        session or self.session,
+                        self.poll_session if poll else self.session,
                         self.settings,
                         "POST",
                         url,
@@ -520,7 +538,7 @@ class HubClient:
             "poll",
             {"max": max_commands, "wait": wait},
             read_timeout=wait + 15,
-            session=self.poll_session,
+            poll=True,
         )
         commands = data.get("commands")
         if not isinstance(commands, list):

@@ -5,16 +5,18 @@ The web threads of a worker :meth:`SignInRelay.submit` each successful browser s
 worker, started with the agent after the fork, sends them::
 
     web threads ── submit() ──▶ queue (≤ 1000, memory) ──▶ relay thread ── agent/signins ──▶ hub
-                   (no I/O: a lock, a dict insert, a notify)   (≤ 100 a request, no linger)
+                   (no I/O: a lock, a dict insert)             (≤ 100 a request, no linger)
 
 The relay thread is the worker's only sender, so it has a request out or none. When none is
 out it sends what is queued at once, up to ``MAX_BATCH`` (an idle relay adds no latency to a
 sign-in); while its request is out, new sign-ins queue for the next one, so under load one
-request carries many (natural batching, no timer). A sign-in leaves the queue only when the
-hub acknowledges its ``ref``; a failed request is retried with backoff (protocol §7), and a
-sign-in older than ``MAX_AGE_SECONDS`` (its ``ref`` can no longer be redeemed) is dropped with
-a warning. A full queue refuses new sign-ins (:class:`RelayFull`: the person sees "try
-again"). :meth:`drain` relays what is held before the worker exits.
+request carries many (natural batching, no timer). The relay thread waits only while the
+queue is empty, so only a sign-in that finds it empty wakes it (a thread switch per request,
+not per sign-in). A sign-in leaves the queue only when the hub acknowledges its ``ref``; a
+failed request is retried with backoff (protocol §7), and a sign-in older than
+``MAX_AGE_SECONDS`` (its ``ref`` can no longer be redeemed) is dropped with a warning. A full
+queue refuses new sign-ins (:class:`RelayFull`: the person sees "try again"). :meth:`drain`
+relays what is held before the worker exits.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class SignInRelay:
         self.client = client
         self.limit = limit
         self.max_age = max_age
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the relay thread: a first sign-in
+        self._emptied = threading.Condition(self._lock)  # a drain: nothing left to send
         self._queue: collections.OrderedDict[str, _SignIn] = collections.OrderedDict()
         self._halt = threading.Event()  # stop now, whatever is held
         self._thread: threading.Thread | None = None
@@ -82,20 +86,22 @@ class SignInRelay:
         Raises:
             RelayFull: ``limit`` sign-ins wait already, or the relay has stopped.
         """
-        with self._cond:
+        with self._lock:
             if self._halt.is_set():
                 raise RelayFull("the connector is stopping")
             if len(self._queue) >= self.limit:
                 raise RelayFull(
                     f"{len(self._queue)} sign-ins are waiting to be relayed to the hub already"
                 )
+            idle = not self._queue
             self._queue[ref] = _SignIn(ref, wctx, profile, method, time.monotonic())
-            self._cond.notify_all()  # the relay thread (and a drain, which waits here too)
+            if idle:  # else the relay thread is busy with the queue: it takes this one next
+                self._arrived.notify()
 
     @property
     def pending(self) -> int:
         """Sign-ins not acknowledged by the hub yet."""
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -109,13 +115,12 @@ class SignInRelay:
     def drain(self, timeout: float) -> bool:
         """Relay what is held (retrying), then stop; True if nothing is left."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
             while self._queue and self._thread is not None and time.monotonic() < deadline:
-                self._cond.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+                self._emptied.wait(min(0.2, max(0.0, deadline - time.monotonic())))
             left = len(self._queue)
             self._halt.set()
-            self._cond.notify_all()
+            self._arrived.notify_all()
         if self._thread is not None:
             self._thread.join(5)
         if left:
@@ -126,9 +131,9 @@ class SignInRelay:
 
     def _next_batch(self) -> list[_SignIn] | None:
         """The sign-ins to send next, at once (no request is out); None to stop."""
-        with self._cond:
+        with self._lock:
             while not self._queue and not self._halt.is_set():
-                self._cond.wait()
+                self._arrived.wait()
             if self._halt.is_set():
                 return None
             too_old = time.monotonic() - self.max_age
@@ -139,7 +144,8 @@ class SignInRelay:
                     "a sign-in waited %.0f s for the hub: dropped (its ref has expired)",
                     self.max_age,
                 )
-            self._cond.notify_all()
+            if not self._queue:
+                self._emptied.notify_all()
             return list(itertools.islice(self._queue.values(), MAX_BATCH))
 
     def _loop(self) -> None:
@@ -165,11 +171,12 @@ class SignInRelay:
                 continue
             metrics.hub_request("signins", time.monotonic() - started)
             backoff.reset()
-            with self._cond:
+            with self._lock:
                 for signin in batch:
                     if signin.ref in acked and self._queue.pop(signin.ref, None) is not None:
                         self.relayed += 1
-                self._cond.notify_all()
+                if not self._queue:
+                    self._emptied.notify_all()
             missing = sum(1 for signin in batch if signin.ref not in acked)
             if missing:
                 log.warning("the hub did not acknowledge %d sign-ins; resending", missing)

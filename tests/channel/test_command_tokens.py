@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import time
 
 import jwt
@@ -307,3 +308,148 @@ def test_replay_cache_forgets_at_expiry_and_when_full():
     clock.now += 200  # past every expiry but c3's
     assert cache.admit(_command("c2", expires=clock.now + 50)) is None
     assert len(cache) == 2  # c3 and the new c2
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signed(header: dict, body: object, secret: str = "s" * 40) -> str:
+    """An HS256 compact JWS of exactly this header and body (any JSON, any shape)."""
+    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(body).encode())
+    mac = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + _b64(mac)
+
+
+def _pyjwt_answer(verifier, token):
+    """What PyJWT's decode (the long path) makes of ``token``: its claims or its refusal."""
+    try:
+        return verifier._decode(token)
+    except CommandRefused as exc:
+        return f"refused: {exc}"
+
+
+def _odd_tokens(secret: str) -> dict[str, str]:
+    """Tokens at the edges of what PyJWT accepts: header, claim and encoding shapes."""
+    h = {"alg": "HS256", "typ": "JWT"}
+    good = claims(iss=ISS)
+    plain = _signed(h, good, secret)
+    head, body, sig = plain.split(".")
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    cases = {
+        "plain": plain,
+        "kid": _signed({**h, "kid": "k1"}, good, secret),
+        "kid-not-text": _signed({**h, "kid": 7}, good, secret),
+        "kid-null": _signed({**h, "kid": None}, good, secret),
+        "crit": _signed({**h, "crit": ["b64"], "b64": True}, good, secret),
+        "crit-unknown": _signed({**h, "crit": ["x-ours"]}, good, secret),
+        "b64-true": _signed({**h, "b64": True}, good, secret),
+        "b64-false": _signed({**h, "b64": False, "crit": ["b64"]}, good, secret),
+        "alg-lowercase": _signed({**h, "alg": "hs256"}, good, secret),
+        "no-alg": _signed({"typ": "JWT"}, good, secret),
+        "header-a-list": _signed(["HS256"], good, secret),  # type: ignore[arg-type]
+        "claims-a-list": _signed(h, [good], secret),
+        "claims-a-string": _signed(h, "claims", secret),
+        "aud-list": _signed(h, {**good, "aud": ["x", AUD]}, secret),
+        "aud-list-other": _signed(h, {**good, "aud": ["x", "y"]}, secret),
+        "aud-list-mixed": _signed(h, {**good, "aud": [AUD, 3]}, secret),
+        "aud-empty": _signed(h, {**good, "aud": ""}, secret),
+        "aud-empty-list": _signed(h, {**good, "aud": []}, secret),
+        "aud-object": _signed(h, {**good, "aud": {AUD: 1}}, secret),
+        "aud-null": _signed(h, {**good, "aud": None}, secret),
+        "iss-missing": _signed(h, {k: v for k, v in good.items() if k != "iss"}, secret),
+        "iss-not-text": _signed(h, {**good, "iss": [ISS]}, secret),
+        "iss-other": _signed(h, {**good, "iss": ISS + "/"}, secret),
+        "jti-number": _signed(h, {**good, "jti": 1}, secret),
+        "jti-null": _signed(h, {**good, "jti": None}, secret),
+        "sub-text": _signed(h, {**good, "sub": "hub"}, secret),
+        "sub-number": _signed(h, {**good, "sub": 5}, secret),
+        "sub-null": _signed(h, {**good, "sub": None}, secret),
+        "exp-null": _signed(h, {**good, "exp": None}, secret),
+        "iat-missing": _signed(h, {k: v for k, v in good.items() if k != "iat"}, secret),
+        "other-secret": _signed(h, good, "t" * 40),
+        "signature-flipped": f"{head}.{body}.{flipped}",
+        "signature-empty": f"{head}.{body}.",
+        "padded": f"{head}{'=' * (-len(head) % 4)}.{body}.{sig}=",
+        "non-canonical-signature": f"{head}.{body}.{sig[:-1]}{chr(ord(sig[-1]) + 1)}",
+        "four-segments": f"{head}.{body}.{sig}.{sig}",
+        "spaces": f" {plain}",
+        "newline": f"{plain}\n",
+        "non-ascii": f"{head}.{body}.{sig}é",
+        "utf16-claims": f"{head}.{_b64(json.dumps(good).encode('utf-16'))}.{sig}",
+        "deep-header": f"{_b64(b'[' * 100000)}.{body}.{sig}",
+    }
+    return cases
+
+
+def test_the_short_path_accepts_only_what_pyjwt_accepts_with_the_same_claims():
+    """Most commands skip PyJWT's decode (one parse, the key prepared once): for every token at
+    the edges, that path either hands the decision to PyJWT or gives PyJWT's own claims."""
+    secret = "s" * 40
+    v = CommandVerifier(secret, audience=AUD, issuer=ISS, algorithm="HS256")
+    taken = set()
+    for case, token in _odd_tokens(secret).items():
+        short = v._plain.claims(token)
+        if short is not None:
+            taken.add(case)
+            assert short == _pyjwt_answer(v, token), case
+    # the common shapes take it (else the comparison above proves nothing)...
+    assert {"plain", "kid", "aud-list", "sub-text"} <= taken
+    # ...and the refusals, and valid but unusual encodings, never do
+    assert not taken & {"crit", "b64-true", "padded", "kid-not-text", "signature-flipped"}
+    # an empty audience claim is a missing one for PyJWT, even when ours is empty too
+    nameless = CommandVerifier(secret, audience="", algorithm="HS256")
+    empty = _signed({"alg": "HS256"}, claims(aud=""), secret)
+    assert nameless._plain.claims(empty) is None
+    assert "aud" in _pyjwt_answer(nameless, empty)
+
+
+def test_the_short_path_agrees_with_pyjwt_on_random_mutations(tenant_key, tenant_pem):
+    """Seeded byte flips, cuts and splices of RS256 and HS256 tokens: wherever the short path
+    answers, PyJWT accepts the token with the same claims."""
+    rng = random.Random(12)
+    secret = "s" * 40
+    for verifier, token in (
+        (CommandVerifier(secret, audience=AUD, issuer=ISS), _signed({"alg": "HS256"}, claims())),
+        (
+            CommandVerifier(tenant_pem, audience=AUD, issuer=ISS),
+            jwt.encode(claims(iss=ISS), tenant_key, algorithm="RS256"),
+        ),
+    ):
+        alphabet = "ABCXYZabcxyz0189-_.=é "
+        for _ in range(400):
+            chars = list(token)
+            for _ in range(rng.randint(1, 3)):
+                at = rng.randrange(len(chars))
+                chars[at : at + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(0, 2)
+            mutated = "".join(chars)
+            short = verifier._plain.claims(mutated)
+            if short is not None:
+                assert short == _pyjwt_answer(verifier, mutated), mutated
+        assert verifier._plain.claims(token) == _pyjwt_answer(verifier, token)
+
+
+def test_the_short_path_agrees_with_pyjwt_on_random_claim_shapes():
+    """Validly signed tokens whose header and claims take seeded random JSON values."""
+    rng = random.Random(7)
+    secret = "s" * 40
+    v = CommandVerifier(secret, audience=AUD, issuer=ISS, algorithm="HS256")
+    values = [None, "", AUD, ISS, "x", 0, 1, 1.5, True, [], [AUD], ["x", AUD], [AUD, None], {}]
+    taken = refused = 0
+    for _ in range(600):
+        header = {"alg": rng.choice(["HS256", "HS256", "RS256", None])}
+        for name in rng.sample(["typ", "kid", "crit", "b64", "cty"], rng.randint(0, 2)):
+            header[name] = rng.choice(values)
+        body = claims(iss=ISS)
+        for name in rng.sample(["aud", "iss", "jti", "sub", "exp", "iat", "nbf"], 2):
+            if rng.random() < 0.2:
+                body.pop(name, None)
+            else:
+                body[name] = rng.choice(values)
+        token = _signed(header, body, secret)
+        short, long = v._plain.claims(token), _pyjwt_answer(v, token)
+        if short is not None:
+            taken += 1
+            assert short == long, (header, body)
+        refused += isinstance(long, str)
+    assert taken > 20 and refused > 300  # both sides of the line were tried

@@ -21,6 +21,17 @@ ANSWER = (
 )
 
 
+def _read_request(conn: socket.socket, data: bytes) -> tuple[bytes, bytes]:
+    """One request (head and Content-Length body) from ``data`` and ``conn``, and the rest."""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
 class OneShotHub:
     """Answers one request per connection, then closes it without saying so (as a hub whose
     keep-alive timeout passed): a kept connection is stale on its next use."""
@@ -40,16 +51,13 @@ class OneShotHub:
             except OSError:
                 return
             self.connections += 1
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, rest = data.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                self.requests.append(head + b"\r\n\r\n" + rest)
-                conn.sendall(ANSWER % (self.status, len(self.body), self.body))
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            request, _ = _read_request(conn, b"")
+            self.requests.append(request)
+            conn.sendall(ANSWER % (self.status, len(self.body), self.body))
 
     def close(self) -> None:
         self.listener.close()
@@ -103,3 +111,51 @@ def test_an_unreachable_hub_is_unavailable():
     poster = DirectPoster(SETTINGS, f"http://127.0.0.1:{port}")  # type: ignore[arg-type]
     with pytest.raises(HubUnavailable, match="cannot reach the hub"):
         _post(poster, port)
+
+
+class HoldingHub(OneShotHub):
+    """Answers the first request on a connection (kept alive), then holds the next one
+    unanswered (a long poll held)."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self._held: list[socket.socket] = []
+        super().__init__(body=b'{"commands": []}')
+
+    def _handle(self, conn: socket.socket) -> None:
+        self._held.append(conn)
+        _, rest = _read_request(conn, b"")
+        conn.sendall(ANSWER % (200, len(self.body), self.body))
+        _read_request(conn, rest)
+        self.holding.set()
+
+    def close(self) -> None:
+        super().close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_a_cut_fails_the_waiting_request_at_once_and_it_is_not_sent_again():
+    """Drain cuts an idle long poll: the poll fails now (not after its hold) and is not sent
+    once more on a new connection, as a kept connection the hub closed would be."""
+    hub = HoldingHub()
+    poster = DirectPoster(SETTINGS, f"http://127.0.0.1:{hub.port}")  # type: ignore[arg-type]
+    failed: list[BaseException] = []
+
+    def poll() -> None:
+        url = f"http://127.0.0.1:{hub.port}/agent/poll"
+        try:
+            post_json_direct(poster, SETTINGS, url, {"max": 1, "wait": 0}, {}, 60)
+            post_json_direct(poster, SETTINGS, url, {"max": 1, "wait": 60}, {}, 60)  # kept
+        except BaseException as exc:
+            failed.append(exc)
+
+    waiting = threading.Thread(target=poll)
+    waiting.start()
+    assert hub.holding.wait(10)
+    assert poster.cut() == 1
+    waiting.join(10)
+    assert not waiting.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], HubUnavailable), failed
+    assert hub.connections == 1
+    hub.close()

@@ -65,3 +65,22 @@ def test_other_keys_are_refused(tmp_path):
     cert = AgentIdentity.generate().cert
     with pytest.raises(ValueError, match="not P-256"):
         AgentIdentity(p384, cert)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_a_token_is_what_pyjwt_would_encode(monkeypatch, alg):
+    """The token is written without PyJWT's encode: the same bytes but the (random) ES256
+    signature, which PyJWT verifies."""
+    made = AgentIdentity.generate("host", alg=alg)
+    monkeypatch.setattr("connector.channel.identity.secrets.token_urlsafe", lambda n: "j" * n)
+    token = _token(made)
+    claims = {"iss": "corp", "aud": "urn:acme", "sub": "h/w1", "iat": int(NOW)}
+    claims |= {"exp": int(NOW) + 120, "jti": "j" * 18}
+    expected = jwt.encode(claims, made.key, algorithm=alg, headers={"kid": made.kid})
+    if alg == "RS256":  # deterministic signature: the very same token
+        assert token == expected
+    else:
+        assert token.rsplit(".", 1)[0] == expected.rsplit(".", 1)[0]
+    public = made.key.public_key()
+    decoded = jwt.decode(token, public, algorithms=[alg], audience="urn:acme", leeway=10**10)
+    assert decoded == claims
