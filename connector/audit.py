@@ -4,7 +4,8 @@ Every way in writes the same line through :func:`record` (the sign-in page, Kerb
 console's "try a login", the hub's commands, the password change step)::
 
     login method=form user='alice' outcome=success client=192.0.2.7 correlation=3f9c…
-    password_change method=hub:self user='bob' outcome=WrongPassword correlation=p-1
+    password_change method=hub:self user='bob' outcome=WrongPassword correlation=p-1 \
+        command=c-7 ms=3.1
 
 with the same fields as ``extra`` for JSON logs (``method``, ``user``, ``outcome``,
 ``client``, ``correlation_id``, ``principal``). Never a password, a ticket or a header.
@@ -27,11 +28,14 @@ def record(
     *,
     client: Any = None,
     principal: str | None = None,
+    command: str | None = None,
+    ms: float | None = None,
 ) -> None:
     """Write one audit line: ``event`` (``login``, ``password_change``) by ``method``.
 
     ``client`` (the client's address) is left out when there is none (a hub command), and
-    ``principal`` (a Kerberos ticket's) when it is None.
+    ``principal`` (a Kerberos ticket's) when it is None; a hub command's line names the
+    command and how long it took (``command``, ``ms``): it is that command's only line.
     """
     text = "%s method=%s user=%r outcome=%s"
     args: list[Any] = [event, method, user, outcome]
@@ -47,4 +51,9 @@ def record(
         text += " principal=%r"
         args.append(principal)
         extra["principal"] = principal
+    if command is not None:
+        text += " command=%s ms=%.1f"
+        args += [command, ms or 0.0]
+        extra["command_id"] = command
+        extra["ms"] = ms
     log.info(text, *args, extra=extra)

@@ -380,22 +380,24 @@ class Dispatcher:
             result = {"err": {"name": "Unexpected", "message": "internal error in the connector"}}
             outcome = "Unexpected"
         elapsed = (time.monotonic() - started) * 1000
-        log.info(
-            "command id=%s name=%s pid=%s outcome=%s ms=%.1f",
-            command.id,
-            command.name,
-            command.pid,
-            outcome,
-            elapsed,
-        )
         if command.name in ("authenticate_user", "change_password"):
-            # one audit line per login and per password change (never the passwords)
+            # one line per login and per password change, the audit line (never the
+            # passwords), naming the command: the busiest commands log once, not twice
             event, method = "login", "hub"
             if command.name == "change_password":
                 reset = command.payload.get("oldPassword") is None
                 event, method = "password_change", "hub:reset" if reset else "hub:self"
             user = username if isinstance(username, str) else None
-            audit.record(event, method, user, outcome, command.pid)
+            audit.record(event, method, user, outcome, command.pid, command=command.id, ms=elapsed)
+        else:
+            log.info(
+                "command id=%s name=%s pid=%s outcome=%s ms=%.1f",
+                command.id,
+                command.name,
+                command.pid,
+                outcome,
+                elapsed,
+            )
         return result
 
     def _run(self, command: Command) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 from configs import openldap_config
@@ -70,11 +71,16 @@ def test_every_password_change_is_audited_without_the_passwords(tmp_path, slapd,
         assert wrong["err"]["name"] == "WrongPassword"
     finally:
         d.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "connector.audit"]
+    lines = [
+        re.sub(r" ms=[0-9.]+$", " ms=…", r.getMessage())
+        for r in caplog.records
+        if r.name == "connector.audit"
+    ]
     assert lines == [
         "password_change method=hub:reset user='bob' outcome=InsufficientAccessRights "
-        "correlation=p-1",
-        "password_change method=hub:self user='bob' outcome=WrongPassword correlation=p-1",
+        "correlation=p-1 command=c-1 ms=…",
+        "password_change method=hub:self user='bob' outcome=WrongPassword correlation=p-1 "
+        "command=c-1 ms=…",
     ]
     assert "bobpw9" not in caplog.text
 
@@ -121,10 +127,15 @@ def test_hub_login_audit_line_has_no_secret(dispatcher, caplog):
     caplog.set_level("INFO", logger="connector")
     run(dispatcher, "authenticate_user", username="alice", password="Top-Secret-Pw")
     run(dispatcher, "authenticate_user", username="alice", password="alicepw")
+    run(dispatcher, "list_groups")
     audit = [r for r in caplog.records if r.name == "connector.audit"]
     assert [r.outcome for r in audit] == ["WrongPassword", "success"]
     assert all(r.correlation_id == "p-1" and r.method == "hub" for r in audit)
+    assert all(r.command_id == "c-1" and r.ms >= 0 for r in audit)
     assert "Top-Secret-Pw" not in caplog.text and "alicepw" not in caplog.text
+    # a login command's one line is its audit line; other commands keep the command line
+    commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("command ")]
+    assert len(commands) == 1 and "name=list_groups" in commands[0]
 
 
 def test_backoff_grows_with_full_jitter_and_resets():
