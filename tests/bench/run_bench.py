@@ -622,7 +622,7 @@ class Bench:
             )  # fmt: skip
         for c in CONCURRENCY:
             self.measure(
-                "connector KerberosAcceptor (pyspnego), no HTTP",
+                "connector KerberosAcceptor (python-gssapi), no HTTP",
                 "acceptor_raw",
                 baselines.acceptor_accept(kdc.keytab, f"file2:{rc}/acceptor-{c}", kdc.krb5_conf,
                                           kdc.realm, self.token_sets()[c], c),
