@@ -34,9 +34,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 HERE = Path(__file__).resolve().parent
-for extra in (HERE.parent, HERE.parent.parent):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))  # tests/: servers, configs
+if str(HERE.parent.parent) not in sys.path:
+    sys.path.append(str(HERE.parent.parent))  # after PYTHONPATH: the connector measured is its
 
 from configs import openldap_config  # noqa: E402
 from servers import MitKdc, Slapd  # noqa: E402
