@@ -58,18 +58,31 @@ class RealmScope:
         if not self.value:
             raise ValueError(f"{self.kind}: needs a value")
         if self.kind == "base":
-            dn_key(self.value)
+            self._base_key()
         if self.kind == "sid" and not self.value.upper().startswith("S-1-"):
             raise ValueError(f"not a domain SID: {self.value!r}")
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
 
+    def _base_key(self) -> tuple[_Rdn, ...]:
+        """``dn_key`` of a ``base`` scope's DN, parsed once (the scope is immutable).
+
+        Raises:
+            ValueError: not a DN.
+        """
+        key: tuple[_Rdn, ...] | None = self.__dict__.get("_key")
+        if key is None:
+            key = dn_key(self.value)
+            object.__setattr__(self, "_key", key)
+        return key
+
     def holds(self, dn: str, object_sid: bytes | None, upn: str | None) -> bool:
         """Whether an entry (its DN, ``objectSid`` and ``userPrincipalName``) lies here."""
         if self.kind == "base":
+            base = self._base_key()
             try:
-                entry, base = dn_key(dn), dn_key(self.value)
+                entry = dn_key(dn)
             except ValueError:
                 return False
             return len(entry) >= len(base) and entry[len(entry) - len(base) :] == base

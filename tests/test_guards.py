@@ -9,10 +9,17 @@ import re
 
 import pytest
 
-from connector import consolepw
+from connector import consolepw, errors
 from connector.settings import load_settings
 from connector.web import create_app
-from connector.web.guards import Csrf, SharedThrottle, Throttle, address_key, user_key
+from connector.web.guards import (
+    Attempt,
+    Csrf,
+    SharedThrottle,
+    Throttle,
+    address_key,
+    user_key,
+)
 
 
 class Clock:
@@ -146,6 +153,44 @@ def test_acquire_counts_and_release_gives_back(tmp_path):
         assert t.acquire("gina") > 0  # two held: the third waits
         t.release("gina")
         assert t.blocked("gina") == 0.0
+
+
+def test_an_attempt_settles_each_table_in_one_call(tmp_path):
+    """A success gives the address's attempt back and forgets the name's and the entry's;
+    a cancel gives every attempt back; each table is settled in one call (one lock)."""
+    for make in (
+        lambda n: SharedThrottle(tmp_path / f"{n}.bin", 3, 60.0),
+        lambda n: Throttle(3, 60.0),
+    ):
+        addresses, users = make("address"), make("user")
+        for t, key in ((addresses, "192.0.2.1"), (users, "name:hana"), (users, "dn:uid=hana")):
+            t.failure(key)
+            t.failure(key)
+        calls: list[list[tuple[str, bool]]] = []
+        for t in (addresses, users):
+            settle = t.settle
+            t.settle = lambda keys, settle=settle, calls=calls: (
+                calls.append(list(keys)),
+                settle(keys),
+            )[1]
+        attempt = Attempt()
+        attempt.reserve(addresses, "192.0.2.1", forget=False)
+        attempt.reserve(users, "name:hana", forget=True)
+        attempt.reserve(users, "dn:uid=hana", forget=True)
+        assert users.blocked("name:hana") > 0 and addresses.blocked("192.0.2.1") > 0
+        attempt.succeeded()
+        assert calls == [[("192.0.2.1", False)], [("name:hana", True), ("dn:uid=hana", True)]]
+        assert users.blocked("name:hana") == users.blocked("dn:uid=hana") == 0.0
+        assert addresses.blocked("192.0.2.1") == 0.0  # back to its two failures
+        assert addresses.acquire("192.0.2.1") == 0.0 and addresses.blocked("192.0.2.1") > 0
+        # the name and the entry start afresh: three attempts before a wait
+        cancelled = Attempt()
+        for _ in range(3):
+            cancelled.reserve(users, "name:hana", forget=True)
+        with pytest.raises(errors.LoginThrottled):
+            cancelled.reserve(users, "name:hana", forget=True)
+        cancelled.cancel()
+        assert users.blocked("name:hana") == 0.0
 
 
 def _acquire_in_child(path, key, start, results):

@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,15 @@ class Throttle:
         with self._lock:
             self._hits.pop(key, None)
 
+    def settle(self, keys: Iterable[tuple[str, bool]]) -> None:
+        """For each ``(key, forget)``: :meth:`reset` ``key`` if ``forget``, else
+        :meth:`release` it."""
+        for key, forget in keys:
+            if forget:
+                self.reset(key)
+            else:
+                self.release(key)
+
 
 class SharedThrottle:
     """:class:`Throttle`'s windows, shared by every process that opens the same file.
@@ -259,6 +268,7 @@ class SharedThrottle:
     _RECORD = struct.Struct(f"<16sq{BUCKETS + 1}I")
     _NEWEST = struct.Struct("<q")
     _NO_COUNTS = bytes(4 * (BUCKETS + 1))
+    _EMPTY = bytes(_RECORD.size)
 
     def __init__(
         self,
@@ -313,12 +323,14 @@ class SharedThrottle:
 
     def _alive(self, newest: int, counts: tuple[int, ...], now: int) -> list[tuple[int, int]]:
         """(bucket, failures) of the buckets still inside the window at bucket ``now``."""
+        if not any(counts):
+            return []
         ring = self.BUCKETS + 1
-        return [
-            (b, counts[b % ring])
-            for b in range(max(newest - ring + 1, now - self.BUCKETS), newest + 1)
-            if counts[b % ring]
-        ]
+        low = max(newest - ring + 1, now - self.BUCKETS)
+        # slot i holds bucket newest - ((newest - i) % ring): the only one of the ring's
+        # last ``ring`` buckets that falls in it
+        held = [(newest - (newest - i) % ring, n) for i, n in enumerate(counts) if n]
+        return sorted(item for item in held if item[0] >= low)
 
     def _wait(self, alive: list[tuple[int, int]]) -> float:
         """Seconds until enough of ``alive``'s failures leave the window (0: not blocked)."""
@@ -332,51 +344,61 @@ class SharedThrottle:
                 return max(0.0, leaves - self._clock())
         return 0.0
 
-    @contextlib.contextmanager
-    def _entry(
-        self, key: str
-    ) -> Iterator[tuple[int, int | None, bytes, int, list[tuple[int, int]]]]:
-        """Under the lock: (fd, record offset, digest, bucket now, live (bucket, count)).
+    def _lock(self) -> int:
+        """Take the table's exclusive lock; the descriptor to read and write (and unlock)."""
+        if os.getpid() != self._pid:  # forked: same file, own descriptor (own lock)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        fd = self._fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _find(self, fd: int, digest: bytes, now: int) -> tuple[int | None, list[tuple[int, int]]]:
+        """Under the lock: the record offset for ``digest`` and its live (bucket, count).
 
         The offset is the key's own record, else an empty or expired one, else the least
         recently used record whose key is not blocked; ``None`` when every record the key may
         use holds a blocked key (a blocked key is never evicted before its window ends).
         Only a matching record is unpacked whole; empty ones are told apart by their bytes.
         """
-        now = int(self._clock() // self.width)
-        digest = self._digest(key)
         size = self._RECORD.size
-        with self._locked() as fd:
-            first = int.from_bytes(digest[:4], "little") % self.slots
-            offset = self._HEADER.size + first * size
-            raw = os.pread(fd, self.PROBE * size, offset)
-            for i in range(self.PROBE):
-                at = i * size
-                if raw[at : at + 16] == digest:
-                    _, newest, *counts = self._RECORD.unpack_from(raw, at)
-                    yield fd, offset + at, digest, now, self._alive(newest, tuple(counts), now)
-                    return
-            victim: int | None = None
-            victim_newest: int | None = None
-            for i in range(self.PROBE):
-                at = i * size
-                stamp = -1
-                if raw[at + 24 : at + size] != self._NO_COUNTS:
-                    _, newest, *counts = self._RECORD.unpack_from(raw, at)
-                    held = self._alive(newest, tuple(counts), now)
-                    if held and self._wait(held):
-                        continue  # blocked: keeps its record until its window ends
-                    stamp = newest if held else -1
-                if victim_newest is None or stamp < victim_newest:
-                    victim, victim_newest = offset + at, stamp
-                    if stamp == -1:
-                        break  # free (empty or expired): nothing better to find
-            yield fd, victim, digest, now, []
+        first = int.from_bytes(digest[:4], "little") % self.slots
+        offset = self._HEADER.size + first * size
+        raw = os.pread(fd, self.PROBE * size, offset)
+        at = raw.find(digest)
+        while at > 0 and at % size:  # a digest is only ever at a record's start
+            at = raw.find(digest, at + 1)
+        if at >= 0:
+            _, newest, *counts = self._RECORD.unpack_from(raw, at)
+            return offset + at, self._alive(newest, tuple(counts), now)
+        victim: int | None = None
+        victim_newest: int | None = None
+        for i in range(self.PROBE):
+            at = i * size
+            stamp = -1
+            if raw[at + 24 : at + size] != self._NO_COUNTS:
+                _, newest, *counts = self._RECORD.unpack_from(raw, at)
+                held = self._alive(newest, tuple(counts), now)
+                if held and self._wait(held):
+                    continue  # blocked: keeps its record until its window ends
+                stamp = newest if held else -1
+            if victim_newest is None or stamp < victim_newest:
+                victim, victim_newest = offset + at, stamp
+                if stamp == -1:
+                    break  # free (empty or expired): nothing better to find
+        return victim, []
+
+    def _now(self) -> int:
+        return int(self._clock() // self.width)
 
     def blocked(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 when it is not throttled)."""
-        with self._entry(key) as (_, _, _, _, alive):
-            return self._wait(alive)
+        digest, now = self._digest(key), self._now()
+        fd = self._lock()
+        try:
+            return self._wait(self._find(fd, digest, now)[1])
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _write(
         self, fd: int, at: int, digest: bytes, now: int, alive: list[tuple[int, int]], add: int
@@ -392,18 +414,26 @@ class SharedThrottle:
 
     def failure(self, key: str) -> None:
         """Count one failure for ``key``."""
-        with self._entry(key) as (fd, at, digest, now, alive):
+        digest, now = self._digest(key), self._now()
+        fd = self._lock()
+        try:
+            at, alive = self._find(fd, digest, now)
             if at is None:
                 log.warning("login throttle table full of blocked keys: a failure not counted")
                 return
             self._write(fd, at, digest, now, alive, +1)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def acquire(self, key: str) -> float:
         """Reserve one attempt for ``key``: 0 if it was free (and is now counted), else the
         seconds to wait. Check and count happen under one lock, so parallel attempts (in any
         worker) cannot all pass a check that only some of them should have passed. When the
         table has no room that a blocked key does not hold, the attempt is refused."""
-        with self._entry(key) as (fd, at, digest, now, alive):
+        digest, now = self._digest(key), self._now()
+        fd = self._lock()
+        try:
+            at, alive = self._find(fd, digest, now)
             wait = self._wait(alive)
             if wait:
                 return wait
@@ -412,18 +442,34 @@ class SharedThrottle:
                 return self.window
             self._write(fd, at, digest, now, alive, +1)
             return 0.0
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def release(self, key: str) -> None:
         """Give back the attempt :meth:`acquire` counted (it turned out not to be a failure)."""
-        with self._entry(key) as (fd, at, digest, now, alive):
-            if at is not None and alive:
-                self._write(fd, at, digest, now, alive, -1)
+        self.settle([(key, False)])
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s failures (after a success)."""
-        with self._entry(key) as (fd, at, _, _, alive):
-            if at is not None and alive:
-                os.pwrite(fd, self._RECORD.pack(b"\0" * 16, 0, *[0] * (self.BUCKETS + 1)), at)
+        self.settle([(key, True)])
+
+    def settle(self, keys: Iterable[tuple[str, bool]]) -> None:
+        """For each ``(key, forget)``: :meth:`reset` ``key`` if ``forget``, else
+        :meth:`release` it; all under one lock (one lock cycle for a sign-in's keys)."""
+        now = self._now()
+        wanted = [(self._digest(key), forget) for key, forget in keys]
+        fd = self._lock()
+        try:
+            for digest, forget in wanted:
+                at, alive = self._find(fd, digest, now)
+                if at is None or not alive:
+                    continue
+                if forget:
+                    os.pwrite(fd, self._EMPTY, at)
+                else:
+                    self._write(fd, at, digest, now, alive, -1)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class Attempt:
@@ -451,15 +497,18 @@ class Attempt:
 
     def cancel(self) -> None:
         """Give every reserved attempt back."""
-        for throttle, key, _ in self._held:
-            throttle.release(key)
-        self._held.clear()
+        self._settle(lambda forget: False)
 
     def succeeded(self) -> None:
         """Settle a successful sign-in."""
+        self._settle(lambda forget: forget)
+
+    def _settle(self, forgets: Callable[[bool], bool]) -> None:
+        """Settle the reservations, one call per throttle (one lock cycle per shared table):
+        a key is reset when ``forgets(its forget flag)``, else its attempt given back."""
+        by_throttle: dict[int, tuple[Throttle | SharedThrottle, list[tuple[str, bool]]]] = {}
         for throttle, key, forget in self._held:
-            if forget:
-                throttle.reset(key)
-            else:
-                throttle.release(key)
+            by_throttle.setdefault(id(throttle), (throttle, []))[1].append((key, forgets(forget)))
         self._held.clear()
+        for throttle, keys in by_throttle.values():
+            throttle.settle(keys)

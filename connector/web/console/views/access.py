@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 @bp.before_app_request
 def _listener_guard() -> ResponseReturnValue | None:
     """Console paths only on the console listener, from loopback; nothing else there."""
+    environ = request.environ  # this hook runs on every request of the app: one lookup
     decision = access.decide(
         request.path,
         console_address=services(current_app).settings.console_address,
-        server_port=request.environ.get("SERVER_PORT"),
-        remote_addr=request.environ.get("REMOTE_ADDR"),
-        host=request.environ.get("HTTP_HOST"),
+        server_port=environ.get("SERVER_PORT"),
+        remote_addr=environ.get("REMOTE_ADDR"),
+        host=environ.get("HTTP_HOST"),
     )
     if decision is access.Decision.NOT_FOUND:
         abort(404)
