@@ -1,4 +1,4 @@
-"""connector.gsstokens: the error number in an acceptor's error token, read from bytes alone.
+"""connector.kerberos.tokens: the error number in an acceptor's error token, read from bytes alone.
 
 The layouts are built here by hand (RFC 4120 / 4121 / 4178 / 2743); real error tokens from
 MIT's acceptor are covered in test_kerberos.py (replay, wrong service, clock skew)."""
@@ -10,7 +10,7 @@ import random
 import pytest
 from gssbuild import KRB5_OID, MS_KRB5_OID, NTLM_OID, SPNEGO_OID, der, neg_token_init
 
-from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
+from connector.kerberos.tokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
 
 
 def integer(value: int) -> bytes:

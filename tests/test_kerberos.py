@@ -34,7 +34,6 @@ import spnego
 from gssbuild import KRB5_OID, MS_KRB5_OID, NTLM_OID, der, neg_token_init
 from servers import MitKdc, SambaAD
 
-from connector import kerberos
 from connector.errors import ConfigError
 from connector.kerberos import (
     MAX_HEADER_LENGTH,
@@ -44,10 +43,12 @@ from connector.kerberos import (
     KeytabError,
     decode_negotiate_header,
     is_ntlm_token,
+    keytab,
     map_principal,
     read_keytab_principals,
     split_principal,
 )
+from connector.kerberos import acceptor as kerberos
 
 # ------------------------------------------------------------------------------- set-up
 
@@ -554,7 +555,7 @@ def test_keytab_file_prefix_accepted(mit: Realm) -> None:
 
 def test_klist_fallback_agrees_with_krb5_package(mit_kdc: MitKdc, samba_ad: SambaAD) -> None:
     for path in (mit_kdc.keytab, mit_kdc.other_keytab, samba_ad.keytab):
-        assert kerberos._principals_klist(path) == kerberos._principals_krb5(path)
+        assert keytab._principals_klist(path) == keytab._principals_krb5(path)
 
 
 def test_missing_keytab_is_a_clear_config_error(tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ import pytest
 from gssapi.raw import acquire_cred_with_password, ext_rfc6680
 from ldap.filter import escape_filter_chars
 
-from connector.pac import PacFormatError, logon_info_of, parse_logon_info, sid_bytes, sid_text
+from connector.kerberos.pac import (
+    PacFormatError,
+    logon_info_of,
+    parse_logon_info,
+    sid_bytes,
+    sid_text,
+)
 from connector.profiles import decode_sid
 
 KRB5 = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2")

@@ -29,7 +29,7 @@ from connector.directory.gssbind import KeytabBinder
 from connector.directory.names import Lookup, NameResolver, parse, unescape
 from connector.directory.search import Entry, ranged, schema_attribute_names, search
 from connector.directory.sids import SidNames
-from connector.pac import LogonInfo
+from connector.kerberos.pac import LogonInfo
 from connector.profiles import (
     PROFILE_ATTRIBUTES,
     decode_sid,

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from connector.directory.connections import Connection
 from connector.directory.groups import Group, GroupCache
 from connector.directory.search import search
-from connector.pac import PacFormatError, sid_bytes
+from connector.kerberos.pac import PacFormatError, sid_bytes
 from connector.profiles import decode_sid
 from connector.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Accept HTTP Negotiate (SPNEGO/Kerberos) tokens with python-gssapi and a keytab.
+"""The acceptor: HTTP Negotiate (SPNEGO/Kerberos) tokens accepted with python-gssapi and a keytab.
 
 :class:`KerberosAcceptor` takes the value of an ``Authorization`` header, runs one GSSAPI
 accept step against the connector's keytab and returns an :class:`AcceptResult`: the client
@@ -26,7 +26,7 @@ SPNEGO mechanism unwrapping the Negotiate token (C, not Python). pyspnego is not
 
 Everything used is python-gssapi's documented API: ``gssapi.raw.acquire_cred_from`` (the
 credential store extension), ``set_neg_mechs`` (RFC 4178), ``accept_sec_context``,
-``display_name``, ``ext_rfc6680.get_name_attribute`` (the PAC, see :mod:`connector.pac`) and
+``display_name``, ``ext_rfc6680.get_name_attribute`` (the PAC, see :mod:`.pac`) and
 the ``GSSError`` attributes. ``tests/test_public_apis.py`` fails if any module reaches into a
 private name of ``gssapi`` or ``spnego``; so no exact version pin is needed, only the lower
 bound where those calls exist (setup.cfg). pyspnego stays a test dependency: the tests' clients.
@@ -55,7 +55,7 @@ MIT's SPNEGO remaps a Kerberos minor status into a number of its own, allocated 
 in the order errors first occur, so ``min_code`` cannot say "replay" or "clock skew". The
 error token can: for a failed AP-REQ it holds a KRB-ERROR whose ``error-code`` is the
 protocol's own number (34 replay, 37 skew; RFC 4120 §7.5.9), read by
-:func:`connector.gsstokens.krb_error_code`. A bare Kerberos token's errors keep MIT's
+:func:`connector.kerberos.tokens.krb_error_code`. A bare Kerberos token's errors keep MIT's
 ``krb5`` minor codes, mapped as well; then the GSS major status (defective token, bad
 mechanism); anything else is ``rejected``.
 
@@ -69,16 +69,13 @@ Secrets: tokens, keys and keytab contents are never logged.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import logging
 import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import gssapi
 import gssapi.raw
@@ -86,30 +83,17 @@ import gssapi.raw.exceptions
 from gssapi.raw.misc import GSSError
 
 from connector.errors import KerberosRejected, KeytabError
-from connector.gsstokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
-from connector.pac import LogonInfo, logon_info_of
+from connector.kerberos.keytab import read_keytab_principals
+from connector.kerberos.negotiate import (
+    PrincipalMapping,
+    decode_negotiate_header,
+    map_principal,
+    split_principal,
+)
+from connector.kerberos.pac import LogonInfo, logon_info_of
+from connector.kerberos.tokens import der_length_ok, is_ntlm_token, krb_error_code, spnego_init_ok
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "MAX_HEADER_LENGTH",
-    "AcceptResult",
-    "KerberosAcceptor",
-    "KerberosRejected",
-    "KeytabError",
-    "PrincipalMapping",
-    "decode_negotiate_header",
-    "is_ntlm_token",
-    "map_principal",
-    "read_keytab_principals",
-    "split_principal",
-]
-
-PrincipalMapping = Literal["strip_realm", "upn"]
-
-#: Longest ``Authorization`` value accepted. A Kerberos ticket with a large PAC (many
-#: groups) exceeds 8 KB; anything over 64 KB is refused before it is decoded.
-MAX_HEADER_LENGTH = 64 * 1024
 
 _SPNEGO = gssapi.OID.from_int_seq("1.3.6.1.5.5.2")
 _KRB5 = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2")
@@ -154,7 +138,7 @@ class AcceptResult:
         realm: the client's realm (one of the configured realms).
         mutual_token: base64 token for ``WWW-Authenticate: Negotiate <token>``, or None.
         logon_info: the SIDs of the ticket's PAC (verified by the GSS library), when the
-            acceptor was asked to read it and the ticket has one (see :mod:`connector.pac`).
+            acceptor was asked to read it and the ticket has one (see :mod:`.pac`).
     """
 
     principal: str
@@ -167,156 +151,6 @@ class AcceptResult:
     def www_authenticate(self) -> str:
         """The ``WWW-Authenticate`` value for the successful response."""
         return f"Negotiate {self.mutual_token}" if self.mutual_token else "Negotiate"
-
-
-# --------------------------------------------------------------------------------------
-# pure helpers
-# --------------------------------------------------------------------------------------
-
-
-def decode_negotiate_header(value: str | None) -> bytes:
-    """The token bytes of an ``Authorization: Negotiate <base64>`` value.
-
-    Raises:
-        KerberosRejected: not Negotiate, no token, too large, or not base64.
-    """
-    if value is None:
-        raise KerberosRejected("no Authorization header", "not_negotiate")
-    if len(value) > MAX_HEADER_LENGTH:
-        raise KerberosRejected(
-            f"Authorization header too large ({len(value)} > {MAX_HEADER_LENGTH})", "too_large"
-        )
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() == "ntlm":
-        raise KerberosRejected("NTLM is not supported; only Kerberos is", "ntlm")
-    if scheme.lower() != "negotiate":
-        raise KerberosRejected("Authorization scheme is not Negotiate", "not_negotiate")
-    data = rest.strip()
-    if not data:
-        raise KerberosRejected("Negotiate header carries no token", "empty")
-    try:
-        token = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise KerberosRejected("Negotiate token is not valid base64", "bad_base64") from None
-    if not token:
-        raise KerberosRejected("Negotiate header carries no token", "empty")
-    return token
-
-
-def split_principal(principal: str) -> tuple[str, str | None]:
-    """``(name, realm)`` of a principal; realm None when it has none.
-
-    Handles ``name@REALM``, escaped characters (``alice\\@corp.example@REALM``, an
-    enterprise name, gives ``alice@corp.example``) and the Windows form ``DOMAIN\\user``
-    (gives ``user`` with no realm: a NetBIOS domain is not a realm).
-    """
-    if "\\" not in principal:  # the usual case: nothing escaped, no NetBIOS domain
-        text, at, rest = principal.partition("@")
-        return text, rest if at else None
-    name: list[str] = []
-    realm: str | None = None
-    i = 0
-    while i < len(principal):
-        ch = principal[i]
-        if ch == "\\" and i + 1 < len(principal) and principal[i + 1] in "@/\\":
-            name.append(principal[i + 1])
-            i += 2
-            continue
-        if ch == "@":
-            realm = principal[i + 1 :]
-            break
-        name.append(ch)
-        i += 1
-    text = "".join(name)
-    if realm is None and "\\" in text:
-        text = text.rsplit("\\", 1)[1]
-    return text, realm
-
-
-def map_principal(principal: str, mapping: PrincipalMapping) -> str:
-    """The directory username for a principal.
-
-    ``strip_realm``: ``alice@EXAMPLE.TEST`` -> ``alice``, ``DOMAIN\\alice`` -> ``alice``.
-    ``upn``: the whole principal (``alice@AD.EXAMPLE.TEST``; an enterprise principal gives
-    its UPN, ``alice@corp.example``), for a lookup by ``userPrincipalName``.
-    """
-    name, realm = split_principal(principal)
-    if mapping == "strip_realm":
-        return name
-    if mapping == "upn":
-        if "@" in name or realm is None:
-            return name
-        return f"{name}@{realm}"
-    raise ValueError(f"unknown principal mapping {mapping!r}")
-
-
-def read_keytab_principals(path: str) -> list[str]:
-    """Distinct principals in a keytab file, in file order (no keys are read out).
-
-    Uses the ``krb5`` package, or ``klist -k`` when it is not installed.
-
-    Raises:
-        KeytabError: missing, not a regular file, unreadable, empty or not a keytab.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise KeytabError(path, "file does not exist")
-    if not p.is_file():
-        raise KeytabError(path, "not a regular file")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(2)
-    except OSError as e:
-        raise KeytabError(path, f"cannot be read ({e.strerror})") from None
-    if not head:
-        raise KeytabError(path, "file is empty")
-    if head[:1] != b"\x05":
-        raise KeytabError(path, "not a keytab file (bad format version)")
-    try:
-        principals = _principals_krb5(path)
-    except ImportError:
-        principals = _principals_klist(path)
-    if not principals:
-        raise KeytabError(path, "holds no keys")
-    return principals
-
-
-def _principals_krb5(path: str) -> list[str]:
-    import krb5
-
-    ctx = krb5.init_context()
-    try:
-        keytab = krb5.kt_resolve(ctx, f"FILE:{path}".encode())
-        seen: dict[str, None] = {}
-        for entry in keytab:  # unparse while the entry is alive (its principal dies with it)
-            name = krb5.unparse_name_flags(ctx, entry.principal)
-            seen[name.decode("utf-8", "replace")] = None
-    except krb5.Krb5Error as e:
-        raise KeytabError(path, f"cannot be read: {e}") from None
-    return list(seen)
-
-
-def _principals_klist(path: str) -> list[str]:
-    klist = shutil.which("klist")
-    if not klist:
-        raise KeytabError(path, "cannot be read: neither the krb5 package nor klist is there")
-    r = subprocess.run(
-        [klist, "-k", f"FILE:{path}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=10,
-        env={"PATH": os.defpath, "LANG": "C"},
-    )
-    if r.returncode:
-        problem = r.stderr.strip().removeprefix("klist: ") or f"klist exit {r.returncode}"
-        raise KeytabError(path, f"cannot be read: {problem}")
-    seen: dict[str, None] = {}
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit():  # "KVNO Principal" rows
-            seen[parts[1]] = None
-    return list(seen)
 
 
 # --------------------------------------------------------------------------------------
