@@ -1,5 +1,6 @@
 """Every module of the package imports on its own, in a fresh interpreter (no import cycles)."""
 
+import os
 import pkgutil
 import subprocess
 import sys
@@ -49,9 +50,10 @@ def test_every_module_imports_alone():
     assert not failed, "\n".join(failed)
 
 
-def test_the_product_does_not_load_the_tools():
+def test_the_product_does_not_load_the_tools(tmp_path):
     """The devhub and the demo are tools, not the product: importing every other module
-    (the app, the agent, the CLI) loads neither."""
+    (the app, the agent, the CLI) loads neither. (In a directory of its own: building the app
+    makes its run directory under the working directory.)"""
     product = [m for m in _modules() if not m.startswith(("connector.devhub", "connector.demo"))]
     assert "connector.cli" in product and "connector.channel.agent" in product
     code = (
@@ -62,8 +64,14 @@ def test_the_product_does_not_load_the_tools():
         + " if m.startswith(('connector.devhub', 'connector.demo')))\n"
         + "print(tools)\n"
     )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
