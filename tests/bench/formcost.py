@@ -48,6 +48,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "access log off": ("accesslog = None\n", {}),
     "prometheus in-process": (NO_MULTIPROC, {}),
     "all three off": (NO_MULTIPROC + "accesslog = None\n", {"LOG_LEVEL": "warning"}),
+    "1 thread a worker": ("", {"WEB_THREADS": "1"}),
 }
 
 
@@ -107,11 +108,88 @@ def measure(site: Site, setup: Any, seconds: float) -> dict[str, float]:
     return out
 
 
+def inprocess(site: Site, rounds: int, n: int) -> dict[str, float]:
+    """The same form sign-ins (the bench's users, its config.json) through the app in this
+    process, relay stubbed as in signincost.py: µs of process CPU per request, the mean and
+    the least disturbed of ``rounds`` rounds of ``n``; ``/health`` beside."""
+    import io
+    import random
+    from types import SimpleNamespace
+    from urllib.parse import urlencode
+
+    from signincost import _call, _environ
+
+    from connector.settings import load_settings
+    from connector.web import create_app, services
+    from connector.web.guards import CSRF_COOKIE
+
+    assert site.directory is not None and site.kdc is not None
+    os.environ["KRB5_CONFIG"] = site.kdc.krb5_conf
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(site.workdir / "inproc-metrics"))
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(exist_ok=True)
+    app = create_app(load_settings(site.settings_file(), environ={}))
+    relay = SimpleNamespace(submit=lambda ref, wctx, profile, method: None)
+    services(app).agent = SimpleNamespace(relay=relay)
+    csrf = services(app).csrf
+    cookie = csrf.new_cookie()
+    users = list(site.directory.users)
+    random.Random(5).shuffle(users)
+
+    def form(uid: str) -> dict[str, Any]:
+        body = urlencode(
+            {
+                "wtrealm": "urn:acme",
+                "wctx": "bench",
+                "wreply": "",
+                "username": uid,
+                "password": site.directory.password,  # type: ignore[union-attr]
+                "csrf_token": csrf.token(cookie),
+            }
+        ).encode()
+        return _environ(
+            "POST",
+            "/wsfed",
+            urlencode({"wtrealm": "urn:acme", "wctx": "bench"}),
+            CONTENT_TYPE="application/x-www-form-urlencoded",
+            CONTENT_LENGTH=str(len(body)),
+            HTTP_COOKIE=f"{CSRF_COOKIE}={cookie}",
+            **{"wsgi.input": io.BytesIO(body)},
+        )
+
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # the text log line goes to stderr, as under gunicorn
+    try:
+        out: dict[str, list[float]] = {"form": [], "health": []}
+        for r in range(rounds + 1):  # round 0 warms
+            envs = [form(users[(r * n + i) % len(users)]) for i in range(n)]
+            t0 = time.process_time()
+            for env in envs:
+                status = _call(app, env)
+            if status != "303 SEE OTHER":
+                raise RuntimeError(f"in-process form sign-in: {status}")
+            health = [_environ("GET", "/health") for _ in range(n)]
+            t1 = time.process_time()
+            for env in health:
+                _call(app, env)
+            t2 = time.process_time()
+            if r:
+                out["form"].append((t1 - t0) / n * 1e6)
+                out["health"].append((t2 - t1) / n * 1e6)
+    finally:
+        os.dup2(saved, 2)
+    return {
+        f"{k} {how}": f(v)
+        for k, v in out.items()
+        for how, f in (("mean", statistics.mean), ("min", min))
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated variant names")
+    p.add_argument("--inprocess", type=int, default=300, help="in-process sign-ins a round")
     own = p.parse_args()
     args = parse_args(["--seconds", str(own.seconds)])
     workdir = Path(tempfile.mkdtemp(prefix="connector-formcost-"))
@@ -125,6 +203,10 @@ def main() -> int:
         site.start_hub()
         site.start_connector()
         assert site.directory is not None
+        if own.inprocess:
+            site.stop_connector()
+            got = inprocess(site, 3, own.inprocess)
+            print("in-process, the bench's users, µs:", {k: round(v) for k, v in got.items()})
         for rep in range(own.repeats):
             for name in wanted:
                 conf_text, env = VARIANTS[name]
@@ -142,7 +224,11 @@ def main() -> int:
                 print(
                     f"{name:28s} form {f['total']:.2f} ms ({f['ops'] / own.seconds:.0f}/s) "
                     f"health {h['total']:.2f} ms  split "
-                    + " ".join(f"{k}={v:.2f}" for k, v in f.items() if k not in ("ops", "total") and v >= 0.01),
+                    + " ".join(
+                        f"{k}={v:.2f}"
+                        for k, v in f.items()
+                        if k not in ("ops", "total") and v >= 0.01
+                    ),
                     flush=True,
                 )
     finally:
