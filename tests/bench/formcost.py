@@ -49,6 +49,9 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "prometheus in-process": (NO_MULTIPROC, {}),
     "all three off": (NO_MULTIPROC + "accesslog = None\n", {"LOG_LEVEL": "warning"}),
     "1 thread a worker": ("", {"WEB_THREADS": "1"}),
+    # the bench's clients drop the connection after the answer (a browser each): gunicorn
+    # keeps it, polls it and hands it to a pool thread again only to find it closed
+    "keepalive = 0": ("keepalive = 0\n", {}),
 }
 
 
