@@ -88,6 +88,8 @@ class GunicornDevHub(DevHubProcess):
 
     def start(self, timeout: float = 30.0) -> GunicornDevHub:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.worker == "gthread" and HUB_WORKER == "gthread":
+            print(GEVENT_MISSING, flush=True)
         port = free_port()
         cfg = {
             "tenant": self.tenant,

@@ -332,11 +332,9 @@ def main() -> None:
     if args.how == "inproc":
         inproc(args.n or 2000, args.repeats or 5, args.seed)
     else:
-        from fasthub import GEVENT_MISSING, HUB_WORKER
+        from fasthub import HUB_WORKER
 
         args.n, args.repeats = args.n or 3000, args.repeats or 3
-        if args.worker is None and HUB_WORKER != "gevent":
-            print(GEVENT_MISSING, flush=True)
         args.worker = args.worker or HUB_WORKER
         under_gunicorn(args)
 
