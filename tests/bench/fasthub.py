@@ -20,14 +20,17 @@ from servers import _RUNNING, _tail, free_port
 HERE = Path(__file__).resolve().parent
 #: How the bench serves the hub: one process (its state is in memory), HTTP/1.1 keep-alive for
 #: the agents' connections, no access log (gunicorn's default). The worker is gevent's own
-#: WSGI server under gunicorn (``gevent_pywsgi``) when gevent is installed: one greenlet per
-#: connection on an event loop, so the long polls and the browsers waiting for a relay hold no
-#: thread and no request is handed to a pool thread and back (the devhub's threading waits are
-#: gevent's after gunicorn's monkey-patching); else gthread with threads enough for the waits.
+#: WSGI server under gunicorn (``gevent_pywsgi``, lightened in ``hubworker.py``) when gevent is
+#: installed: one greenlet per connection on an event loop, so the long polls and the browsers
+#: waiting for a relay hold no thread and no request is handed to a pool thread and back (the
+#: devhub's threading waits are gevent's after gunicorn's monkey-patching); else gthread with
+#: threads enough for the waits.
 HUB_THREADS = 64
 HUB_CONNECTIONS = 1000
 HUB_OPTIONS = ("--timeout", "120", "--keep-alive", "30")
-HUB_WORKER = "gevent_pywsgi" if importlib.util.find_spec("gevent") is not None else "gthread"
+HUB_WORKER = (
+    "hubworker.HubPyWSGIWorker" if importlib.util.find_spec("gevent") is not None else "gthread"
+)
 GEVENT_MISSING = (
     "note: gevent is not installed (pip install gevent): the hub is served by gunicorn's "
     "gthread worker, which costs ≈ 0.3 ms more per browser sign-in"

@@ -325,7 +325,7 @@ def main() -> None:
     )
     p.add_argument(
         "--worker",
-        choices=("gevent", "gevent_pywsgi", "gthread"),
+        choices=("gevent", "gevent_pywsgi", "hubworker.HubPyWSGIWorker", "gthread"),
         help="gunicorn: the worker class (default: the bench's, fasthub.HUB_WORKER)",
     )
     args = p.parse_args()
