@@ -226,7 +226,12 @@ def agent_poll() -> ResponseReturnValue:
     max_commands = int_field(body, "max", 1, 100)
     wait = number_field(body, "wait", 0, 60)
     hub = current_hub()
-    sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
+    environ = request.environ  # werkzeug's server, gunicorn's workers, gunicorn's gevent_pywsgi
+    sock = (
+        environ.get("werkzeug.socket")
+        or environ.get("gunicorn.socket")
+        or environ.get("gunicorn.sock")
+    )
     gone = functools.partial(_peer_gone, sock) if sock is not None else None
     commands = hub.state.take(sub, max_commands, wait, gone=gone)
     for command in commands:

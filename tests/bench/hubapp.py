@@ -1,12 +1,12 @@
 """The devhub's Flask app for gunicorn (``hubapp:app``), configured from ``BENCH_HUB_*``.
 
 The benchmark serves the reference hub with gunicorn (one process: the hub's state lives in
-memory; gthread workers; HTTP/1.1 keep-alive; the settings are ``fasthub.HUB_THREADS`` and
-``fasthub.HUB_OPTIONS``) instead of werkzeug's development server, so that the hub, which in
-production runs elsewhere, is not what limits the connector on a 2-core machine. The protocol
-code is the devhub's own (``connector.devhub.app.create_app``, with the relay and the callback
-served in front of Flask by ``connector.devhub.hotpaths``); ``hubcost.py`` measures its CPU
-per browser sign-in alone.
+memory; gevent's WSGI server, or gthread without gevent; HTTP/1.1 keep-alive; the settings are
+``fasthub.HUB_WORKER`` and the others there) instead of werkzeug's development server, so that
+the hub, which in production runs elsewhere, is not what limits the connector on a 2-core
+machine. The protocol code is the devhub's own (``connector.devhub.app.create_app``, with
+the relay and the callback served in front of Flask by ``connector.devhub.hotpaths``);
+``hubcost.py`` measures its CPU per browser sign-in alone.
 """
 
 from __future__ import annotations

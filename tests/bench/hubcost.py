@@ -268,8 +268,9 @@ def under_gunicorn(args: Any) -> None:
     from servers import free_port
 
     agent = Agent()
+    print(f"gunicorn worker: {args.worker}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        hub = GunicornDevHub(tmp, alg="HS256", lease_seconds=60, kerberos=True)
+        hub = GunicornDevHub(tmp, args.worker, alg="HS256", lease_seconds=60, kerberos=True)
         hub.start()
         try:
             reg = {"certs": [b64(agent.der)], "signInEndpoint": "", "agentVersion": "bench"}
@@ -284,7 +285,9 @@ def under_gunicorn(args: Any) -> None:
             return
         port = free_port()
         log = Path(tmp) / "floor.log"
-        proc = popen_gunicorn("hubcost:floor_app", port, 1, HUB_THREADS, log, {}, *HUB_OPTIONS)
+        proc = popen_gunicorn(
+            "hubcost:floor_app", port, 1, HUB_THREADS, log, {}, *HUB_OPTIONS, worker=args.worker
+        )
         try:
             from loadgen import children
 
@@ -320,11 +323,19 @@ def main() -> None:
         action="store_true",
         help="gunicorn: send each callback before its relay (the hub waits for the relay)",
     )
+    p.add_argument(
+        "--worker",
+        choices=("gevent", "gevent_pywsgi", "hubworker.HubPyWSGIWorker", "gthread"),
+        help="gunicorn: the worker class (default: the bench's, fasthub.HUB_WORKER)",
+    )
     args = p.parse_args()
     if args.how == "inproc":
         inproc(args.n or 2000, args.repeats or 5, args.seed)
     else:
+        from fasthub import HUB_WORKER
+
         args.n, args.repeats = args.n or 3000, args.repeats or 3
+        args.worker = args.worker or HUB_WORKER
         under_gunicorn(args)
 
 
