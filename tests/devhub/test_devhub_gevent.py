@@ -5,8 +5,8 @@ monkey-patches the process before it loads the app: the hub's ``threading`` wait
 poll, a browser waiting for its relay) become greenlet waits, and the long poll's peer-gone
 check reads the socket from ``environ['gunicorn.sock']``. The waiting tests of
 ``test_devhub_poll.py`` and ``test_devhub_sessions.py`` run here again on such a hub, and
-``hubworker.Headers`` is checked against ``http.client``'s parser. gevent is an optional
-dependency of the bench only: without it, skipped.
+``hubworker.Headers`` is checked against ``http.client``'s parser. gevent is in the test
+extra (the bench runs without it, on gthread, saying so).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import gevent  # noqa: F401  (a missing gevent fails here, never a silent skip)
 import pytest
 from test_devhub_poll import (
     test_a_long_poll_returns_as_soon_as_a_command_is_queued as _long_poll_wakes,
@@ -27,7 +28,6 @@ from test_devhub_sessions import (
     test_the_hub_waits_for_a_ref_relayed_after_the_browser_came as _browser_waits,
 )
 
-pytest.importorskip("gevent", reason="gevent (optional, the bench's hub server) not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from fasthub import HUB_WORKER, GunicornDevHub
 from hubworker import MAX_HEADERS, MAX_LINE, Headers
