@@ -77,6 +77,8 @@ class Connection:
         """
         sock = socket.create_connection((self.host, self.port), self.timeout)
         try:
+            # as http.client does: a request is one write, but never wait on Nagle for it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.context is not None:
                 sock = self.context.wrap_socket(sock, server_hostname=self.host)
             self._reader = sock.makefile("rb")

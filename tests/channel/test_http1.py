@@ -159,3 +159,16 @@ def test_the_host_header_is_http_clients():
 def test_a_post_before_connect_fails():
     with pytest.raises(http.client.NotConnected):
         Connection("127.0.0.1", 9, timeout=1, context=None).post("/", b"", {})
+
+
+def test_the_connection_does_not_wait_on_nagle():
+    hub = CannedHub(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    conn = Connection("127.0.0.1", hub.port, timeout=5, context=None)
+    conn.connect()
+    try:
+        assert conn.sock is not None
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        conn.close()
+        hub.close()
+    assert conn.sock is None
