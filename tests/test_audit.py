@@ -86,3 +86,21 @@ def test_a_client_object_is_written_as_text(lines):
     )
     (text,), (obj,) = lines()
     assert "user=None" in text and "client=192.0.2.9" in text and obj["client"] == "192.0.2.9"
+
+
+def test_the_record_names_its_source_as_logger_info_would(caplog):
+    with caplog.at_level(logging.INFO, logger="connector.audit"):
+        audit.record("login", "hub", "dave", "success", "p-9", command="c-9", ms=2.25)
+    (rec,) = [r for r in caplog.records if r.name == "connector.audit"]
+    assert rec.funcName == "record" and rec.pathname == audit.record.__code__.co_filename
+    assert rec.module == "audit" and rec.levelno == logging.INFO
+    assert rec.getMessage() == (
+        "login method=hub user='dave' outcome=success correlation=p-9 command=c-9 ms=2.2"
+    )
+    assert rec.command_id == "c-9" and rec.ms == 2.25
+
+
+def test_nothing_is_made_when_the_audit_logger_is_off(caplog):
+    with caplog.at_level(logging.WARNING, logger="connector.audit"):
+        audit.record("login", "form", "erin", "success", "c-1", client="::1")
+    assert not [r for r in caplog.records if r.name == "connector.audit"]

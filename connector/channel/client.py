@@ -30,6 +30,7 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH, should_bypass_proxies
 from urllib3.util.retry import Retry
 
 from connector import __version__
+from connector.channel.http1 import Connection
 from connector.channel.identity import AgentIdentity
 from connector.errors import HubError as HubError  # re-exported: the errors' old home
 from connector.errors import HubRejected as HubRejected
@@ -302,12 +303,13 @@ def _retry_after(headers: Any) -> float | None:
 
 
 class DirectPoster:
-    """POSTs to the hub on one kept-alive ``http.client`` connection per calling thread.
+    """POSTs to the hub on one kept-alive connection per calling thread (:mod:`.http1`).
 
-    For the agent's short calls when no proxy is in the way (results, relayed sign-ins: one
-    per sign-in when they arrive one at a time): ``requests`` and urllib3 spend about as much
-    CPU on a call as the rest of the call together (measured: 810 against 420 µs per relayed
-    sign-in, the agent token included; a poll 577 against 280 µs). Trust is the same as
+    For the agent's short calls when no proxy is in the way (polls, results, relayed
+    sign-ins: one per sign-in when they arrive one at a time): ``requests`` and urllib3 spend
+    about as much CPU on a call as the rest of the call together (measured: 810 against 420 µs
+    per relayed sign-in, the agent token included; a poll 577 against 280 µs), and
+    ``http.client`` still most of what is left (see :mod:`.http1`). Trust is the same as
     :func:`make_session`'s (``HUB_CA_FILE``, else requests' CA bundle; hostname checked); a
     kept connection the hub closed meanwhile is replaced and the request sent once more (the
     endpoints are idempotent: results by id, sign-ins by ``ref``, a poll hands out commands
@@ -333,7 +335,7 @@ class DirectPoster:
             "Accept": "*/*",
         }
         self._local = threading.local()
-        self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
+        self._open: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._cuts = 0
 
     def close(self) -> None:
@@ -347,26 +349,20 @@ class DirectPoster:
         self._cuts += 1
         return _shut_down(self._open)
 
-    def _connect(self) -> http.client.HTTPConnection:
-        timeout = self.settings.hub_connect_timeout
-        conn = (
-            http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
-            if self.context is not None
-            else http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+    def _connect(self) -> Connection:
+        conn = Connection(
+            self.host, self.port, timeout=self.settings.hub_connect_timeout, context=self.context
         )
-        try:
-            conn.connect()
-        except BaseException:
-            conn.close()
-            raise
+        conn.connect()
         self._open.add(conn)
         return conn
 
     def post(
         self, path: str, data: bytes, headers: dict[str, str], read_timeout: float
     ) -> tuple[int, str, Any, bytes]:
-        """(status, reason, headers, body) of one POST; OSError or HTTPException on failure."""
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        """(status, reason, headers, body) of one POST; OSError, HTTPException or ValueError
+        (a header that would change the request) on failure."""
+        conn: Connection | None = getattr(self._local, "conn", None)
         self._local.conn = None
         cuts = self._cuts
         for attempt in (1, 2):
@@ -376,9 +372,9 @@ class DirectPoster:
             try:
                 assert conn.sock is not None
                 conn.sock.settimeout(read_timeout)
-                conn.request("POST", path, data, {**self.headers, **headers})
-                resp = conn.getresponse()
-                content = resp.read()
+                status, reason, answer_headers, content, will_close = conn.post(
+                    path, data, {**self.headers, **headers}
+                )
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()
                 conn = None
@@ -388,11 +384,11 @@ class DirectPoster:
             except BaseException:
                 conn.close()
                 raise
-            if resp.will_close:
+            if will_close:
                 conn.close()
             else:
                 self._local.conn = conn
-            return resp.status, resp.reason, resp.headers, content
+            return status, reason, answer_headers, content
         raise AssertionError("unreachable")
 
 

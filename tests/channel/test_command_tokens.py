@@ -453,3 +453,47 @@ def test_the_short_path_agrees_with_pyjwt_on_random_claim_shapes():
             assert short == long, (header, body)
         refused += isinstance(long, str)
     assert taken > 20 and refused > 300  # both sides of the line were tried
+
+
+def test_a_header_taken_once_lets_no_other_header_through(verifier, tenant_key):
+    assert verifier.verify(cmd(jwt.encode(claims(), tenant_key, algorithm="RS256"))).id == "c-1"
+    # the same header again is recognised; any other header is checked (and refused) anew
+    crit = jwt.encode(claims(jti="c-2"), tenant_key, "RS256", headers={"crit": ["exp"]})
+    with pytest.raises(CommandRefused):
+        verifier.verify(cmd(crit, cid="c-2"))
+    assert verifier.verify(cmd(jwt.encode(claims(jti="c-3"), tenant_key, "RS256"), "c-3")).id
+
+
+def test_a_payload_json_reads_only_from_utf8_takes_the_long_path(tenant_key, tenant_pem):
+    """UTF-16 JSON (which json's detection reads) and a UTF-8 BOM: PyJWT's answer, not ours."""
+    verifier = CommandVerifier(tenant_pem, audience=AUD, issuer=ISS)
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=")
+    for data in (
+        json.dumps(claims()).encode("utf-16-le"),
+        b"\xef\xbb\xbf" + json.dumps(claims()).encode(),
+    ):
+        assert verifier._plain.claims(_rs256_by_hand(header, data, tenant_key)) is None
+        try:
+            expected = jwt.decode(
+                _rs256_by_hand(header, data, tenant_key),
+                tenant_key.public_key(),
+                ["RS256"],
+                audience=AUD,
+                issuer=ISS,
+            )["jti"]
+        except jwt.PyJWTError:
+            expected = None
+        try:
+            got = verifier.verify(cmd(_rs256_by_hand(header, data, tenant_key))).id
+        except CommandRefused:
+            got = None
+        assert got == expected
+
+
+def _rs256_by_hand(header: bytes, payload: bytes, key) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    body = header + b"." + base64.urlsafe_b64encode(payload).rstrip(b"=")
+    sig = key.sign(body, padding.PKCS1v15(), hashes.SHA256())
+    return (body + b"." + base64.urlsafe_b64encode(sig).rstrip(b"=")).decode()

@@ -7,6 +7,7 @@ import threading
 import types
 
 import pytest
+from rawhttp import RawHub, read_request
 
 from connector.channel.client import (
     DirectPoster,
@@ -21,46 +22,19 @@ ANSWER = (
 )
 
 
-def _read_request(conn: socket.socket, data: bytes) -> tuple[bytes, bytes]:
-    """One request (head and Content-Length body) from ``data`` and ``conn``, and the rest."""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(65536)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(rest) < length:
-        rest += conn.recv(65536)
-    return head + b"\r\n\r\n" + rest[:length], rest[length:]
-
-
-class OneShotHub:
+class OneShotHub(RawHub):
     """Answers one request per connection, then closes it without saying so (as a hub whose
     keep-alive timeout passed): a kept connection is stale on its next use."""
 
     def __init__(self, status: int = 200, body: bytes = b'{"acked": ["r1"]}') -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.status, self.body = status, body
-        self.connections = 0
-        self.requests: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._handle(conn)
+        super().__init__()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
-            request, _ = _read_request(conn, b"")
+            request, _ = read_request(conn, b"")
             self.requests.append(request)
             conn.sendall(ANSWER % (self.status, len(self.body), self.body))
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 SETTINGS = types.SimpleNamespace(hub_connect_timeout=5, https_proxy=None, hub_ca_file=None)
@@ -124,9 +98,9 @@ class HoldingHub(OneShotHub):
 
     def _handle(self, conn: socket.socket) -> None:
         self._held.append(conn)
-        _, rest = _read_request(conn, b"")
+        _, rest = read_request(conn, b"")
         conn.sendall(ANSWER % (200, len(self.body), self.body))
-        _read_request(conn, rest)
+        read_request(conn, rest)
         self.holding.set()
 
     def close(self) -> None:
