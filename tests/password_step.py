@@ -92,6 +92,23 @@ class Browserless:
         )
 
 
+def _detached(element: Any) -> bool:
+    """Whether ``element``'s page has been replaced. Chromium says so as a stale element, or,
+    while the next document is being swapped in, as an inspector error that selenium does not
+    map to one ("Node with given id does not belong to the document")."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
+
+
 def chromium_change(browser: Any, url: str, username: str, old: str) -> Any:
     """Sign in at ``url`` in ``browser``; the change step's submit function, once shown."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -107,14 +124,12 @@ def chromium_change(browser: Any, url: str, username: str, old: str) -> Any:
 
     def attempt(new: str) -> str:
         """Submit ``new`` twice; the page's message (empty once the step is left)."""
-        from selenium.webdriver.support import expected_conditions
-
         browser.wait_for("#new_password").send_keys(new)
         browser.driver.find_element("id", "new_password2").send_keys(new)
         button = browser.driver.find_element("id", "submit")
         button.click()
         wait = WebDriverWait(browser.driver, browser.timeout)
-        wait.until(expected_conditions.staleness_of(button))  # the next page replaced this one
+        wait.until(lambda _: _detached(button))  # the next page replaced this one
         # and is whole: elements found while it is still being parsed can belong to a document
         # that is about to be swapped ("Node ... does not belong to the document")
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
