@@ -13,10 +13,9 @@ The package in four modules, each with one job:
   every problem at once in one :class:`~connector.errors.ConfigError`.
 
 This module only names their public parts. The address and URL helpers that used to live here
-are :mod:`connector.netpolicy`'s and :mod:`connector.urls`'s, named here too for old importers.
+are :mod:`connector.netpolicy`'s and :mod:`connector.urls`'s.
 """
 
-from connector.netpolicy import is_loopback_host, split_host_port
 from connector.settings.files import (
     config_file,
     read_config_file,
@@ -38,7 +37,6 @@ from connector.settings.schema import (
     refine,
 )
 from connector.settings.sealing import SealNote, seal_config_file
-from connector.urls import hub_url_problem, scrub_proxy, without_userinfo
 
 __all__ = [
     "KNOWN_KEYS",
@@ -52,16 +50,11 @@ __all__ = [
     "config_file",
     "declared",
     "describe",
-    "hub_url_problem",
-    "is_loopback_host",
     "load_settings",
     "read_config_file",
     "refine",
-    "scrub_proxy",
     "seal_config_file",
-    "split_host_port",
     "update_config_file",
-    "without_userinfo",
     "write_config_file",
     "write_file_atomic",
 ]

@@ -15,8 +15,7 @@ from typing import IO, Any
 
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
-MAX_LINE = 65536  # http.client's limits
-MAX_HEADERS = 100
+from connector.channel.http1 import MAX_HEADERS, MAX_LINE  # http.client's limits, named once
 
 
 class Headers:

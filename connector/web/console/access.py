@@ -13,8 +13,7 @@ from __future__ import annotations
 import enum
 from urllib.parse import urlsplit
 
-from connector.netpolicy import parse_address
-from connector.settings import is_loopback_host
+from connector.netpolicy import is_loopback_host, parse_address
 
 ALSO_ON_CONSOLE = ("/health", "/ready", "/metrics")
 
