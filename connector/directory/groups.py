@@ -63,6 +63,8 @@ class GroupStrategy(abc.ABC):
     name = "abstract"
     #: what a strategy reads of each group beyond the names the profile carries
     walk_attrs: tuple[str, ...] = ()
+    #: whether its searches usually answer few groups (tried unpaged first; see ``search``)
+    small_answers = False
 
     def __init__(self, settings: Settings, *, ranged_values: bool = False) -> None:
         self.settings = settings
@@ -79,7 +81,14 @@ class GroupStrategy(abc.ABC):
 
     def _search(self, conn: Connection, flt: str, base: str | None = None) -> list[Entry]:
         self.queries += 1
-        return search(conn, self.settings, base or self.settings.groups_base, flt, self.attrs)
+        return search(
+            conn,
+            self.settings,
+            base or self.settings.groups_base,
+            flt,
+            self.attrs,
+            likely_small=self.small_answers,
+        )
 
 
 class NoGroups(GroupStrategy):
@@ -152,6 +161,7 @@ class MemberWalkGroups(_Walk):
     """Search ``(member=<dn>)`` for the user, then for each level of groups found."""
 
     name = "member"
+    small_answers = True  # one level of groups: a user's or a group's parents
 
     def _member_filter(self, dns: Iterable[str]) -> str:
         attr = self.settings.groups_member_attribute

@@ -178,18 +178,29 @@ def search(
     *,
     scope: int = ldap.SCOPE_SUBTREE,
     limit: int = 0,
+    likely_small: bool = False,
 ) -> list[Entry]:
     """Search, up to ``limit`` entries: paged (``LDAP_PAGE_SIZE``) when the answer may be
     larger than a server hands out at once; one plain search when it cannot be (a base read,
     or a ``limit`` within both the page size and :data:`UNPAGED_LIMIT`, as a user lookup's 2).
 
+    ``likely_small`` (a level of a group walk: a few groups, seldom hundreds): asked first
+    as one plain search capped at the page size and :data:`UNPAGED_LIMIT`, and asked again
+    paged only when the server says the answer is larger (``sizeLimitExceeded``, also for its
+    own lower cap), so the usual answer costs neither side the paging control. Same entries
+    either way.
+
     Raises:
         ldap.LDAPError: the server refused the search (callers translate it).
     """
     page = settings.ldap_page_size
+    timeout = settings.ldap_operation_timeout
+    found: list[Entry] | None = None
     if not page or scope == ldap.SCOPE_BASE or 0 < limit <= min(page, UNPAGED_LIMIT):
-        found = _plain(conn, base, scope, flt, attrs, limit, settings.ldap_operation_timeout)
-    else:
+        found = _plain(conn, base, scope, flt, attrs, limit, timeout)
+    elif likely_small and not limit:
+        found = _whole_or_none(conn, base, scope, flt, attrs, min(page, UNPAGED_LIMIT), timeout)
+    if found is None:
         found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
     if any(";" in key for e in found for key in e.attrs):
         return [complete_ranges(conn, settings, e) for e in found]
@@ -216,6 +227,25 @@ def _plain(
         _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
     except ldap.SIZELIMIT_EXCEEDED:
         return _entries_before_limit(conn, base, scope, flt, attrs, limit, timeout)
+    return _entries(data)
+
+
+def _whole_or_none(
+    conn: Connection,
+    base: str,
+    scope: int,
+    flt: str,
+    attrs: list[str] | None,
+    cap: int,
+    timeout: float,
+) -> list[Entry] | None:
+    """All the entries of a search if there are at most ``cap`` (one plain request); None
+    when the server stopped at ``cap`` or at its own size limit (the caller pages)."""
+    msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=cap)
+    try:
+        _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
+    except ldap.SIZELIMIT_EXCEEDED:
+        return None
     return _entries(data)
 
 

@@ -50,9 +50,6 @@ def test_a_lookup_that_matches_several_keeps_what_came_before_the_limit(ldap_dir
 
 def test_searches_that_may_be_long_are_paged(ldap_with, sent):
     directory = ldap_with(LDAP_PAGE_SIZE=3)
-    directory.get_profile("dave")  # the group walk: unbounded
-    walk = [s for s in sent if s["filter"].startswith(("(member=", "(|(member="))]
-    assert walk and all(s["paged"] for s in walk)
     everyone = directory.search_users("", limit=5)  # a limit beyond the page size
     assert len(everyone) == 5
     listing = [s for s in sent if s["filter"] == directory.settings.ldap_search_all_query]
@@ -71,6 +68,41 @@ def test_a_listing_beyond_the_unpaged_limit_is_paged(ldap_with, sent):
     directory.search_users("", limit=UNPAGED_LIMIT + 1)
     listing = [s for s in sent if s["filter"] == directory.settings.ldap_search_all_query]
     assert listing and listing[0]["paged"]
+
+
+def test_a_walk_level_is_one_plain_search_capped_at_the_page_size(ldap_with, sent):
+    directory = ldap_with(LDAP_PAGE_SIZE=3)
+    directory.get_profile("dave")  # each level of dave's walk finds fewer than 3 groups
+    walk = [s for s in sent if s["filter"].startswith(("(member=", "(|(member="))]
+    assert walk and [(s["paged"], s["sizelimit"]) for s in walk] == [(False, 3)] * len(walk)
+
+
+@pytest.fixture
+def joiner(slapd):
+    """A person of this test's own directly in 7 groups of their own; all removed after."""
+    uid = "wide-joiner"
+    dn = slapd.add_person(uid, "Joiner-pw-7", policy=None)
+    groups = [slapd.group_dn(f"wide-{i}") for i in range(7)]
+    for i, gdn in enumerate(groups):
+        slapd.add(gdn, {"objectClass": "groupOfNames", "cn": f"wide-{i}", "member": dn})
+    yield uid, [f"wide-{i}" for i in range(7)]
+    for gdn in groups:
+        slapd.delete(gdn)
+    slapd.delete(dn)
+
+
+def test_a_walk_level_larger_than_a_page_is_asked_again_paged(ldap_with, sent, joiner):
+    uid, names = joiner
+    paged = ldap_with(LDAP_PAGE_SIZE=3, GROUPS_CACHE_SECONDS=0).get_profile(uid)
+    first = [s for s in sent if s["filter"] == f"(member={paged['dn']})"]
+    # the plain search stopped at 3 (sizeLimitExceeded): the level asked again, in pages of 3
+    assert [(s["paged"], s["sizelimit"]) for s in first[:2]] == [(False, 3), (True, 0)]
+    assert sorted(paged["groups"]) == sorted(names)  # every group, none twice
+    sent.clear()
+    whole = ldap_with(GROUPS_CACHE_SECONDS=0).get_profile(uid)  # within the default page
+    first = [s for s in sent if s["filter"] == f"(member={whole['dn']})"]
+    assert [(s["paged"], s["sizelimit"]) for s in first] == [(False, 500)]
+    assert whole["groups"] == paged["groups"]
 
 
 def test_the_member_walk_reads_only_the_names_of_groups(ldap_dir, sent):
