@@ -159,8 +159,9 @@ def test_status_shows_the_agent_its_certificate_and_the_queue(hub, agent):
 
 @pytest.mark.slow
 def test_status_turns_red_when_an_agent_stops_polling(hub, agent):
-    agent.poll(wait=0)  # connected while polled within 2 x wait + 5 = 5 s
+    # taken before the poll: the hub notes the poll later, so it may not go red before this + 5
     polled = time.monotonic()
+    agent.poll(wait=0)  # connected while polled within 2 x wait + 5 = 5 s
     until(lambda: hub.agents()["agents"][0]["connected"] is False, 15, "the agent seen as gone")
     assert time.monotonic() - polled >= 5  # not before its time
     page = requests.get(hub.url("status"), timeout=10).text
