@@ -30,6 +30,8 @@ import requests
 from connector.demo import DemoError
 from connector.demo.directory import groups_of
 from connector.demo.procs import find_binaries
+from connector.demo.runner import hub_arguments
+from connector.devhub.server import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "connector demo: ready in "
@@ -241,6 +243,15 @@ def test_demo_failing_step_is_named_and_stops_what_it_started(tmp_path: Path) ->
     for pid in pids["children"].values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("ticket", ["-Zk3Q", "--help", "plain-ticket"])
+def test_the_demo_hub_reads_any_random_ticket_as_the_ticket(ticket: str) -> None:
+    # a random URL-safe ticket starts with "-" one time in 64: it was once read as an option
+    # (the devhub exited "--ticket: expected one argument" and the demo stopped at its hub)
+    args = build_parser().parse_args(hub_arguments(8700, ticket, kerberos=True))
+    assert args.ticket == ticket
+    assert args.port == 8700 and args.kerberos
 
 
 def test_missing_programs_name_their_debian_packages() -> None:

@@ -61,6 +61,17 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _CLEARED_ENV = {"CONNECTOR_CONFIG", "CONNECTOR_SECRET_KEY_FILE", "KRB5CCNAME", "KRB5_KTNAME"}
 
 
+def hub_arguments(port: int, ticket: str, *, kerberos: bool) -> list[str]:
+    """The devhub's command line for the demo. The ticket is random URL-safe text, which
+    starts with ``-`` one time in 64: given as ``--ticket=...`` so that it is never read as
+    an option (it was, once, and the demo stopped at its hub step)."""
+    argv = ["--host", "127.0.0.1", "--port", str(port), f"--ticket={ticket}"]
+    argv += ["--tenant", TENANT, "--realm", REALM]
+    if kerberos:
+        argv += ["--kerberos", "--ip-ranges", ",".join(IP_RANGES)]
+    return argv
+
+
 @dataclasses.dataclass(frozen=True)
 class DemoOptions:
     """What ``connector demo`` was asked for.
@@ -196,10 +207,8 @@ class Demo:
         if port is None:
             port = pick_port(None, DEFAULT_HUB_PORT)
         ticket = secrets.token_urlsafe(24)
-        argv = [sys.executable, "-m", "connector.devhub.server", "--host", "127.0.0.1"]
-        argv += ["--port", str(port), "--ticket", ticket, "--tenant", TENANT, "--realm", REALM]
-        if self.options.kerberos:
-            argv += ["--kerberos", "--ip-ranges", ",".join(IP_RANGES)]
+        argv = [sys.executable, "-m", "connector.devhub.server"]
+        argv += hub_arguments(port, ticket, kerberos=self.options.kerberos)
         log = hub_dir / "devhub.log"
         child = self.children.start("devhub", argv, log, env=self.env, cwd=hub_dir)
 
