@@ -64,7 +64,7 @@ class GroupStrategy(abc.ABC):
     #: what a strategy reads of each group beyond the names the profile carries
     walk_attrs: tuple[str, ...] = ()
     #: whether its searches usually answer few groups (tried unpaged first; see ``search``)
-    small_answers = False
+    likely_small = False
 
     def __init__(self, settings: Settings, *, ranged_values: bool = False) -> None:
         self.settings = settings
@@ -87,7 +87,7 @@ class GroupStrategy(abc.ABC):
             base or self.settings.groups_base,
             flt,
             self.attrs,
-            likely_small=self.small_answers,
+            likely_small=self.likely_small,
         )
 
 
@@ -161,7 +161,7 @@ class MemberWalkGroups(_Walk):
     """Search ``(member=<dn>)`` for the user, then for each level of groups found."""
 
     name = "member"
-    small_answers = True  # one level of groups: a user's or a group's parents
+    likely_small = True  # one level of groups: a user's or a group's parents
 
     def _member_filter(self, dns: Iterable[str]) -> str:
         attr = self.settings.groups_member_attribute
