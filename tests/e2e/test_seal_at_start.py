@@ -18,6 +18,10 @@ def _sealed(path):
     return "LDAP_BIND_PASSWORD" not in json.loads(path.read_text())
 
 
+def _seal_lines(proc):
+    return proc.log().count("replaced by encrypted LDAP_BIND_CREDENTIALS")
+
+
 def test_the_master_seals_once_before_the_workers_start(tmp_path, slapd):
     hub = start_devhub(tmp_path / "hub", lease_seconds=4)
     state = tmp_path / "c"
@@ -47,11 +51,13 @@ def test_the_master_seals_once_before_the_workers_start(tmp_path, slapd):
             config["LDAP_BIND_PASSWORD"] = slapd.bind_pw
             path.write_text(json.dumps(config))
             os.kill(proc.pid, signal.SIGHUP)
+            # the master writes the file, then logs: wait for both (the file alone left a
+            # chance of reading the log between the two)
             deadline = time.monotonic() + 30
-            while not _sealed(path):
+            while not (_sealed(path) and _seal_lines(proc) >= 2):
                 assert time.monotonic() < deadline, proc.log()
                 time.sleep(0.1)
-            assert proc.log().count("replaced by encrypted LDAP_BIND_CREDENTIALS") == 2
+            assert _seal_lines(proc) == 2, proc.log()
         finally:
             proc.stop()
     finally:
