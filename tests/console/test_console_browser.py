@@ -84,6 +84,7 @@ def test_first_run_from_the_console_alone(tmp_path, hub, slapd, browser, console
     assert text_of(browser, "#login-error") == "Wrong password."
     fill(browser, "password", proc.password)
     click(browser, "sign-in")
+    browser.wait_for("#sign-out")  # signed in (a get now could cut the form's post short)
 
     # status says what is missing and where to go
     browser.get(proc.console + "/")

@@ -278,8 +278,9 @@ def test_form_sign_in_through_nginx_lands_on_the_hub(site: Site) -> None:
     assert answer.status_code == 303, answer.text[:500]
     _assert_try_page(site, answer.headers["Location"], "ctx-dave", "form")
     assert _audited_client(site, "dave") == CLIENT
-    # the request reached gunicorn from nginx's address, as a POST to /wsfed
-    assert re.search(rf'^{re.escape(PROXY_SOURCE)} "POST /wsfed', site.connector.log(), re.M)
+    # the request reached gunicorn from nginx's address, as a POST to /wsfed (gunicorn writes
+    # its access line after the answer has left: wait for it)
+    _wait_for_log(site.connector, rf'(?m)^{re.escape(PROXY_SOURCE)} "POST /wsfed')
 
 
 def test_plain_http_is_redirected_to_https(site: Site) -> None:

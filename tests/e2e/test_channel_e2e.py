@@ -281,6 +281,15 @@ def test_two_connectors_share_the_work(tmp_path, hub, slapd):
     a = start_connector(tmp_path, hub, openldap_config(slapd), name="a")
     b = start_connector(tmp_path, hub, openldap_config(slapd), name="b")
     try:
+        # /health answers before the agents' first polls: wait until every worker of both polls
+        # (else one connector could take all 40 before the other asks)
+        def polling() -> bool:
+            agents = hub.agents()["agents"]
+            subs = {a["sub"].rsplit("/", 1)[-1] for a in agents if a["connected"] and a["polls"]}
+            pids = a.worker_pids() + b.worker_pids()
+            return len(pids) == a.workers + b.workers and {str(p) for p in pids} <= subs
+
+        until(polling, 30, "every worker of both connectors polls", interval=0.1)
         ids = [
             hub.queue(
                 "authenticate_user", {"pid": f"s{i}", "username": "alice", "password": "alicepw"}

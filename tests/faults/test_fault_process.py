@@ -85,7 +85,9 @@ def test_worker_sigkilled_while_holding_commands(
         victim, held = _holder(stream, workers)
         os.kill(victim, signal.SIGKILL)
         killed = time.time()
-        # what it answered between the look and the kill (a loaded machine) was not held
+        # what it answered between the look and the kill (a loaded machine) was not held; read
+        # once gunicorn has reaped it, so that a results post it sent just before is counted
+        poll_until(lambda: victim not in proc.worker_pids(), 10, 0.05)
         held = [v["id"] for v in stream.commands() if v["id"] in held and v["state"] != "done"]
         assert held, "the worker answered everything it held before it was killed"
         assert poll_until(lambda: not set(held) & set(stream.pending()), 30, 0.2)
