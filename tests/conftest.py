@@ -8,7 +8,7 @@
 Servers are never skipped: a missing binary is a RuntimeError (an error, not a skip).
 
 Property tests (hypothesis) draw the same examples on every run, so a run cannot fail by
-chance: profile ``fixed`` (derandomized, no example database carried between runs).
+chance: profile ``fixed`` (derandomized, no deadline, no example database carried between runs).
 ``HYPOTHESIS_PROFILE=explore`` draws new examples, to look for bugs rather than to gate.
 """
 

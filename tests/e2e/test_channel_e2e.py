@@ -284,8 +284,8 @@ def test_two_connectors_share_the_work(tmp_path, hub, slapd):
         # /health answers before the agents' first polls: wait until every worker of both polls
         # (else one connector could take all 40 before the other asks)
         def polling() -> bool:
-            agents = hub.agents()["agents"]
-            subs = {a["sub"].rsplit("/", 1)[-1] for a in agents if a["connected"] and a["polls"]}
+            known = hub.agents()["agents"]
+            subs = {x["sub"].rsplit("/", 1)[-1] for x in known if x["connected"] and x["polls"]}
             pids = a.worker_pids() + b.worker_pids()
             return len(pids) == a.workers + b.workers and {str(p) for p in pids} <= subs
 
