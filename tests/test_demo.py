@@ -30,8 +30,9 @@ import requests
 from connector.demo import DemoError
 from connector.demo.directory import groups_of
 from connector.demo.procs import find_binaries
-from connector.demo.runner import hub_arguments
-from connector.devhub.server import build_parser
+from connector.demo.runner import hub_arguments, new_ticket
+from connector.devhub.config import DevHubConfig
+from connector.devhub.server import build_parser, config_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "connector demo: ready in "
@@ -252,6 +253,27 @@ def test_the_demo_hub_reads_any_random_ticket_as_the_ticket(ticket: str) -> None
     args = build_parser().parse_args(hub_arguments(8700, ticket, kerberos=True))
     assert args.ticket == ticket
     assert args.port == 8700 and args.kerberos
+
+
+def test_the_demo_hub_takes_every_ticket_the_demo_makes() -> None:
+    # the devhub wants a letter or digit first; the demo's URL-safe tickets began with '-' or
+    # '_' one time in 32, and the devhub refused them ("ticket must be URL-safe"): the demo
+    # stopped at its hub step. Each ticket goes the devhub's whole way: parser, then config.
+    for _ in range(500):
+        ticket = new_ticket()
+        config = config_from_args(
+            build_parser().parse_args(hub_arguments(8700, ticket, kerberos=True))
+        )
+        assert config.ticket == ticket
+    for refused in ("-Zk3Q", "_Zk3Q"):  # what the rule refuses, and why the demo makes hex
+        with pytest.raises(ValueError, match="ticket must be URL-safe"):
+            config_from_args(build_parser().parse_args(hub_arguments(8700, refused, kerberos=True)))
+
+
+def test_a_devhub_without_a_ticket_makes_one_it_accepts() -> None:
+    tickets = {DevHubConfig().ticket for _ in range(500)}  # refused 1 in 32 when URL-safe
+    assert len(tickets) == 500
+    assert all(re.fullmatch(r"[0-9a-f]{48}", t) for t in tickets)
 
 
 def test_missing_programs_name_their_debian_packages() -> None:

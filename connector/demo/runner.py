@@ -61,10 +61,15 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _CLEARED_ENV = {"CONNECTOR_CONFIG", "CONNECTOR_SECRET_KEY_FILE", "KRB5CCNAME", "KRB5_KTNAME"}
 
 
+def new_ticket() -> str:
+    """The demo hub's random ticket (192 bits): hex, because the devhub wants a letter or
+    digit first, and a URL-safe token starts with '-' or '_' one time in 32."""
+    return secrets.token_hex(24)
+
+
 def hub_arguments(port: int, ticket: str, *, kerberos: bool) -> list[str]:
-    """The devhub's command line for the demo. The ticket is random URL-safe text, which
-    starts with ``-`` one time in 64: given as ``--ticket=...`` so that it is never read as
-    an option (it was, once, and the demo stopped at its hub step)."""
+    """The devhub's command line for the demo, the ticket given as ``--ticket=...`` so that
+    no ticket is ever read as an option (a URL-safe one starting with ``-`` once was)."""
     argv = ["--host", "127.0.0.1", "--port", str(port), f"--ticket={ticket}"]
     argv += ["--tenant", TENANT, "--realm", REALM]
     if kerberos:
@@ -206,7 +211,7 @@ class Demo:
         port = self.options.hub_port  # 0: the devhub picks a free one and says which
         if port is None:
             port = pick_port(None, DEFAULT_HUB_PORT)
-        ticket = secrets.token_urlsafe(24)
+        ticket = new_ticket()
         argv = [sys.executable, "-m", "connector.devhub.server"]
         argv += hub_arguments(port, ticket, kerberos=self.options.kerberos)
         log = hub_dir / "devhub.log"

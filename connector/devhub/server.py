@@ -157,30 +157,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> DevHubConfig:
+    """The devhub's configuration from its parsed command line.
+
+    Raises:
+        ValueError: what is wrong with it (every problem, one message).
+    """
+    optional = {"ticket": args.ticket} if args.ticket else {}
+    return DevHubConfig(
+        tenant=args.tenant,
+        connection=args.connection,
+        realm=args.realm,
+        connection_domain=args.domain,
+        alg=args.alg,
+        lease_seconds=args.lease_seconds,
+        kerberos=args.kerberos,
+        ip_ranges=_ip_ranges(args.ip_ranges),
+        public_base_url=args.public_url,
+        login_wait_seconds=args.login_wait,
+        signin_wait_seconds=args.signin_wait,
+        max_waiters_per_client=args.max_waiters_per_client,
+        max_waiters=args.max_waiters,
+        **optional,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, then serve until SIGINT or SIGTERM; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    optional = {"ticket": args.ticket} if args.ticket else {}
     try:
-        config = DevHubConfig(
-            tenant=args.tenant,
-            connection=args.connection,
-            realm=args.realm,
-            connection_domain=args.domain,
-            alg=args.alg,
-            lease_seconds=args.lease_seconds,
-            kerberos=args.kerberos,
-            ip_ranges=_ip_ranges(args.ip_ranges),
-            public_base_url=args.public_url,
-            login_wait_seconds=args.login_wait,
-            signin_wait_seconds=args.signin_wait,
-            max_waiters_per_client=args.max_waiters_per_client,
-            max_waiters=args.max_waiters,
-            **optional,
-        )
+        config = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
     configure(args.log_level)
