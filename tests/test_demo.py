@@ -255,19 +255,21 @@ def test_the_demo_hub_reads_any_random_ticket_as_the_ticket(ticket: str) -> None
     assert args.port == 8700 and args.kerberos
 
 
+def _demo_hub_config(ticket: str) -> DevHubConfig:
+    """The devhub's configuration from the demo's arguments, the way its ``main`` builds it."""
+    return config_from_args(build_parser().parse_args(hub_arguments(8700, ticket, kerberos=True)))
+
+
 def test_the_demo_hub_takes_every_ticket_the_demo_makes() -> None:
     # the devhub wants a letter or digit first; the demo's URL-safe tickets began with '-' or
     # '_' one time in 32, and the devhub refused them ("ticket must be URL-safe"): the demo
     # stopped at its hub step. Each ticket goes the devhub's whole way: parser, then config.
     for _ in range(500):
         ticket = new_ticket()
-        config = config_from_args(
-            build_parser().parse_args(hub_arguments(8700, ticket, kerberos=True))
-        )
-        assert config.ticket == ticket
+        assert _demo_hub_config(ticket).ticket == ticket
     for refused in ("-Zk3Q", "_Zk3Q"):  # what the rule refuses, and why the demo makes hex
         with pytest.raises(ValueError, match="ticket must be URL-safe"):
-            config_from_args(build_parser().parse_args(hub_arguments(8700, refused, kerberos=True)))
+            _demo_hub_config(refused)
 
 
 def test_a_devhub_without_a_ticket_makes_one_it_accepts() -> None:
