@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from servers import free_port
 
 from connector.demo import DemoError
 from connector.demo.directory import groups_of
@@ -37,12 +38,6 @@ from connector.devhub.server import build_parser, config_from_args
 ROOT = Path(__file__).resolve().parent.parent
 READY = "connector demo: ready in "
 DEMO = (sys.executable, "-m", "connector.cli", "demo")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_time(pid: int) -> str | None:
@@ -106,7 +101,7 @@ class Demo:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
-    running = Demo(tmp_path / "demo", "--port", str(_free_port()), "--hub-port", "0")
+    running = Demo(tmp_path / "demo", "--port", str(free_port()), "--hub-port", "0")
     try:
         yield running
     finally:

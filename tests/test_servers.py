@@ -19,6 +19,7 @@ from servers import (
     SLAPD_EXPECTED_GROUPS,
     SambaAD,
     Slapd,
+    free_port,
     make_ca,
 )
 
@@ -35,6 +36,13 @@ def tls_conn(uri: str, ca_file: str) -> Any:
     if uri.startswith("ldap://"):
         conn.start_tls_s()
     return conn
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """2,000 ports asked for without binding any: the kernel's random picks among some
+    14,000 repeat within a few hundred (the birthday bound), so the helper must remember."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
 
 
 PPOLICY_CLASSES = {PasswordPolicyControl.controlType: PasswordPolicyControl}
