@@ -30,7 +30,7 @@ from servers import free_port
 
 from connector.demo import DemoError
 from connector.demo.directory import groups_of
-from connector.demo.procs import find_binaries
+from connector.demo.procs import find_binaries, pick_port
 from connector.demo.runner import hub_arguments, new_ticket
 from connector.devhub.config import DevHubConfig
 from connector.devhub.server import build_parser, config_from_args
@@ -286,3 +286,14 @@ def test_demo_groups_nest_four_levels() -> None:
     assert groups_of("dave") == ["kernel", "developers", "engineering", "staff"]
     assert groups_of("bob") == ["finance", "staff"]
     assert groups_of("staff") == []
+
+
+def test_the_demo_never_picks_a_port_twice() -> None:
+    """The demo picks every port (connector, console, slapd, KDC, hub) before its servers
+    bind them; the kernel's random picks repeat within a few hundred (the birthday bound),
+    and a port picked, though still free, is taken: not offered again, even as preferred."""
+    ports = [pick_port(None) for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
+    taken = ports[-1]
+    assert pick_port(None, taken) != taken
+    assert pick_port(0) not in ports

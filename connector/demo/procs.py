@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -91,21 +92,37 @@ def ipv6_loopback() -> bool:
 
 def pick_port(wanted: int | None, preferred: int | None = None, **kinds: bool) -> int:
     """``wanted`` if given (0: any); else ``preferred`` if free; else a port free a moment ago.
+    Never a port this process picked before (its server may not have bound it yet).
 
     Raises:
         DemoError: no free port was found.
     """
-    if wanted:
-        return wanted
-    if wanted is None and preferred and port_free(preferred, **kinds):
-        return preferred
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port_free(port, **kinds):
-            return port
+    with _PICKING:
+        if wanted:
+            _PICKED.add(wanted)  # never picked for another server
+            return wanted
+        if (
+            wanted is None
+            and preferred
+            and preferred not in _PICKED
+            and port_free(preferred, **kinds)
+        ):
+            _PICKED.add(preferred)
+            return preferred
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            # the demo picks every port before its servers bind them: the kernel's random
+            # pick can repeat one it gave a moment ago (about once in 14,000 pairs)
+            if port not in _PICKED and port_free(port, **kinds):
+                _PICKED.add(port)
+                return port
     raise DemoError("ports", "no free port on 127.0.0.1")
+
+
+_PICKED: set[int] = set()  # the ports pick_port chose in this process
+_PICKING = threading.Lock()
 
 
 def tail(path: Path, lines: int = 15) -> str:
