@@ -15,6 +15,8 @@
   once, so workers never race to create it; it seals a plain password in ``config.json``
   (:func:`connector.settings.seal_config_file`, as ``on_reload`` does on SIGHUP): the workers
   only read the file; it says how to get the console's password;
+* ``pre_fork`` (master) chooses each worker's CPU and ``post_fork`` pins the worker there
+  (``WEB_CPU_AFFINITY``, see :mod:`connector.affinity`);
 * ``post_worker_init`` starts one hub poller and one status reporter per worker, after the fork;
 * ``worker_exit`` drains it on SIGTERM: stop polling, relay the sign-ins it holds, finish held
   commands, post their results;
@@ -41,6 +43,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from connector import affinity
 from connector.accesslog import ACCESS_LOG_FORMAT
 from connector.headcap import MAX_REQUEST_HEAD, cap_request_head
 from connector.listener import start_notes, write_server_pem
@@ -194,8 +197,22 @@ def _say_how_to_sign_in(server: Any) -> None:
 _head_capped = False  # set in each worker by post_fork
 
 
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master, before each worker: the CPU it will run on (``WEB_CPU_AFFINITY``)."""
+    if _settings.web_cpu_affinity:
+        affinity.assign(worker, server.WORKERS.values())
+
+
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker, first: cap the size of a whole request head (see :mod:`connector.headcap`)."""
+    """Worker, first: run on its CPU (:mod:`connector.affinity`); cap the size of a whole
+    request head (see :mod:`connector.headcap`)."""
+    try:
+        cpu = affinity.pin(worker)
+    except OSError as exc:
+        worker.log.warning("worker %s not pinned to a CPU: %s", os.getpid(), exc)
+    else:
+        if cpu is not None:
+            worker.log.info("worker %s runs on CPU %d (WEB_CPU_AFFINITY)", os.getpid(), cpu)
     global _head_capped
     _head_capped = cap_request_head(MAX_REQUEST_HEAD)
     if not _head_capped:

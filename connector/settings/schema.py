@@ -610,6 +610,12 @@ class Settings:
     )
     web_workers: int = _setting("WEB_WORKERS", 2, "gunicorn worker processes.", check=_positive)
     web_threads: int = _setting("WEB_THREADS", 8, "Threads per worker.", check=_positive)
+    web_cpu_affinity: bool = _setting(
+        "WEB_CPU_AFFINITY",
+        True,
+        "Pin each worker to one CPU, the one fewest workers hold (its threads then hand "
+        "Python's lock over on one CPU: less CPU per sign-in); false lets the kernel move them.",
+    )
 
     # --- admin console and operations ------------------------------------------------------
     console_bind: str = _setting(

@@ -41,6 +41,7 @@ class LeanReference:
         self.proc = popen_gunicorn(
             "leanapp:app", self.port, self.workers, self.threads, self.log,
             {"BENCH_LEAN_CONFIG": json.dumps(self.config)},
+            "--config", str(Path(__file__).with_name("leanconf.py")),
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

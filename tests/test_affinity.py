@@ -1,0 +1,63 @@
+"""connector.affinity: which CPU each gunicorn worker gets, and the pinning itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from connector import affinity
+
+
+def test_the_fewest_held_cpu_is_chosen_the_lowest_on_a_tie() -> None:
+    assert affinity.choose([0, 1], []) == 0
+    assert affinity.choose([0, 1], [0]) == 1
+    assert affinity.choose([0, 1], [0, 1]) == 0
+    assert affinity.choose([0, 1, 2, 3], [0, 1, 0, 2]) == 3
+    assert affinity.choose([2, 5, 7], [2, 5, None]) == 7  # None: a worker not pinned
+    assert affinity.choose([3, 1], [1, 3, 1]) == 3
+    # CPUs outside the allowed set (a cpuset changed meanwhile) do not count against any
+    assert affinity.choose([0, 1], [4, 4, 0]) == 1
+
+
+def test_one_cpu_allowed_means_nothing_to_choose() -> None:
+    assert affinity.choose([3], []) is None
+    assert affinity.choose([], [0]) is None
+
+
+def test_workers_spread_and_a_replacement_takes_the_freed_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(affinity, "allowed_cpus", lambda: [0, 1, 2])
+    live: list[SimpleNamespace] = []
+    for _ in range(4):  # as the master forks them, one after another
+        worker = SimpleNamespace()
+        affinity.assign(worker, live)
+        live.append(worker)
+    assert [w.connector_cpu for w in live] == [0, 1, 2, 0]
+    del live[2]  # the worker on CPU 2 dies
+    replacement = SimpleNamespace()
+    assert affinity.assign(replacement, live) == 2
+
+
+def _affinity_after_pin(cpu: int | None) -> set[int]:
+    """A child process pins itself as a worker would; the CPUs it may then run on."""
+    code = (
+        "import os, sys, types; from connector import affinity; "
+        f"affinity.pin(types.SimpleNamespace(connector_cpu={cpu!r})); "
+        "print(sorted(os.sched_getaffinity(0)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(eval(out.stdout))  # noqa: S307 - a list of ints printed by the child above
+
+
+def test_pin_runs_the_worker_on_its_cpu_only() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    assert _affinity_after_pin(allowed[-1]) == {allowed[-1]}
+    assert _affinity_after_pin(None) == set(allowed)  # not chosen: left alone
+
+
+def test_pin_to_a_cpu_not_allowed_fails_loudly() -> None:
+    with pytest.raises(OSError):
+        affinity.pin(SimpleNamespace(connector_cpu=(os.cpu_count() or 1) + 4096))
