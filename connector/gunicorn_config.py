@@ -209,7 +209,12 @@ def post_fork(server: Any, worker: Any) -> None:
     try:
         cpu = affinity.pin(worker)
     except OSError as exc:
-        worker.log.warning("worker %s not pinned to a CPU: %s", os.getpid(), exc)
+        worker.log.warning(
+            "worker %s not pinned to a CPU: %s (a seccomp filter without sched_setaffinity? "
+            "WEB_CPU_AFFINITY=false stops trying)",
+            os.getpid(),
+            exc,
+        )
     else:
         if cpu is not None:
             worker.log.info("worker %s runs on CPU %d (WEB_CPU_AFFINITY)", os.getpid(), cpu)

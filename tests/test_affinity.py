@@ -61,3 +61,26 @@ def test_pin_runs_the_worker_on_its_cpu_only() -> None:
 def test_pin_to_a_cpu_not_allowed_fails_loudly() -> None:
     with pytest.raises(OSError):
         affinity.pin(SimpleNamespace(connector_cpu=(os.cpu_count() or 1) + 4096))
+
+
+def test_a_worker_the_kernel_will_not_pin_says_why_and_goes_on(tmp_path) -> None:
+    """gunicorn's post_fork with a CPU the kernel refuses (as under a seccomp filter without
+    sched_setaffinity): a warning that says what to do, and the worker starts anyway."""
+    (tmp_path / "config.json").write_text("{}")
+    code = (
+        "import types; from connector import gunicorn_config as g\n"
+        "log = types.SimpleNamespace(warning=lambda m, *a: print('WARNING', m % a),\n"
+        "                            info=lambda m, *a: print('INFO', m % a))\n"
+        "g.post_fork(None, types.SimpleNamespace(connector_cpu=1 << 20, log=log))\n"
+        "print('went on')\n"
+    )
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "config.json")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "went on"
+    assert lines[0].startswith("WARNING worker ") and "not pinned to a CPU" in lines[0]
+    assert "WEB_CPU_AFFINITY=false" in lines[0]
+    assert not any(line.startswith("INFO") and "runs on CPU" in line for line in lines)

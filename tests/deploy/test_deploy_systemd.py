@@ -153,7 +153,11 @@ def test_unit_declares_the_service_contract() -> None:
     for key, value in expected.items():
         assert _one(text, key) == value, key
     assert "DynamicUser" not in {k for _, k, _ in _directives(text)}
-    assert _values(text, "SystemCallFilter") == ["@system-service", "~@privileged @resources"]
+    assert _values(text, "SystemCallFilter") == [
+        "@system-service",
+        "~@privileged @resources",
+        "sched_setaffinity",  # alone back from @resources: a worker pins itself to a CPU
+    ]
     argv = shlex.split(_one(text, "ExecStart"))
     assert argv == [
         f"{INSTALL_DIR}/venv/bin/gunicorn", "-c", f"{INSTALL_DIR}/deploy/gunicorn.conf.py",
