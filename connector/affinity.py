@@ -10,8 +10,9 @@ runs Python at a time anyway, and the directory server, the hub and the other wo
 wherever the kernel puts them.
 
 The master chooses (``pre_fork``, one worker at a time, so two workers never race for a CPU)
-the allowed CPU that the fewest live workers hold, the lowest on a tie; the worker pins itself
-first thing after the fork (``post_fork``). A replaced worker's CPU goes to its replacement.
+the allowed CPU that the fewest live workers hold (ties go round from one its PID picks, so
+that two connectors on one machine spread too); the worker pins itself first thing after the
+fork (``post_fork``). A replaced worker's CPU goes to its replacement.
 With one CPU allowed (``taskset``, a cpuset) there is nothing to choose and nothing is pinned.
 """
 
@@ -32,20 +33,26 @@ def allowed_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def choose(allowed: Iterable[int], held: Iterable[int | None]) -> int | None:
-    """The CPU of ``allowed`` that the fewest of ``held`` (the live workers' CPUs) are on,
-    the lowest on a tie; None when fewer than two CPUs are allowed."""
+def choose(allowed: Iterable[int], held: Iterable[int | None], start: int = 0) -> int | None:
+    """The CPU of ``allowed`` that the fewest of ``held`` (the live workers' CPUs) are on; on
+    a tie, the first from the ``start``-th allowed CPU on, round; None when fewer than two CPUs
+    are allowed."""
     cpus = sorted(set(allowed))
     if len(cpus) < 2:
         return None
     load = Counter(cpu for cpu in held if cpu is not None)
-    return min(cpus, key=lambda cpu: (load[cpu], cpu))
+    turn = {cpu: (i - start) % len(cpus) for i, cpu in enumerate(cpus)}
+    return min(cpus, key=lambda cpu: (load[cpu], turn[cpu]))
 
 
-def assign(worker: object, siblings: Iterable[object]) -> int | None:
+def assign(worker: object, siblings: Iterable[object], start: int | None = None) -> int | None:
     """Master, before forking ``worker``: choose its CPU among those the live ``siblings``
-    leave, and remember it on the worker object (the forked worker reads it there)."""
-    cpu = choose(allowed_cpus(), (getattr(w, ATTRIBUTE, None) for w in siblings))
+    leave, and remember it on the worker object (the forked worker reads it there). Ties go
+    round from the CPU the master's PID picks (``start``), so two connectors on one machine
+    do not both begin on the first CPU."""
+    cpus = allowed_cpus()
+    first = os.getpid() if start is None else start
+    cpu = choose(cpus, (getattr(w, ATTRIBUTE, None) for w in siblings), first)
     setattr(worker, ATTRIBUTE, cpu)
     return cpu
 

@@ -12,7 +12,7 @@ import pytest
 from connector import affinity
 
 
-def test_the_fewest_held_cpu_is_chosen_the_lowest_on_a_tie() -> None:
+def test_the_fewest_held_cpu_is_chosen_ties_round_from_start() -> None:
     assert affinity.choose([0, 1], []) == 0
     assert affinity.choose([0, 1], [0]) == 1
     assert affinity.choose([0, 1], [0, 1]) == 0
@@ -21,6 +21,12 @@ def test_the_fewest_held_cpu_is_chosen_the_lowest_on_a_tie() -> None:
     assert affinity.choose([3, 1], [1, 3, 1]) == 3
     # CPUs outside the allowed set (a cpuset changed meanwhile) do not count against any
     assert affinity.choose([0, 1], [4, 4, 0]) == 1
+    # ties go round from the start-th allowed CPU (another master's PID, another start)
+    assert affinity.choose([0, 1, 2, 3], [], start=2) == 2
+    assert affinity.choose([0, 1, 2, 3], [2], start=2) == 3
+    assert affinity.choose([0, 1, 2, 3], [2, 3], start=2) == 0
+    assert affinity.choose([0, 1, 2, 3], [0, 1, 2], start=6) == 3  # any int: taken round
+    assert affinity.choose([4, 6], [], start=1) == 6
 
 
 def test_one_cpu_allowed_means_nothing_to_choose() -> None:
@@ -33,12 +39,15 @@ def test_workers_spread_and_a_replacement_takes_the_freed_cpu(monkeypatch) -> No
     live: list[SimpleNamespace] = []
     for _ in range(4):  # as the master forks them, one after another
         worker = SimpleNamespace()
-        affinity.assign(worker, live)
+        affinity.assign(worker, live, start=1)
         live.append(worker)
-    assert [w.connector_cpu for w in live] == [0, 1, 2, 0]
-    del live[2]  # the worker on CPU 2 dies
+    assert [w.connector_cpu for w in live] == [1, 2, 0, 1]
+    del live[1]  # the worker on CPU 2 dies
     replacement = SimpleNamespace()
-    assert affinity.assign(replacement, live) == 2
+    assert affinity.assign(replacement, live, start=1) == 2
+    # a master's own PID picks where its ties start
+    monkeypatch.setattr(affinity.os, "getpid", lambda: 302)  # 302 % 3 = 2
+    assert affinity.assign(SimpleNamespace(), []) == 2
 
 
 def _affinity_after_pin(cpu: int | None) -> set[int]:
