@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -42,6 +41,7 @@ from connector.demo.procs import (
     pick_port,
     port_free,
 )
+from connector.devhub.config import new_ticket
 from connector.errors import ConnectorError
 from connector.settings import KNOWN_KEYS
 from connector.settings.files import write_config_file
@@ -59,12 +59,6 @@ _OURS = ("slapd", "kdc", "hub", "connector", "pids.json", "demo.json")
 _SERVING = re.compile(r"^devhub: serving (\S+)$", re.MULTILINE)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _CLEARED_ENV = {"CONNECTOR_CONFIG", "CONNECTOR_SECRET_KEY_FILE", "KRB5CCNAME", "KRB5_KTNAME"}
-
-
-def new_ticket() -> str:
-    """The demo hub's random ticket (192 bits): hex, because the devhub wants a letter or
-    digit first, and a URL-safe token starts with '-' or '_' one time in 32."""
-    return secrets.token_hex(24)
 
 
 def hub_arguments(port: int, ticket: str, *, kerberos: bool) -> list[str]:
@@ -176,9 +170,7 @@ class Demo:
             port = pick_port(self.options.port, DEFAULT_PORT, ipv6=ipv6_loopback())
             if self.options.port and not port_free(port, ipv6=ipv6_loopback()):
                 raise DemoError("prerequisites", f"port {port} (--port) is in use")
-            console_port = pick_port(None, port + 1)
-            while console_port == port:
-                console_port = pick_port(0)
+            console_port = pick_port(None, port + 1)  # never the port picked just before
             done.append(f"{', '.join(tools)} found; connector port {port}, console {console_port}")
         with self._step("directory") as done:
             directory = start_directory(self.children, self.workdir / "slapd", tools["slapd"])

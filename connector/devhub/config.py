@@ -13,7 +13,7 @@ Alg = Literal["RS256", "HS256"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def _new_ticket() -> str:
+def new_ticket() -> str:
     """A random ticket id (192 bits) that the ticket rule below always accepts: hex, so it
     never starts with the '-' or '_' a URL-safe token starts with one time in 32."""
     return secrets.token_hex(24)
@@ -52,7 +52,7 @@ class DevHubConfig:
     connection_domain: str = "corp.example.com"
     alg: Alg = "RS256"
     lease_seconds: int = 30
-    ticket: str = dataclasses.field(default_factory=_new_ticket, repr=False)
+    ticket: str = dataclasses.field(default_factory=new_ticket, repr=False)
     kerberos: bool = False
     ip_ranges: tuple[str, ...] = ()
     public_base_url: str = ""
