@@ -19,8 +19,8 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -357,6 +357,14 @@ class DirectPoster:
         self._open.add(conn)
         return conn
 
+    def open(self, timeout: float) -> Connection:
+        """A new connection for one caller to keep (:meth:`cut` and :meth:`close` reach it
+        too), its reads and writes bounded by ``timeout``; OSError on failure."""
+        conn = self._connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(timeout)
+        return conn
+
     def post(
         self, path: str, data: bytes, headers: dict[str, str], read_timeout: float
     ) -> tuple[int, str, Any, bytes]:
@@ -411,10 +419,20 @@ def post_json_direct(
     _refuse_insecure(url)
     data = jsonlib.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     sent = time.time()
-    try:
+    with _direct_errors(settings, url):
         status, reason, answer_headers, content = poster.post(
             urlsplit(url).path, data, headers, read_timeout
         )
+    received = time.time()
+    return _answer(url, status, reason, answer_headers, content), sent, received
+
+
+@contextlib.contextmanager
+def _direct_errors(settings: Settings, url: str) -> Iterator[None]:
+    """What a call on a :class:`DirectPoster` connection raises, as the hub errors that
+    :func:`request_json` raises."""
+    try:
+        yield
     except ssl.SSLError as exc:
         raise HubUntrusted(
             f"the hub's TLS certificate is not trusted ({_reason(exc, settings)}); "
@@ -426,8 +444,27 @@ def post_json_direct(
         raise HubUnavailable(
             f"cannot reach the hub at {_origin(url)}: {_reason(exc, settings)}"
         ) from None
-    received = time.time()
-    return _answer(url, status, reason, answer_headers, content), sent, received
+
+
+#: How long the agent waits for the hub's answer to a batch of results or sign-ins.
+SIGNINS_READ_TIMEOUT = 30.0
+
+
+class PreparedSignins(NamedTuple):
+    """The relay's own connection and the headers of its next request (see :mod:`.relay`)."""
+
+    conn: Connection
+    path: str
+    headers: dict[str, str]
+    at: float  # monotonic: the connection's last use (opened, or an answer read on it)
+
+
+def _acked_in(data: Any, path: str) -> set[str]:
+    """The ids or refs of an ``agent/results`` or ``agent/signins`` answer."""
+    acked = data.get("acked")
+    if not isinstance(acked, list):
+        raise HubRejected(f"the hub's {path} answer has no acked list", 200)
+    return {a for a in acked if isinstance(a, str)}
 
 
 class HubClient:
@@ -542,13 +579,67 @@ class HubClient:
         lease = data.get("leaseSeconds")
         return commands, float(lease) if isinstance(lease, int | float) else None
 
+    def prepare_signins(self, conn: Connection | None) -> PreparedSignins | None:
+        """What a web thread needs to write the relay's next request itself (see
+        :mod:`.relay`): ``conn`` if it is still open, else a new connection, and the headers
+        with a fresh agent token. None behind a proxy (then only the relay thread sends).
+
+        Raises:
+            HubError: the hub cannot be reached (as :meth:`relay_signins` would raise it).
+        """
+        if self.direct is None:
+            return None
+        url = f"{self.base}/agent/signins"
+        _refuse_insecure(url)
+        if conn is None or conn.sock is None:
+            with _direct_errors(self.settings, url):
+                conn = self.direct.open(SIGNINS_READ_TIMEOUT)
+        headers = {**self.direct.headers, **self._headers()}
+        return PreparedSignins(conn, urlsplit(url).path, headers, time.monotonic())
+
+    @staticmethod
+    def signins_body(signins: list[dict[str, Any]]) -> bytes:
+        """The body of an ``agent/signins`` request, as :meth:`relay_signins` sends it."""
+        body = {"signins": signins}
+        return jsonlib.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+    def write_signins(self, prepared: PreparedSignins, body: bytes) -> None:
+        """Write an ``agent/signins`` request (``body`` from :meth:`signins_body`) on a
+        prepared connection, its answer not awaited (read it with :meth:`signins_answer`).
+
+        Raises:
+            HubError: the write failed (the connection is closed: send the sign-ins again).
+        """
+        try:
+            with _direct_errors(self.settings, self.base):
+                prepared.conn.send_post(prepared.path, body, prepared.headers)
+        except HubError:
+            prepared.conn.close()
+            raise
+
+    def signins_answer(self, prepared: PreparedSignins) -> set[str]:
+        """Read the answer to :meth:`write_signins`: the refs the hub acknowledged.
+
+        Raises:
+            HubError: no answer, or one refusing the request (the connection is closed).
+        """
+        url = f"{self.base}/agent/signins"
+        try:
+            with _direct_errors(self.settings, url):
+                status, reason, headers, content, will_close = prepared.conn.answer()
+            if will_close:
+                prepared.conn.close()
+            data = _answer(url, status, reason, headers, content)
+            if not isinstance(data, dict):
+                raise HubRejected("the hub's answer to agent/signins is not an object", 200)
+        except HubError:
+            prepared.conn.close()
+            raise
+        return _acked_in(data, "signins")
+
     def _acked(self, path: str, items: list[dict[str, Any]]) -> set[str]:
         """Post ``{path: items}`` to ``agent/{path}``; the ids or refs the hub acknowledged."""
-        data = self._call(path, {path: items}, read_timeout=30)
-        acked = data.get("acked")
-        if not isinstance(acked, list):
-            raise HubRejected(f"the hub's {path} answer has no acked list", 200)
-        return {a for a in acked if isinstance(a, str)}
+        return _acked_in(self._call(path, {path: items}, read_timeout=SIGNINS_READ_TIMEOUT), path)
 
     def post_results(self, results: list[dict[str, Any]]) -> set[str]:
         """Send results (protocol §4); returns the ids the hub acknowledged.

@@ -106,6 +106,18 @@ class Connection:
             http.client.HTTPException: the answer is not HTTP, or ends early.
             OSError: the connection failed or timed out.
         """
+        self.send_post(path, body, headers)
+        return self.answer()
+
+    def send_post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
+        """Write one POST; :meth:`answer` reads its answer (from this thread or another,
+        once this has returned).
+
+        Raises:
+            ValueError: a header or the path holds a character that would change the request.
+            http.client.NotConnected: not connected.
+            OSError: the connection failed or timed out.
+        """
         if self.sock is None:
             raise http.client.NotConnected("connect() first")
         path = path or "/"
@@ -123,7 +135,6 @@ class Connection:
             lines.append(f"{name}: {value}")
         lines.append("\r\n")
         self.sock.sendall("\r\n".join(lines).encode("latin-1") + body)
-        return self._answer()
 
     def _line(self, what: str) -> bytes:
         line: bytes = self._reader.readline(MAX_LINE + 1)
@@ -131,7 +142,13 @@ class Connection:
             raise http.client.LineTooLong(what)
         return line
 
-    def _answer(self) -> tuple[int, str, Headers, bytes, bool]:
+    def answer(self) -> tuple[int, str, Headers, bytes, bool]:
+        """Read the answer to the request written: (status, reason, headers, body, will close).
+
+        Raises:
+            http.client.HTTPException: the answer is not HTTP, or ends early.
+            OSError: the connection failed or timed out.
+        """
         while True:
             line = self._line("status line")
             if not line:

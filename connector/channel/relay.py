@@ -5,14 +5,26 @@ The web threads of a worker :meth:`SignInRelay.submit` each successful browser s
 worker, started with the agent after the fork, sends them::
 
     web threads ── submit() ──▶ queue (≤ 1000, memory) ──▶ relay thread ── agent/signins ──▶ hub
-                   (no I/O: a lock, a dict insert)             (≤ 100 a request, no linger)
+                   (a lock, a dict insert; see below)          (≤ 100 a request, no linger)
 
-The relay thread is the worker's only sender, so it has a request out or none. When none is
-out it sends what is queued at once, up to ``MAX_BATCH`` (an idle relay adds no latency to a
-sign-in); while its request is out, new sign-ins queue for the next one, so under load one
-request carries many (natural batching, no timer). The relay thread waits only while the
-queue is empty, so only a sign-in that finds it empty wakes it (a thread switch per request,
-not per sign-in). A sign-in leaves the queue only when the hub acknowledges its ``ref``; a
+The relay has a request out or none. When none is out, what is queued goes at once, up to
+``MAX_BATCH`` (an idle relay adds no latency to a sign-in); while its request is out, new
+sign-ins queue for the next one, so under load one request carries many (natural batching, no
+timer). The relay thread waits only while the queue is empty, so only a sign-in that finds it
+empty wakes it (a thread switch per request, not per sign-in).
+
+That sign-in's web thread writes the request itself when the relay thread has one ready
+(:meth:`HubClient.prepare_signins`: the relay's own kept connection, used less than
+``FRESH_SECONDS`` ago, and headers with an agent token signed ahead, while the relay thread
+was idle) and its body is small (``WRITE_LIMIT``): it writes it, hands it over and goes on,
+never waiting for the hub's answer, which the relay thread reads. So the request leaves before
+the browser's redirect, and the profile is usually at the hub before the browser; otherwise
+the relay thread, woken, would wait for the GIL until the web thread had written its response
+and would send after it. When nothing is ready (behind a proxy, after a quiet second, after a
+failure), or the write fails, the relay thread sends as before; a request written but not
+answered leaves its sign-in queued for the relay thread to send again (the hub acknowledges a
+``ref`` it already holds and ignores it). A sign-in leaves the queue only when the hub
+acknowledges its ``ref``; a
 failed request is retried with backoff (protocol §7), and a sign-in older than
 ``MAX_AGE_SECONDS`` (its ``ref`` can no longer be redeemed) is dropped with a warning. A full
 queue refuses new sign-ins (:class:`RelayFull`: the person sees "try again"). :meth:`drain`
@@ -31,13 +43,18 @@ from typing import Any
 
 from connector import metrics
 from connector.channel.backoff import Backoff
-from connector.channel.client import HubClient, HubError, HubUnavailable
+from connector.channel.client import HubClient, HubError, HubUnavailable, PreparedSignins
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100  # sign-ins per request (protocol §5.2)
 MAX_PENDING = 1000  # sign-ins per worker not yet acknowledged (protocol §5.1)
 MAX_AGE_SECONDS = 120.0  # the hub's ref lifetime: an older sign-in cannot be redeemed
+#: A prepared request older than this is not written by a web thread (the relay thread sends):
+#: its connection may have idled long enough for the hub to close it.
+FRESH_SECONDS = 1.0
+#: The largest body a web thread writes itself (it fits the socket's buffer: no wait).
+WRITE_LIMIT = 8192
 
 
 class RelayFull(HubUnavailable):
@@ -54,6 +71,17 @@ class _SignIn:
 
     def wire(self) -> dict[str, Any]:
         return {"ref": self.ref, "wctx": self.wctx, "profile": self.profile, "method": self.method}
+
+
+def _usable(ready: PreparedSignins | None, now: float) -> bool:
+    """Whether a web thread may write the next request on ``ready``: an unspent token (signed
+    after the connection's last use) and a connection used less than ``FRESH_SECONDS`` ago."""
+    return (
+        ready is not None
+        and bool(ready.headers)
+        and now - ready.at < FRESH_SECONDS
+        and ready.conn.sock is not None
+    )
 
 
 class SignInRelay:
@@ -75,17 +103,24 @@ class SignInRelay:
         self._queue: collections.OrderedDict[str, _SignIn] = collections.OrderedDict()
         self._halt = threading.Event()  # stop now, whatever is held
         self._thread: threading.Thread | None = None
+        self._ready: PreparedSignins | None = None  # for a web thread to write the next request
+        self._writing = False  # a web thread is writing on the relay's connection
+        self._written: tuple[PreparedSignins, list[_SignIn], float] | None = None  # to answer
+        self._healthy = True  # the last request was answered: worth preparing the next one
         self.relayed = 0
         self.dropped = 0
+        self.written = 0  # requests web threads wrote (diagnostics, tests)
 
     # --- the web threads' side -------------------------------------------------------------
 
     def submit(self, ref: str, wctx: str, profile: dict[str, Any], method: str) -> None:
-        """Queue one sign-in for the hub (no I/O).
+        """Queue one sign-in for the hub; if the relay is idle and has a request ready, write
+        it (never waiting for the hub's answer; see the module's docstring).
 
         Raises:
             RelayFull: ``limit`` sign-ins wait already, or the relay has stopped.
         """
+        signin = _SignIn(ref, wctx, profile, method, time.monotonic())
         with self._lock:
             if self._halt.is_set():
                 raise RelayFull("the connector is stopping")
@@ -94,9 +129,46 @@ class SignInRelay:
                     f"{len(self._queue)} sign-ins are waiting to be relayed to the hub already"
                 )
             idle = not self._queue
-            self._queue[ref] = _SignIn(ref, wctx, profile, method, time.monotonic())
-            if idle:  # else the relay thread is busy with the queue: it takes this one next
+            self._queue[ref] = signin
+            if not idle:  # the relay thread is busy with the queue: it takes this one next
+                return
+            ready = self._ready
+            if not _usable(ready, signin.minted):
                 self._arrived.notify()
+                return
+            assert ready is not None
+            self._ready = None
+            self._writing = True
+        self._write(ready, signin)
+
+    def _write(self, ready: PreparedSignins, signin: _SignIn) -> None:
+        """Write the request of an idle relay for ``signin`` (a web thread), then hand it to
+        the relay thread: to read its answer, or, if it was not written, to send it."""
+        written = False
+        try:
+            body = self.client.signins_body([signin.wire()])
+            if len(body) <= WRITE_LIMIT:
+                self.client.write_signins(ready, body)
+                written = True
+        except HubError as exc:  # the relay thread sends it, and reports a failure if any
+            log.debug("sign-in request not written here (%s); the relay thread sends it", exc)
+        except Exception:
+            log.exception("unexpected error writing a sign-in request; the relay thread sends it")
+        finally:
+            with self._lock:
+                self._writing = False
+                if written:
+                    self._written = (ready, [signin], time.monotonic())
+                    self.written += 1
+                elif ready.conn.sock is not None:
+                    self._ready = ready  # its token unused: still good for the next one
+                self._arrived.notify()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the next sign-in's web thread would write the request itself (now)."""
+        with self._lock:
+            return _usable(self._ready, time.monotonic())
 
     @property
     def pending(self) -> int:
@@ -123,19 +195,87 @@ class SignInRelay:
             self._arrived.notify_all()
         if self._thread is not None:
             self._thread.join(5)
+        with self._lock:
+            ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.conn.close()
         if left:
             log.warning("relay stopped with %d sign-ins the hub never acknowledged", left)
         return left == 0
 
     # --- the relay thread ---------------------------------------------------------------------
 
+    def _settle(self, batch: list[_SignIn], acked: set[str]) -> None:
+        """Under the lock: the acknowledged sign-ins of ``batch`` leave the queue."""
+        for signin in batch:
+            if signin.ref in acked and self._queue.pop(signin.ref, None) is not None:
+                self.relayed += 1
+        if not self._queue:
+            self._emptied.notify_all()
+
+    def _prepare(self) -> None:
+        """While idle and healthy: make the next request ready for a web thread to write (a
+        fresh token; the connection kept if it was last used less than ``FRESH_SECONDS``
+        ago, else a new one)."""
+        now = time.monotonic()
+        with self._lock:
+            ready = self._ready
+            if self._queue or not self._healthy or (ready is not None and ready.headers):
+                return  # busy, failing, or one is ready (it ages out by its connection's use)
+            self._ready = None  # being replaced: no web thread takes it meanwhile
+        conn = None
+        if ready is not None:
+            if now - ready.at < FRESH_SECONDS:
+                conn = ready.conn
+            else:  # idle for a while: the hub may have closed it
+                ready.conn.close()
+        try:
+            made = self.client.prepare_signins(conn)
+        except HubError as exc:
+            log.debug("no sign-in request prepared: %s", exc)
+            made = None
+        except Exception:
+            log.exception("unexpected error preparing a sign-in request")
+            made = None
+        if made is not None and ready is not None and made.conn is ready.conn:
+            made = made._replace(at=ready.at)  # the connection's last use, not now
+        with self._lock:
+            self._ready = made
+
+    def _answer(self, written: tuple[PreparedSignins, list[_SignIn], float]) -> bool:
+        """Read the hub's answer to a request a web thread wrote, and settle its sign-ins;
+        False if there was none (the relay thread then sends them itself, at once)."""
+        ready, batch, started = written
+        try:
+            acked = self.client.signins_answer(ready)
+        except HubError as exc:
+            log.info("a sign-in request written by a web thread got no answer (%s); resending", exc)
+            return False
+        except Exception:
+            log.exception("unexpected error reading the hub's answer to sign-ins; resending")
+            ready.conn.close()
+            return False
+        metrics.hub_request("signins", time.monotonic() - started)
+        with self._lock:
+            self._settle(batch, acked)
+            if ready.conn.sock is not None and self._ready is None:
+                # its token is spent: only the connection is kept, for _prepare to reuse
+                self._ready = ready._replace(headers={}, at=time.monotonic())
+        return all(signin.ref in acked for signin in batch)
+
     def _next_batch(self) -> list[_SignIn] | None:
         """The sign-ins to send next, at once (no request is out); None to stop."""
+        while True:
+            self._prepare()
+            with self._lock:
+                while (not self._queue or self._writing) and not self._halt.is_set():
+                    self._arrived.wait()
+                if self._halt.is_set():
+                    return None
+                written, self._written = self._written, None
+            if written is None or not self._answer(written):
+                break
         with self._lock:
-            while not self._queue and not self._halt.is_set():
-                self._arrived.wait()
-            if self._halt.is_set():
-                return None
             too_old = time.monotonic() - self.max_age
             while self._queue and next(iter(self._queue.values())).minted < too_old:
                 self._queue.popitem(last=False)
@@ -162,21 +302,20 @@ class SignInRelay:
                 log.warning(
                     "relaying %d sign-ins failed: %s; retrying in %.1f s", len(batch), exc, delay
                 )
+                self._healthy = False
                 self._halt.wait(delay)
                 continue
             except Exception:
                 metrics.hub_error("signins")
                 log.exception("unexpected error while relaying sign-ins")
+                self._healthy = False
                 self._halt.wait(backoff.next_delay())
                 continue
             metrics.hub_request("signins", time.monotonic() - started)
             backoff.reset()
+            self._healthy = True
             with self._lock:
-                for signin in batch:
-                    if signin.ref in acked and self._queue.pop(signin.ref, None) is not None:
-                        self.relayed += 1
-                if not self._queue:
-                    self._emptied.notify_all()
+                self._settle(batch, acked)
             missing = sum(1 for signin in batch if signin.ref not in acked)
             if missing:
                 log.warning("the hub did not acknowledge %d sign-ins; resending", missing)

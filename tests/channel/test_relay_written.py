@@ -1,0 +1,117 @@
+"""The relay's request written by the sign-in's own web thread (see :mod:`connector.channel.relay`),
+against the devhub: a real ``HubClient`` with the agent key ``connector setup`` made, the relay
+in this process, its thread running."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from configs import openldap_config
+from connector_proc import setup_config
+from hubs import DevHubProcess, start_devhub
+from waits import until
+
+from connector.channel import relay as relay_module
+from connector.channel.client import HubClient
+from connector.channel.identity import AgentIdentity
+from connector.channel.relay import SignInRelay
+from connector.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHubProcess]:
+    h = start_devhub(tmp_path_factory.mktemp("written-hub"))
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, hub: DevHubProcess, slapd) -> Path:
+    return setup_config(
+        tmp_path_factory.mktemp("written") / "c", openldap_config(slapd), hub.ticket_url
+    )
+
+
+@pytest.fixture
+def relay(config: Path, hub: DevHubProcess) -> Iterator[SignInRelay]:
+    hub.clear_faults()
+    settings = load_settings(config, environ={})
+    identity = AgentIdentity.load(settings.state_dir, settings.secret_box)
+    assert identity is not None
+    client = HubClient(settings, identity, f"test/{secrets.token_hex(4)}")
+    r = SignInRelay(client)
+    r.start()
+    yield r
+    r.drain(10)
+    client.close()
+    hub.clear_faults()
+
+
+def held(hub: DevHubProcess) -> set[str]:
+    return {s["ref"] for s in hub.sessions()}
+
+
+def sign_in(relay: SignInRelay, profile: dict | None = None) -> str:
+    ref = secrets.token_urlsafe(24)
+    relay.submit(ref, "ctx", profile or {"user_id": "alice", "groups": ["staff"]}, "form")
+    return ref
+
+
+def test_an_idle_relay_s_request_is_written_by_the_sign_in_s_thread(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    ref = sign_in(relay)
+    assert relay.written == 1  # written before submit returned, not by the relay thread
+    until(lambda: relay.relayed == 1 and relay.pending == 0, 10, "the hub acknowledged it")
+    assert ref in held(hub)
+    # the relay thread prepares the next one (its connection kept, a new token): again
+    until(lambda: relay.ready, 10, "the next request prepared")
+    second = sign_in(relay)
+    assert relay.written == 2
+    until(lambda: relay.relayed == 2, 10, "the second acknowledged")
+    assert second in held(hub)
+
+
+def test_a_request_prepared_over_a_second_ago_is_left_to_the_relay_thread(relay, hub, monkeypatch):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    monkeypatch.setattr(relay_module, "FRESH_SECONDS", 0.0)  # every prepared one too old
+    assert not relay.ready
+    ref = sign_in(relay)
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent it")
+    assert relay.written == 0 and ref in held(hub)
+
+
+def test_a_profile_over_the_write_limit_is_sent_by_the_relay_thread(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    groups = [f"group-{i:05d}-with-a-long-name" for i in range(400)]  # ~14 KB of JSON
+    ref = sign_in(relay, {"user_id": "wide", "groups": groups})
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent it")
+    assert relay.written == 0
+    assert ref in held(hub)
+    until(lambda: relay.ready, 10, "prepared again for the next one")
+
+
+def test_a_write_on_a_dead_connection_leaves_the_sign_in_to_the_relay_thread(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    assert relay.client.direct is not None
+    assert relay.client.direct.cut() >= 1  # the prepared connection shut down under it
+    ref = sign_in(relay)
+    assert relay.written == 0  # the write failed at once
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent it on a new connection")
+    assert ref in held(hub)
+
+
+def test_a_written_request_the_hub_drops_is_sent_again_and_held_once(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    before = hub.state()["events"]
+    hub.add_fault(close=1, endpoint="signins")  # the connection closed, no answer
+    ref = sign_in(relay)
+    assert relay.written == 1
+    until(lambda: relay.relayed == 1, 15, "sent again by the relay thread and acknowledged")
+    assert not hub.faults(), "the written request met the fault"
+    assert ref in held(hub)
+    events = hub.state()["events"]
+    assert events.get("signinsReceived", 0) - before.get("signinsReceived", 0) == 1
+    assert events.get("signinsDuplicate", 0) == before.get("signinsDuplicate", 0)
