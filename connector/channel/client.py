@@ -447,7 +447,7 @@ def _direct_errors(settings: Settings, url: str) -> Iterator[None]:
 
 
 #: How long the agent waits for the hub's answer to a batch of results or sign-ins.
-SIGNINS_READ_TIMEOUT = 30.0
+ACKED_READ_TIMEOUT = 30.0
 
 
 class PreparedSignins(NamedTuple):
@@ -487,6 +487,7 @@ class HubClient:
         # long polls on their own connections, which drain can cut (see cut_polls)
         self.poll_session = make_session(settings, cuttable=True)
         self.base = str(settings.ad_hub).rstrip("/")
+        self.signins_url = f"{self.base}/agent/signins"  # a web thread's writes (see .relay)
         # polls, results and sign-ins straight on http.client, unless a proxy is in the way;
         # polls apart, so that cutting them leaves the others alone
         proxied = bool(proxies_for(self.base, settings))
@@ -589,11 +590,11 @@ class HubClient:
         """
         if self.direct is None:
             return None
-        url = f"{self.base}/agent/signins"
+        url = self.signins_url
         _refuse_insecure(url)
         if conn is None or conn.sock is None:
             with _direct_errors(self.settings, url):
-                conn = self.direct.open(SIGNINS_READ_TIMEOUT)
+                conn = self.direct.open(ACKED_READ_TIMEOUT)
         headers = {**self.direct.headers, **self._headers()}
         return PreparedSignins(conn, urlsplit(url).path, headers, time.monotonic())
 
@@ -611,7 +612,7 @@ class HubClient:
             HubError: the write failed (the connection is closed: send the sign-ins again).
         """
         try:
-            with _direct_errors(self.settings, self.base):
+            with _direct_errors(self.settings, self.signins_url):
                 prepared.conn.send_post(prepared.path, body, prepared.headers)
         except HubError:
             prepared.conn.close()
@@ -623,7 +624,7 @@ class HubClient:
         Raises:
             HubError: no answer, or one refusing the request (the connection is closed).
         """
-        url = f"{self.base}/agent/signins"
+        url = self.signins_url
         try:
             with _direct_errors(self.settings, url):
                 status, reason, headers, content, will_close = prepared.conn.answer()
@@ -639,7 +640,7 @@ class HubClient:
 
     def _acked(self, path: str, items: list[dict[str, Any]]) -> set[str]:
         """Post ``{path: items}`` to ``agent/{path}``; the ids or refs the hub acknowledged."""
-        return _acked_in(self._call(path, {path: items}, read_timeout=SIGNINS_READ_TIMEOUT), path)
+        return _acked_in(self._call(path, {path: items}, read_timeout=ACKED_READ_TIMEOUT), path)
 
     def post_results(self, results: list[dict[str, Any]]) -> set[str]:
         """Send results (protocol §4); returns the ids the hub acknowledged.

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 for extra in (HERE, HERE.parent, HERE.parent / "soak", HERE.parent.parent):
@@ -35,7 +35,7 @@ for extra in (HERE, HERE.parent, HERE.parent / "soak", HERE.parent.parent):
         sys.path.insert(0, str(extra))
 
 from loadgen import HttpClient  # noqa: E402
-from run_bench import WCTX  # noqa: E402
+from run_bench import form_posts  # noqa: E402
 from sites import Site  # noqa: E402
 
 WARM = 200  # sign-ins before the timed ones (connections, caches)
@@ -45,31 +45,14 @@ def sign_ins(site: Site, n: int, seed: int, keepalive: bool) -> list[tuple[float
     """(POST seconds, hub GET seconds) of ``n`` form sign-ins of the bench's users."""
     assert site.connector is not None and site.directory is not None
     port = site.connector.port
-    password = site.directory.password
     client = HttpClient("127.0.0.1", port, keepalive=keepalive)
-    query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
-    _, head, body = client.request(
-        f"GET /wsfed?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    )
-    cookie = re.search(rb"connector_csrf=([^;]+)", head)
-    token = re.search(rb'name="csrf_token" value="([^"]+)"', body)
-    if not cookie or not token:
-        raise RuntimeError("no CSRF cookie or token in the form")
     users = list(site.directory.users)
     random.Random(seed).shuffle(users)
+    order = [users[i % len(users)] for i in range(WARM + n)]
+    posts = form_posts(client, port, order, site.directory.password)
     hub: HttpClient | None = None
     out = []
-    for i in range(WARM + n):
-        form = (
-            f"wtrealm=urn%3Aacme&wctx={WCTX}&wreply=&username={quote(users[i % len(users)])}"
-            f"&password={quote(password)}&csrf_token={token.group(1).decode()}"
-        ).encode()
-        post = (
-            f"POST /wsfed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Cookie: connector_csrf={cookie.group(1).decode()}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(form)}\r\n\r\n"
-        ).encode() + form
+    for i, post in enumerate(posts):
         t0 = time.perf_counter()
         status, head, body = client.request(post)
         t1 = time.perf_counter()

@@ -58,6 +58,36 @@ from sites import WCTX, Site, environment_note  # noqa: E402
 CONCURRENCY = (1, 4)
 
 
+def form_posts(client: HttpClient, port: int, users: list[str], password: str) -> list[bytes]:
+    """The form's page fetched once on ``client`` (its CSRF cookie and token), then a form
+    sign-in POST for each of ``users``, as raw requests to the connector at ``port``."""
+    from urllib.parse import quote
+
+    query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
+    get = f"GET /wsfed?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    status, head, body = client.request(get)
+    cookie = re.search(rb"connector_csrf=([^;]+)", head)
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', body)
+    if not cookie or not token:
+        raise RuntimeError(f"no CSRF cookie/token in the form ({status})")
+    posts = []
+    for uid in users:
+        form = (
+            f"wtrealm=urn%3Aacme&wctx={WCTX}&wreply=&username={quote(uid)}"
+            f"&password={quote(password)}&csrf_token={token.group(1).decode()}"
+        ).encode()
+        posts.append(
+            (
+                f"POST /wsfed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Cookie: connector_csrf={cookie.group(1).decode()}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(form)}\r\n\r\n"
+            ).encode()
+            + form
+        )
+    return posts
+
+
 class Bench:
     """One run: the site, the measured rows, and what they are compared with."""
 
@@ -405,39 +435,16 @@ class Bench:
         assert conn is not None and d is not None
         port = conn.port if port is None else port
         password = d.password
-        query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
         keep = self.args.keepalive
         make_follow = self.browser_follow() if follow else None
 
         def setup(index: int) -> Callable[[int], float | None]:
             import random
-            from urllib.parse import quote
 
             client = HttpClient("127.0.0.1", port, keepalive=keep)
-            get = f"GET /wsfed?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-            status, head, body = client.request(get)
-            cookie = re.search(rb"connector_csrf=([^;]+)", head)
-            token = re.search(rb'name="csrf_token" value="([^"]+)"', body)
-            if not cookie or not token:
-                raise RuntimeError(f"no CSRF cookie/token in the form ({status})")
             order = list(users)
             random.Random(seed * 100 + index).shuffle(order)
-            requests_ = []
-            for uid in order[:5000]:
-                form = (
-                    f"wtrealm=urn%3Aacme&wctx={WCTX}&wreply=&username={quote(uid)}"
-                    f"&password={quote(password)}&csrf_token={token.group(1).decode()}"
-                ).encode()
-                requests_.append(
-                    (
-                        f"POST /wsfed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                        f"Cookie: connector_csrf={cookie.group(1).decode()}\r\n"
-                        "Content-Type: application/x-www-form-urlencoded\r\n"
-                        f"Content-Length: {len(form)}\r\n\r\n"
-                    ).encode()
-                    + form
-                )
-
+            requests_ = form_posts(client, port, order[:5000], password)
             follow = make_follow() if make_follow else None
 
             def op(n: int) -> float | None:
