@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import os
 import secrets
@@ -321,6 +322,8 @@ class SharedThrottle:
         data = key.encode("utf-8", "surrogatepass")
         return hashlib.blake2b(data, key=self._salt, digest_size=16).digest()
 
+    _SLOTS = range(BUCKETS + 1)
+
     def _alive(self, newest: int, counts: tuple[int, ...], now: int) -> list[tuple[int, int]]:
         """(bucket, failures) of the buckets still inside the window at bucket ``now``."""
         if not any(counts):
@@ -328,9 +331,14 @@ class SharedThrottle:
         ring = self.BUCKETS + 1
         low = max(newest - ring + 1, now - self.BUCKETS)
         # slot i holds bucket newest - ((newest - i) % ring): the only one of the ring's
-        # last ``ring`` buckets that falls in it
-        held = [(newest - (newest - i) % ring, n) for i, n in enumerate(counts) if n]
-        return sorted(item for item in held if item[0] >= low)
+        # last ``ring`` buckets that falls in it (only the slots holding a count visited)
+        held = [
+            (bucket, counts[i])
+            for i in itertools.compress(self._SLOTS, counts)
+            if (bucket := newest - (newest - i) % ring) >= low
+        ]
+        held.sort()
+        return held
 
     def _wait(self, alive: list[tuple[int, int]]) -> float:
         """Seconds until enough of ``alive``'s failures leave the window (0: not blocked)."""
@@ -369,16 +377,17 @@ class SharedThrottle:
         while at > 0 and at % size:  # a digest is only ever at a record's start
             at = raw.find(digest, at + 1)
         if at >= 0:
-            _, newest, *counts = self._RECORD.unpack_from(raw, at)
-            return offset + at, self._alive(newest, tuple(counts), now)
+            record = self._RECORD.unpack_from(raw, at)
+            return offset + at, self._alive(record[1], record[2:], now)
         victim: int | None = None
         victim_newest: int | None = None
         for i in range(self.PROBE):
             at = i * size
             stamp = -1
             if raw[at + 24 : at + size] != self._NO_COUNTS:
-                _, newest, *counts = self._RECORD.unpack_from(raw, at)
-                held = self._alive(newest, tuple(counts), now)
+                record = self._RECORD.unpack_from(raw, at)
+                newest = record[1]
+                held = self._alive(newest, record[2:], now)
                 if held and self._wait(held):
                     continue  # blocked: keeps its record until its window ends
                 stamp = newest if held else -1

@@ -20,6 +20,7 @@ The web layer parses requests and calls services; it imports neither ``ldap`` no
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import secrets
 import time
@@ -33,12 +34,13 @@ from flask import (
     current_app,
     g,
     make_response,
-    redirect,
     render_template,
     request,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response as BaseResponse
 
 from connector import audit, clientcert, errors, metrics
@@ -119,8 +121,52 @@ def _return_url(params: dict[str, str]) -> str | None:
     return svc.settings.realm_post_token_url
 
 
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+def read_urlencoded(environ: dict[str, Any], limit: int) -> dict[str, str] | None:
+    """A browser's form post (``application/x-www-form-urlencoded``, ``Content-Length`` at
+    most ``limit``, all of it sent, UTF-8), read from the WSGI input as ``request.form`` reads
+    it (the first value of each name); the body is put back for whoever reads it later. None
+    for anything else (read nothing, or put back): ``request.form`` then answers, as ever
+    (an empty form for a body that is not UTF-8; 413 over the limit; 400 for a short body).
+    Werkzeug's general parser (any content type, files, streams) costs a sign-in about as much
+    again as the parsing itself."""
+    if environ.get("CONTENT_TYPE") != URLENCODED:
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+    if not 0 <= length <= limit:
+        return None
+    data = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(data)
+    if len(data) != length:
+        return None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    form: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote"):
+        form.setdefault(name, value)
+    return form
+
+
+def _form() -> Any:
+    """The posted sign-in form (see :func:`read_urlencoded`), read once per request."""
+    form = g.get("signin_form")
+    if form is None:
+        form = read_urlencoded(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+        if form is None:
+            form = request.form
+        g.signin_form = form
+    return form
+
+
 def _params() -> dict[str, str]:
-    source = request.form if request.method == "POST" else request.args
+    source = _form() if request.method == "POST" else request.args
     return {k: source.get(k, "")[:4096] for k in ("wtrealm", "wctx", "wreply")}
 
 
@@ -177,6 +223,33 @@ def _audit(
     audit.record("login", method, user, outcome, correlation, client=addr, principal=principal)
 
 
+class SeeOther(BaseResponse):
+    """The hand-off's answer: ``303 See Other`` to a URI this module made, with no body (the
+    browser follows the ``Location`` at once). The ``Location`` goes out as it is: Werkzeug
+    would turn it into a URI again on every response, which :func:`_return_uri` did once per
+    return URL (the values added to it are URL-encoded, so already a URI's)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(status=303, headers={"Location": location})
+
+    def get_wsgi_headers(self, environ: Any) -> Headers:
+        """The headers as set (no body: ``Content-Length: 0``)."""
+        headers = Headers(self.headers)
+        headers["Content-Length"] = "0"
+        return headers
+
+
+@functools.lru_cache(maxsize=64)
+def _return_uri(target: str) -> tuple[str, str]:
+    """A return URL as a URI cut where a sign-in's values go (its own query kept, then ``?``
+    or ``&``), and its fragment (``#…`` or nothing): made once per URL, not per sign-in."""
+    parts = urlsplit(target)
+    query = urlencode(parse_qsl(parts.query, keep_blank_values=True))
+    uri = iri_to_uri(urlunsplit(parts._replace(query=query, fragment="")))
+    fragment = iri_to_uri(urlunsplit(("", "", "", "", parts.fragment))) if parts.fragment else ""
+    return uri + ("&" if query else "?"), fragment
+
+
 def _hand_off(
     params: dict[str, str],
     profile: dict[str, Any],
@@ -207,10 +280,8 @@ def _hand_off(
             "The identity service cannot be reached right now. Try again in a moment.",
             503,
         )
-    parts = urlsplit(target)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query += [("wctx", params["wctx"]), ("ref", ref)]
-    resp = redirect(urlunsplit(parts._replace(query=urlencode(query))), code=303)
+    head, fragment = _return_uri(target)
+    resp = SeeOther(head + urlencode((("wctx", params["wctx"]), ("ref", ref))) + fragment)
     for key, value in (extra_headers or {}).items():
         resp.headers[key] = value
     resp.headers["Cache-Control"] = "no-store"
@@ -363,11 +434,12 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
     """The form: check the password, hand the profile over, or say precisely what is wrong."""
     svc, params, target, addr, correlation = begun
     sent = request.cookies.get(csrf_cookie_name(CSRF_COOKIE, request.is_secure))
-    if not svc.csrf.check(sent, request.form.get("csrf_token")):
+    form = _form()
+    if not svc.csrf.check(sent, form.get("csrf_token")):
         log.warning("sign-in form refused: missing or wrong CSRF token (client %s)", addr)
         return _render_form(params, "Your session expired. Please sign in again.", status=400)
-    username = request.form.get("username", "").strip()[:1024]
-    password = request.form.get("password", "")
+    username = form.get("username", "").strip()[:1024]
+    password = form.get("password", "")
     if not username or not password:
         return _render_form(params, "Enter your username and password.", username, status=400)
     # One attempt is reserved (checked and counted in one step) per typed name, per address
@@ -409,10 +481,13 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
         return _render_form(
             params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]), username, status=503
         )
-    attempt.succeeded()
     days = password_change.warn_days(profile)
     if days is not None and found:
+        attempt.succeeded()
         return password_change.start(
             params, username, found[-1], password, addr, required=False, days=days
         )
-    return _hand_off(params, profile, "form", target, (username, addr, correlation))
+    try:  # the profile is on its way to the hub first: the browser will wait there for it
+        return _hand_off(params, profile, "form", target, (username, addr, correlation))
+    finally:
+        attempt.succeeded()
