@@ -487,7 +487,7 @@ def signin_post(begun: _Begun) -> ResponseReturnValue:
         return password_change.start(
             params, username, found[-1], password, addr, required=False, days=days
         )
-    try:  # the profile is on its way to the hub first: the browser will wait there for it
+    try:  # the relay's request leaves first: the hub works on it while the throttle settles
         return _hand_off(params, profile, "form", target, (username, addr, correlation))
     finally:
         attempt.succeeded()
