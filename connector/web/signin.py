@@ -124,21 +124,21 @@ def _return_url(params: dict[str, str]) -> str | None:
 URLENCODED = "application/x-www-form-urlencoded"
 
 
-def read_urlencoded(environ: dict[str, Any], limit: int) -> dict[str, str] | None:
+def read_urlencoded(environ: dict[str, Any], limit: int | None) -> dict[str, str] | None:
     """A browser's form post (``application/x-www-form-urlencoded``, ``Content-Length`` at
-    most ``limit``, all of it sent, UTF-8), read from the WSGI input as ``request.form`` reads
-    it (the first value of each name); the body is put back for whoever reads it later. None
-    for anything else (read nothing, or put back): ``request.form`` then answers, as ever
-    (an empty form for a body that is not UTF-8; 413 over the limit; 400 for a short body).
-    Werkzeug's general parser (any content type, files, streams) costs a sign-in about as much
-    again as the parsing itself."""
+    most ``limit`` if there is one, all of it sent, UTF-8), read from the WSGI input as
+    ``request.form`` reads it (the first value of each name); the body is put back for whoever
+    reads it later. None for anything else (read nothing, or put back): ``request.form`` then
+    answers, as ever (an empty form for a body that is not UTF-8; 413 over the limit; 400 for
+    a short body). Werkzeug's general parser (any content type, files, streams) costs a
+    sign-in about as much again as the parsing itself."""
     if environ.get("CONTENT_TYPE") != URLENCODED:
         return None
     try:
         length = int(environ.get("CONTENT_LENGTH") or "")
     except ValueError:
         return None
-    if not 0 <= length <= limit:
+    if length < 0 or (limit is not None and length > limit):
         return None
     data = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(data)
@@ -158,7 +158,7 @@ def _form() -> Any:
     """The posted sign-in form (see :func:`read_urlencoded`), read once per request."""
     form = g.get("signin_form")
     if form is None:
-        form = read_urlencoded(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+        form = read_urlencoded(request.environ, request.max_content_length)
         if form is None:
             form = request.form
         g.signin_form = form
