@@ -17,7 +17,9 @@ That sign-in's web thread writes the request itself when the relay thread has on
 (:meth:`HubClient.prepare_signins`: the relay's own kept connection, used less than
 ``FRESH_SECONDS`` ago, and headers with an agent token signed ahead, while the relay thread
 was idle) and its body is small (``WRITE_LIMIT``): it writes it, hands it over and goes on,
-never waiting for the hub's answer, which the relay thread reads. So the request leaves before
+never waiting for the hub's answer, which the relay thread reads once that web thread has
+answered its browser (it says so when its response is closed; the relay thread reads anyway
+after ``WAKE_SECONDS``), not while it answers. So the request leaves before
 the browser's redirect, and the profile is usually at the hub before the browser; otherwise
 the relay thread, woken, would wait for the GIL until the web thread had written its response
 and would send after it. When nothing is ready (behind a proxy, after a quiet second, after a
@@ -39,6 +41,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from connector import metrics
@@ -55,6 +58,10 @@ MAX_AGE_SECONDS = 120.0  # the hub's ref lifetime: an older sign-in cannot be re
 FRESH_SECONDS = 1.0
 #: The largest body a web thread writes itself (it fits the socket's buffer: no wait).
 WRITE_LIMIT = 8192
+#: How long the relay thread leaves the hub's answer to a request a web thread wrote unread
+#: when that thread never says its own answer is out (see :meth:`SignInRelay.submit`); also
+#: how often an idle relay thread looks for such a request.
+WAKE_SECONDS = 0.05
 
 
 class RelayFull(HubUnavailable):
@@ -106,6 +113,7 @@ class SignInRelay:
         self._ready: PreparedSignins | None = None  # for a web thread to write the next request
         self._writing = False  # a web thread is writing on the relay's connection
         self._written: tuple[PreparedSignins, list[_SignIn], float] | None = None  # to answer
+        self._woken = False  # the web thread that wrote it has answered its browser
         self._healthy = True  # the last request was answered: worth preparing the next one
         self.relayed = 0
         self.dropped = 0
@@ -113,9 +121,16 @@ class SignInRelay:
 
     # --- the web threads' side -------------------------------------------------------------
 
-    def submit(self, ref: str, wctx: str, profile: dict[str, Any], method: str) -> None:
+    def submit(
+        self, ref: str, wctx: str, profile: dict[str, Any], method: str
+    ) -> Callable[[], None] | None:
         """Queue one sign-in for the hub; if the relay is idle and has a request ready, write
         it (never waiting for the hub's answer; see the module's docstring).
+
+        Returns, when this thread wrote the request, a function to call once its own answer
+        is out (the browser's redirect): the relay thread then reads the hub's answer, not
+        before, so that it does not take the interpreter from this thread while it answers;
+        if it is never called, the relay thread reads after ``WAKE_SECONDS``. None otherwise.
 
         Raises:
             RelayFull: ``limit`` sign-ins wait already, or the relay has stopped.
@@ -131,19 +146,26 @@ class SignInRelay:
             idle = not self._queue
             self._queue[ref] = signin
             if not idle:  # the relay thread is busy with the queue: it takes this one next
-                return
+                return None
             ready = self._ready
             if not _usable(ready, signin.minted):
                 self._arrived.notify()
-                return
+                return None
             assert ready is not None
             self._ready = None
             self._writing = True
-        self._write(ready, signin)
+        return self._wake if self._write(ready, signin) else None
 
-    def _write(self, ready: PreparedSignins, signin: _SignIn) -> None:
+    def _wake(self) -> None:
+        """The web thread that wrote the request has answered its browser."""
+        with self._lock:
+            self._woken = True
+            self._arrived.notify()
+
+    def _write(self, ready: PreparedSignins, signin: _SignIn) -> bool:
         """Write the request of an idle relay for ``signin`` (a web thread), then hand it to
-        the relay thread: to read its answer, or, if it was not written, to send it."""
+        the relay thread: to read its answer (once woken), or, if it was not written, to send
+        it (woken now). Whether it was written."""
         written = False
         try:
             body = self.client.signins_body([signin.wire()])
@@ -159,10 +181,13 @@ class SignInRelay:
                 self._writing = False
                 if written:
                     self._written = (ready, [signin], time.monotonic())
+                    self._woken = False
                     self.written += 1
-                elif ready.conn.sock is not None:
-                    self._ready = ready  # its token unused: still good for the next one
-                self._arrived.notify()
+                else:
+                    if ready.conn.sock is not None:
+                        self._ready = ready  # its token unused: still good for the next one
+                    self._arrived.notify()
+        return written
 
     @property
     def ready(self) -> bool:
@@ -242,6 +267,24 @@ class SignInRelay:
         with self._lock:
             self._ready = made
 
+    def _due(self) -> bool:
+        """Under the lock: whether the relay thread has work now: sign-ins queued and no web
+        thread writing, and a written request's thread has answered its browser (or it has
+        had ``WAKE_SECONDS`` to)."""
+        if not self._queue or self._writing:
+            return False
+        written = self._written
+        return written is None or self._woken or time.monotonic() - written[2] >= WAKE_SECONDS
+
+    def _wait_for(self) -> float | None:
+        """Under the lock: how long the relay thread may sleep before it looks again: until a
+        written request is due, or ``WAKE_SECONDS`` while a web thread may write one without
+        waking it (a request is ready), else until woken."""
+        written = self._written
+        if written is not None and self._queue:
+            return max(0.0, written[2] + WAKE_SECONDS - time.monotonic())
+        return WAKE_SECONDS if self._ready is not None else None
+
     def _answer(self, written: tuple[PreparedSignins, list[_SignIn], float]) -> bool:
         """Read the hub's answer to a request a web thread wrote, and settle its sign-ins;
         False if there was none (the relay thread then sends them itself, at once)."""
@@ -268,8 +311,8 @@ class SignInRelay:
         while True:
             self._prepare()
             with self._lock:
-                while (not self._queue or self._writing) and not self._halt.is_set():
-                    self._arrived.wait()
+                while not self._halt.is_set() and not self._due():
+                    self._arrived.wait(self._wait_for())
                 if self._halt.is_set():
                     return None
                 written, self._written = self._written, None

@@ -270,7 +270,7 @@ def _hand_off(
     try:
         if agent is None:
             raise HubError("the connector is not connected to a hub yet")
-        agent.relay.submit(ref, params["wctx"], profile, method)
+        wake = agent.relay.submit(ref, params["wctx"], profile, method)
     except HubError as exc:
         metrics.hub_error("signins")
         log.error("sign-in not relayed to the hub: %s", exc)
@@ -285,6 +285,8 @@ def _hand_off(
     for key, value in (extra_headers or {}).items():
         resp.headers[key] = value
     resp.headers["Cache-Control"] = "no-store"
+    if wake is not None:  # the relay thread reads the hub's answer once this one is out
+        resp.call_on_close(wake)
     _audit(method, user, "success", addr, correlation, principal)
     return resp
 

@@ -115,3 +115,24 @@ def test_a_written_request_the_hub_drops_is_sent_again_and_held_once(relay, hub)
     events = hub.state()["events"]
     assert events.get("signinsReceived", 0) - before.get("signinsReceived", 0) == 1
     assert events.get("signinsDuplicate", 0) == before.get("signinsDuplicate", 0)
+
+
+def test_a_written_request_s_answer_is_read_once_its_thread_has_answered(relay, hub, monkeypatch):
+    monkeypatch.setattr(relay_module, "WAKE_SECONDS", 60.0)  # no reading on its own meanwhile
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    ref = secrets.token_urlsafe(24)
+    wake = relay.submit(ref, "ctx", {"user_id": "alice", "groups": ["staff"]}, "form")
+    assert wake is not None and relay.written == 1
+    until(lambda: ref in held(hub), 10, "the hub holds the written sign-in")
+    # the hub has answered, but the relay thread leaves the answer until the web thread,
+    # which would be answering its browser now, says it is done
+    assert relay.pending == 1 and relay.relayed == 0
+    wake()
+    until(lambda: relay.relayed == 1 and relay.pending == 0, 10, "read once woken")
+
+
+def test_a_sign_in_the_relay_thread_sends_gets_nothing_to_call(relay, hub, monkeypatch):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    monkeypatch.setattr(relay_module, "FRESH_SECONDS", 0.0)  # every prepared one too old
+    assert relay.submit(secrets.token_urlsafe(24), "ctx", {"user_id": "bob"}, "form") is None
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent it")
