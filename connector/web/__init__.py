@@ -40,6 +40,8 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(signin.bp)
     app.register_blueprint(password_change.bp)
+    # a browser's form post is signed in in front of Flask (see SignInHotPath)
+    app.wsgi_app = signin.SignInHotPath(app.wsgi_app, app)  # type: ignore[method-assign]
     return app
 
 

@@ -186,16 +186,15 @@ def _cookie_digest(cookie: str) -> str:
     return hashlib.sha256(b"connector-step-csrf\0" + cookie.encode("utf-8", "replace")).hexdigest()
 
 
-def offered_for(outcome: errors.AuthError) -> bool:
+def offered_for(settings: Any, outcome: errors.AuthError) -> bool:
     """Whether the form answers ``outcome`` with the change step instead of a dead end."""
-    enabled = services(current_app).settings.enable_write_back
-    return enabled and passwords.can_change_at_sign_in(outcome)
+    enabled = settings.enable_write_back
+    return bool(enabled) and passwords.can_change_at_sign_in(outcome)
 
 
-def warn_days(profile: dict[str, Any]) -> int | None:
+def warn_days(settings: Any, profile: dict[str, Any]) -> int | None:
     """Whole days left before the password in ``profile`` expires, when that is soon enough
     to offer a change (``PASSWORD_EXPIRY_WARNING_DAYS``); else None."""
-    settings = services(current_app).settings
     if not settings.enable_write_back or not settings.password_expiry_warning_days:
         return None
     left = passwords.days_left(profile.get("password_expires_at"))
@@ -280,7 +279,7 @@ def _start_over(message: str, status: int = 400, step: Step | None = None) -> Re
 @bp.route("/wsfed/password", methods=["POST"])
 def change() -> ResponseReturnValue:
     """The change step's form: change (or skip, when offered), then finish the sign-in."""
-    from connector.web.signin import _client, _hand_off, _precheck
+    from connector.web.signin import _client, _hand_off, _made, _precheck
 
     svc = services(current_app)
     addr = _client()
@@ -318,9 +317,9 @@ def change() -> ResponseReturnValue:
         return _start_over("This account cannot sign in now. Sign in again.", 503, step)
     if request.form.get("action") == "skip" and not step.required:
         _audit(step.username, "skipped", addr, correlation)
-        return _hand_off(
-            step.params, directory.profile(user), "form", target, (step.username, addr, correlation)
-        )
+        profile = directory.profile(user)
+        audit_ctx = (step.username, addr, correlation)
+        return _made(_hand_off(svc, step.params, profile, "form", target, audit_ctx))
     new, again = request.form.get("new_password", ""), request.form.get("new_password2", "")
     retry = dataclasses.replace(step, tries=step.tries + 1)
     if retry.tries > MAX_TRIES:
@@ -380,4 +379,5 @@ def change() -> ResponseReturnValue:
     except errors.ConnectorError as exc:
         log.error("password changed, but the profile of %r not read: %s", step.username, exc)
         return _start_over("Your password was changed. Sign in with it now.", 503, step)
-    return _hand_off(step.params, profile, "form", target, (step.username, addr, correlation))
+    audit_ctx = (step.username, addr, correlation)
+    return _made(_hand_off(svc, step.params, profile, "form", target, audit_ctx))

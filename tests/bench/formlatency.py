@@ -95,13 +95,18 @@ def main() -> int:
             for env in variants if rep % 2 == 0 else variants[::-1]:
                 site.stop_connector()
                 site.launch_connector(env)
+                waits = site.hub.state().get("sessionWaits", 0)
                 times = sign_ins(site, args.n, rep, args.keepalive)
+                waits = site.hub.state().get("sessionWaits", 0) - waits
                 post = 1000 * statistics.median(t[0] for t in times)
                 get = 1000 * statistics.median(t[1] for t in times)
                 both = 1000 * statistics.median(t[0] + t[1] for t in times)
                 row = (post, get, both)
                 rounds.setdefault(str(env), []).append(row)
-                print(f"{env}: POST {row[0]:.2f} ms, hub GET {row[1]:.2f}, both {row[2]:.2f}")
+                print(
+                    f"{env}: POST {row[0]:.2f} ms, hub GET {row[1]:.2f}, both {row[2]:.2f} "
+                    f"({waits} of {WARM + args.n} GETs waited for the relay)"
+                )
     finally:
         site.stop()
     print("\nmedians of the rounds, ms (p50 of each round's sign-ins):")
