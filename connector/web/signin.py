@@ -13,6 +13,9 @@
   hub (``agent/signins``, in batches: no hub call in the request) and redirects the browser at
   once to the realm's ``postTokenUrl`` (or an allowed ``wreply``) with ``wctx`` and ``ref``;
   the hub waits there for the relayed profile (protocol §5).
+* The form's post is the hot path: :class:`SignInHotPath`, in front of Flask, signs it in by
+  the function Flask's view calls (:func:`sign_in_form`) and answers the 303 itself; every
+  page (the form again with the reason, an error) is still made by Flask's view.
 
 The web layer parses requests and calls services; it imports neither ``ldap`` nor ``spnego``.
 """
