@@ -247,14 +247,68 @@ class SeeOther(BaseResponse):
     would turn it into a URI again on every response, which :func:`_return_uri` did once per
     return URL (the values added to it are URL-encoded, so already a URI's)."""
 
-    def __init__(self, location: str) -> None:
-        super().__init__(status=303, headers={"Location": location})
+    def __init__(self, location: str, headers: list[tuple[str, str]] | None = None) -> None:
+        """``headers``: all of them, ``Location`` first (by default that one alone)."""
+        super().__init__(status=303, headers=headers or [("Location", location)])
 
     def get_wsgi_headers(self, environ: Any) -> Headers:
         """The headers as set (no body: ``Content-Length: 0``)."""
         headers = Headers(self.headers)
         headers["Content-Length"] = "0"
         return headers
+
+
+def _hand_off_tail() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The hand-off's headers around its extra ones: after ``Location`` the ``Content-Type``
+    Werkzeug gives a response; last ``Cache-Control`` and ``no_framing``'s."""
+    resp = BaseResponse()
+    head = list(resp.headers.items())
+    resp.headers.clear()
+    resp.headers["Cache-Control"] = "no-store"
+    no_framing(resp)
+    return head, list(resp.headers.items())
+
+
+_HAND_OFF_HEAD, _HAND_OFF_TAIL = _hand_off_tail()
+
+
+class _Sent:
+    """An empty body that calls ``on_close`` (if any) when the server closes it."""
+
+    __slots__ = ("_on_close",)
+
+    def __init__(self, on_close: Callable[[], None] | None) -> None:
+        self._on_close = on_close
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+
+
+class HandOff:
+    """The hand-off's answer, a plain WSGI app: :class:`SeeOther`'s status and headers
+    without a response object (:class:`SignInHotPath` answers with it as it is; a Flask view
+    answers its :meth:`response`). ``on_close`` is called once the answer is out."""
+
+    __slots__ = ("headers", "on_close")
+
+    def __init__(self, headers: list[tuple[str, str]], on_close: Callable[[], None] | None):
+        self.headers = headers  #: every header but ``Content-Length`` (0), ``Location`` first
+        self.on_close = on_close
+
+    def __call__(self, environ: Any, start_response: Any) -> _Sent:
+        start_response("303 SEE OTHER", [*self.headers, ("Content-Length", "0")])
+        return _Sent(self.on_close)
+
+    def response(self) -> SeeOther:
+        """The same answer as a response object."""
+        resp = SeeOther(self.headers[0][1], self.headers)
+        if self.on_close is not None:
+            resp.call_on_close(self.on_close)
+        return resp
 
 
 @functools.lru_cache(maxsize=64)
@@ -268,9 +322,9 @@ def _return_uri(target: str) -> tuple[str, str]:
     return uri + ("&" if query else "?"), fragment
 
 
-def _made(answer: BaseResponse | Page) -> ResponseReturnValue:
-    """An answer in Flask's request context: a response as it is, a page made now."""
-    return answer if isinstance(answer, BaseResponse) else answer()
+def _made(answer: HandOff | Page) -> ResponseReturnValue:
+    """An answer in Flask's request context: the hand-off's response, or the page made now."""
+    return answer.response() if isinstance(answer, HandOff) else answer()
 
 
 def _hand_off(
@@ -283,7 +337,7 @@ def _hand_off(
     extra_headers: dict[str, str] | None = None,
     principal: str | None = None,
     started: float | None = None,
-) -> BaseResponse | Page:
+) -> HandOff | Page:
     """Queue the profile for the hub under a fresh one-time reference and send the browser
     back with it (protocol §5.1: no call to the hub here; the agent relays it in a batch);
     the page saying the hub cannot be reached if the profile cannot be queued.
@@ -308,15 +362,13 @@ def _hand_off(
             503,
         )
     head, fragment = _return_uri(target)
-    resp = SeeOther(head + urlencode((("wctx", params["wctx"]), ("ref", ref))) + fragment)
-    for key, value in (extra_headers or {}).items():
-        resp.headers[key] = value
-    resp.headers["Cache-Control"] = "no-store"
-    if wake is not None:  # the relay thread reads the hub's answer once this one is out
-        resp.call_on_close(wake)
+    location = head + urlencode((("wctx", params["wctx"]), ("ref", ref))) + fragment
+    headers = [("Location", location), *_HAND_OFF_HEAD]
+    headers += (extra_headers or {}).items()
+    headers += _HAND_OFF_TAIL  # Cache-Control, and no_framing's (the hot path has no Flask)
     _audit(method, user, "success", addr, correlation, principal, started)
-    no_framing(resp)  # as the blueprint's after_request (the hot path has none)
-    return resp
+    # the relay thread reads the hub's answer (if this thread wrote it) once this one is out
+    return HandOff(headers, wake)
 
 
 def _precheck(params: dict[str, str]) -> str | Response:
@@ -486,7 +538,7 @@ def signin_post() -> ResponseReturnValue:
 
 def sign_in_form(
     svc: Services, environ: dict[str, Any], form: Any, started: float
-) -> BaseResponse | Page:
+) -> HandOff | Page:
     """The form: check the password, hand the profile over, or say precisely what is wrong.
 
     Needs no request context (:class:`SignInHotPath` calls it in front of Flask): the 303 is
@@ -608,7 +660,7 @@ class SignInHotPath:
             answer = sign_in_form(self._svc, environ, form, started)
         except Exception as exc:  # noqa: BLE001 - raised again in Flask: logged, 500
             answer = functools.partial(_raise, exc)
-        if isinstance(answer, BaseResponse):
+        if isinstance(answer, HandOff):
             return answer(environ, start_response)
         environ[SIGNIN_PAGE] = answer
         return self.app(environ, start_response)
