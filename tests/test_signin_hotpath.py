@@ -24,7 +24,7 @@ from werkzeug.test import Client, EnvironBuilder
 
 from connector.settings import load_settings
 from connector.web import create_app, services
-from connector.web.signin import SIGNIN_PAGE, SignInHotPath
+from connector.web.signin import SIGNIN_PAGE, HandOff, SignInHotPath
 
 QUERY = {"wtrealm": "urn:acme", "wctx": "ctx-hot", "wreply": "https://app.example/after"}
 REF = re.compile(r"ref=[A-Za-z0-9_-]+")
@@ -238,3 +238,27 @@ def test_a_client_cannot_hand_flask_a_page():
         method="POST", path="/wsfed", headers={SIGNIN_PAGE.replace(".", "-"): "x"}
     ).get_environ()
     assert SIGNIN_PAGE not in env and all(k.startswith("HTTP_") for k in env if "SIGNIN" in k)
+
+
+def test_the_hand_off_calls_back_once_its_answer_is_closed():
+    """The relay thread's wake-up (``on_close``) comes when the server closes the answer, as
+    a response object's ``call_on_close``, never before, once."""
+    calls: list[int] = []
+    headers = [
+        ("Location", "https://app.example/after?wctx=a&ref=b"),
+        ("Content-Type", "text/plain; charset=utf-8"),  # as a response object has it
+        ("Cache-Control", "no-store"),
+    ]
+    answer = HandOff(headers, lambda: calls.append(1))
+    started = []
+    body = answer({}, lambda status, sent: started.append((status, sent)))
+    assert started == [("303 SEE OTHER", [*headers, ("Content-Length", "0")])]
+    assert list(body) == [] and calls == []
+    body.close()
+    assert calls == [1]
+    resp = answer.response()  # what Flask's views answer: the same status and headers
+    assert (resp.status, list(resp.get_wsgi_headers({}).items())) == started[0]
+    assert calls == [1]
+    resp.close()
+    assert calls == [1, 1]
+    HandOff(headers, None)({}, lambda *a: None).close()  # nothing to call: nothing called
