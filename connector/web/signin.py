@@ -634,14 +634,15 @@ class SignInHotPath:
     about 0.2 ms of CPU a sign-in here, a fifth of the whole).
 
     A ``POST /wsfed`` whose body :func:`read_urlencoded` reads is signed in here by
-    :func:`sign_in_form`, the function Flask's view calls. Its 303 goes out from here, with
-    the one header Flask would add (the blueprint's ``no_framing``, which ``_send_back``
-    applies; a sign-in opens no session). Any other answer is a page (:data:`Page`) that
-    Flask's view makes, handed over under :data:`SIGNIN_PAGE`: nothing is checked, counted
-    or logged twice. An exception is raised again inside Flask, which logs it and answers
-    500 as it would have. Every other request, and a post this layer does not read (another
-    content type, over the size limit, not UTF-8), goes to Flask untouched, and Flask's view
-    signs it in. ``tests/test_signin_hotpath.py`` compares the two answers.
+    :func:`sign_in_form`, the function Flask's view calls. Its 303 (a :class:`HandOff`)
+    goes out from here with the headers Flask's view sends (``_hand_off`` adds the
+    blueprint's ``no_framing``; a sign-in opens no session). Any other answer is a page
+    (:data:`Page`) that Flask's view makes, handed over under :data:`SIGNIN_PAGE`: nothing
+    is checked, counted or logged twice. An exception is raised again inside Flask, which
+    logs it and answers 500 as it would have. Every other request, and a post this layer
+    does not read (another content type, over the size limit, not UTF-8), goes to Flask
+    untouched, and Flask's view signs it in. ``tests/test_signin_hotpath.py`` compares the
+    two answers.
     """
 
     def __init__(self, app: Any, flask_app: Any) -> None:
