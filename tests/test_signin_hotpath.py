@@ -249,7 +249,7 @@ def test_the_hand_off_calls_back_once_its_answer_is_closed():
         ("Content-Type", "text/plain; charset=utf-8"),  # as a response object has it
         ("Cache-Control", "no-store"),
     ]
-    answer = HandOff(headers, lambda: calls.append(1))
+    answer = HandOff(headers[0][1], headers[1:], lambda: calls.append(1))
     started = []
     body = answer({}, lambda status, sent: started.append((status, sent)))
     assert started == [("303 SEE OTHER", [*headers, ("Content-Length", "0")])]
@@ -261,4 +261,5 @@ def test_the_hand_off_calls_back_once_its_answer_is_closed():
     assert calls == [1]
     resp.close()
     assert calls == [1, 1]
-    HandOff(headers, None)({}, lambda *a: None).close()  # nothing to call: nothing called
+    nothing = HandOff(headers[0][1], headers[1:], None)  # nothing to call: nothing called
+    nothing({}, lambda *a: None).close()

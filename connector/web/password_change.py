@@ -188,8 +188,7 @@ def _cookie_digest(cookie: str) -> str:
 
 def offered_for(settings: Any, outcome: errors.AuthError) -> bool:
     """Whether the form answers ``outcome`` with the change step instead of a dead end."""
-    enabled = settings.enable_write_back
-    return bool(enabled) and passwords.can_change_at_sign_in(outcome)
+    return bool(settings.enable_write_back) and passwords.can_change_at_sign_in(outcome)
 
 
 def warn_days(settings: Any, profile: dict[str, Any]) -> int | None:

@@ -27,7 +27,7 @@ import io
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -177,12 +177,9 @@ def _form() -> Any:
     return form
 
 
-def _params_of(source: Any) -> dict[str, str]:
+def _params(source: Any) -> dict[str, str]:
+    """The sign-in request's own values (``wtrealm``, ``wctx``, ``wreply``) from ``source``."""
     return {k: source.get(k, "")[:4096] for k in ("wtrealm", "wctx", "wreply")}
-
-
-def _params() -> dict[str, str]:
-    return _params_of(_form() if request.method == "POST" else request.args)
 
 
 def _render_form(
@@ -247,9 +244,9 @@ class SeeOther(BaseResponse):
     would turn it into a URI again on every response, which :func:`_return_uri` did once per
     return URL (the values added to it are URL-encoded, so already a URI's)."""
 
-    def __init__(self, location: str, headers: list[tuple[str, str]] | None = None) -> None:
-        """``headers``: all of them, ``Location`` first (by default that one alone)."""
-        super().__init__(status=303, headers=headers or [("Location", location)])
+    def __init__(self, location: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """``headers``: those after ``Location``, in their order."""
+        super().__init__(status=303, headers=[("Location", location), *headers])
 
     def get_wsgi_headers(self, environ: Any) -> Headers:
         """The headers as set (no body: ``Content-Length: 0``)."""
@@ -293,19 +290,23 @@ class HandOff:
     without a response object (:class:`SignInHotPath` answers with it as it is; a Flask view
     answers its :meth:`response`). ``on_close`` is called once the answer is out."""
 
-    __slots__ = ("headers", "on_close")
+    __slots__ = ("headers", "location", "on_close")
 
-    def __init__(self, headers: list[tuple[str, str]], on_close: Callable[[], None] | None):
-        self.headers = headers  #: every header but ``Content-Length`` (0), ``Location`` first
+    def __init__(
+        self, location: str, headers: list[tuple[str, str]], on_close: Callable[[], None] | None
+    ) -> None:
+        self.location = location
+        self.headers = headers  #: those after ``Location`` (and before ``Content-Length: 0``)
         self.on_close = on_close
 
     def __call__(self, environ: Any, start_response: Any) -> _Sent:
-        start_response("303 SEE OTHER", [*self.headers, ("Content-Length", "0")])
+        headers = [("Location", self.location), *self.headers, ("Content-Length", "0")]
+        start_response("303 SEE OTHER", headers)
         return _Sent(self.on_close)
 
     def response(self) -> SeeOther:
         """The same answer as a response object."""
-        resp = SeeOther(self.headers[0][1], self.headers)
+        resp = SeeOther(self.location, self.headers)
         if self.on_close is not None:
             resp.call_on_close(self.on_close)
         return resp
@@ -363,12 +364,11 @@ def _hand_off(
         )
     head, fragment = _return_uri(target)
     location = head + urlencode((("wctx", params["wctx"]), ("ref", ref))) + fragment
-    headers = [("Location", location), *_HAND_OFF_HEAD]
-    headers += (extra_headers or {}).items()
+    headers = [*_HAND_OFF_HEAD, *(extra_headers or {}).items()]
     headers += _HAND_OFF_TAIL  # Cache-Control, and no_framing's (the hot path has no Flask)
     _audit(method, user, "success", addr, correlation, principal, started)
     # the relay thread reads the hub's answer (if this thread wrote it) once this one is out
-    return HandOff(headers, wake)
+    return HandOff(location, headers, wake)
 
 
 def _precheck(params: dict[str, str]) -> str | Response:
@@ -409,17 +409,19 @@ class _Begun(NamedTuple):
 
 
 def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], ResponseReturnValue]:
-    """A sign-in view, called once the realm and return URL are accepted (else the page
-    refusing the request is the answer) with the client and a fresh correlation id."""
+    """A sign-in view of the query's values, called once the realm and return URL are
+    accepted (else the page refusing the request is the answer) with the client and a fresh
+    correlation id. (The form's post starts in :func:`sign_in_form`.)"""
 
     @functools.wraps(view)
     def wrapper() -> ResponseReturnValue:
-        params = _params()
-        target = _precheck(params)
-        if isinstance(target, Response):
-            return target
         svc = services(current_app)
-        return view(_Begun(svc, params, target, _client(), secrets.token_hex(8)))
+        params = _params(request.args)
+        target = _target(svc, params)
+        if not isinstance(target, str):
+            return target()
+        addr = _client_of(svc, request.environ)
+        return view(_Begun(svc, params, target, addr, secrets.token_hex(8)))
 
     return wrapper
 
@@ -544,7 +546,7 @@ def sign_in_form(
     Needs no request context (:class:`SignInHotPath` calls it in front of Flask): the 303 is
     made here, every other answer is a :data:`Page` for Flask to make.
     """
-    params = _params_of(form)
+    params = _params(form)
     target = _target(svc, params)
     if not isinstance(target, str):
         return target
