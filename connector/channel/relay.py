@@ -279,11 +279,12 @@ class SignInRelay:
     def _wait_for(self) -> float | None:
         """Under the lock: how long the relay thread may sleep before it looks again: until a
         written request is due, or ``WAKE_SECONDS`` while a web thread may write one without
-        waking it (a request is ready), else until woken."""
+        waking it (a request is ready, or one is being written: a written request wakes
+        nobody), else until woken."""
         written = self._written
         if written is not None and self._queue:
             return max(0.0, written[2] + WAKE_SECONDS - time.monotonic())
-        return WAKE_SECONDS if self._ready is not None else None
+        return WAKE_SECONDS if self._ready is not None or self._writing else None
 
     def _answer(self, written: tuple[PreparedSignins, list[_SignIn], float]) -> bool:
         """Read the hub's answer to a request a web thread wrote, and settle its sign-ins;

@@ -136,3 +136,17 @@ def test_a_sign_in_the_relay_thread_sends_gets_nothing_to_call(relay, hub, monke
     monkeypatch.setattr(relay_module, "FRESH_SECONDS", 0.0)  # every prepared one too old
     assert relay.submit(secrets.token_urlsafe(24), "ctx", {"user_id": "bob"}, "form") is None
     until(lambda: relay.relayed == 1, 10, "the relay thread sent it")
+
+
+def test_a_relay_thread_that_looks_while_a_request_is_written_looks_again_unwoken(relay):
+    """The relay thread may look (woken by its ``WAKE_SECONDS``) while a web thread writes a
+    request: nothing wakes it after a write, so it must not then sleep until woken — the
+    written request's answer would be read only when the web thread's wake comes, never
+    if it does not."""
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    with relay._lock:  # the relay thread cannot act meanwhile
+        ready, relay._ready, relay._writing = relay._ready, None, True  # a write under way
+        try:
+            assert relay._wait_for() == relay_module.WAKE_SECONDS
+        finally:
+            relay._ready, relay._writing = ready, False
