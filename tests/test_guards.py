@@ -144,6 +144,38 @@ def test_blocked_keys_are_never_evicted_a_new_key_is_refused_instead(tmp_path):
     assert t.acquire("newcomer") == 0.0
 
 
+def test_a_settle_whose_record_another_key_took_finds_its_own(tmp_path):
+    """A reservation's record is settled where it was counted, unless another key took that
+    record meanwhile: then the key's own (or none) is looked up, the other left as it is."""
+    clock = Clock()
+    t = SharedThrottle(tmp_path / "t.bin", 3, 600.0, slots=1, clock=clock)
+    width = 600.0 / SharedThrottle.BUCKETS
+    wait, hint = t.reserve("ivan")
+    assert wait == 0.0 and hint is not None
+    others = [f"other{i}" for i in range(SharedThrottle.PROBE)]
+    for key in others:  # each later: ivan's record is the stalest and gives way
+        clock.now += width + 1
+        t.failure(key)
+        t.failure(key)
+    assert t.blocked("ivan") == 0.0 and all(t.blocked(k) == 0.0 for k in others)
+    t.settle_held([("ivan", True, hint)])  # forget: the record's new key keeps its count
+    t.settle_held([("ivan", False, hint)])  # give back: the same
+    for key in others:
+        t.failure(key)
+        assert t.blocked(key) > 0, key  # its two failures still counted, and this third
+    # its own record, where it was counted: settled there
+    fresh = SharedThrottle(tmp_path / "u.bin", 2, 600.0, clock=clock)
+    fresh.failure("judy")
+    wait, hint = fresh.reserve("judy")
+    assert wait == 0.0 and fresh.blocked("judy") > 0
+    fresh.settle_held([("judy", False, hint)])
+    assert fresh.blocked("judy") == 0.0  # back to one failure
+    wait, hint = fresh.reserve("judy")
+    fresh.settle_held([("judy", True, hint)])
+    fresh.failure("judy")
+    assert fresh.blocked("judy") == 0.0  # forgotten: one failure, not three
+
+
 def test_acquire_counts_and_release_gives_back(tmp_path):
     for t in (SharedThrottle(tmp_path / "t.bin", 2, 60.0), Throttle(2, 60.0)):
         assert t.acquire("gina") == 0.0
@@ -168,10 +200,10 @@ def test_an_attempt_settles_each_table_in_one_call(tmp_path):
             t.failure(key)
         calls: list[list[tuple[str, bool]]] = []
         for t in (addresses, users):
-            settle = t.settle
-            t.settle = lambda keys, settle=settle, calls=calls: (
-                calls.append(list(keys)),
-                settle(keys),
+            settle = t.settle_held
+            t.settle_held = lambda held, settle=settle, calls=calls: (
+                calls.append([(key, forget) for key, forget, _hint in held]),
+                settle(held),
             )[1]
         attempt = Attempt()
         attempt.reserve(addresses, "192.0.2.1", forget=False)

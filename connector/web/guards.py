@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,10 @@ class Throttle:
         with self._lock:
             self._hits.pop(key, None)
 
+    def reserve(self, key: str) -> tuple[float, None]:
+        """:meth:`acquire`, as :meth:`SharedThrottle.reserve` answers it (no hint here)."""
+        return self.acquire(key), None
+
     def settle(self, keys: Iterable[tuple[str, bool]]) -> None:
         """For each ``(key, forget)``: :meth:`reset` ``key`` if ``forget``, else
         :meth:`release` it."""
@@ -244,6 +249,10 @@ class Throttle:
                 self.reset(key)
             else:
                 self.release(key)
+
+    def settle_held(self, held: Iterable[tuple[str, bool, Any]]) -> None:
+        """:meth:`settle` of ``(key, forget, hint)`` (the hint of :meth:`reserve`, unused)."""
+        self.settle((key, forget) for key, forget, _hint in held)
 
 
 class SharedThrottle:
@@ -257,7 +266,8 @@ class SharedThrottle:
     ``PROBE`` records from its hash's slot; when all are taken, the one used least recently
     whose key is not blocked gives way (a blocked key keeps its record until its window ends;
     with none to give, the new key is refused). Every read and update holds an exclusive
-    ``flock`` on the file (microseconds).
+    ``flock`` on the file (microseconds); a process forked with the table open takes its own
+    descriptor (its own lock) at its next use.
     Times are wall-clock seconds: the table is meaningful across processes and restarts; a
     clock jump shifts windows, no more.
     """
@@ -286,7 +296,8 @@ class SharedThrottle:
         self.slots = slots
         self._clock = clock
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._pid = os.getpid()
+        self._forked = False  # set in a child process (see _after_fork): reopen at next use
+        _OPEN_TABLES.add(self)
         self._salt = self._prepare()
 
     def _size(self) -> int:
@@ -294,14 +305,11 @@ class SharedThrottle:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
-        if os.getpid() != self._pid:  # forked: same file, own descriptor (own lock)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            self._pid = os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        fd = self._lock()
         try:
-            yield self._fd
+            yield fd
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _prepare(self) -> bytes:
         """The table's salt; (re)create the table if it is new or laid out differently."""
@@ -354,9 +362,10 @@ class SharedThrottle:
 
     def _lock(self) -> int:
         """Take the table's exclusive lock; the descriptor to read and write (and unlock)."""
-        if os.getpid() != self._pid:  # forked: same file, own descriptor (own lock)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            self._pid = os.getpid()
+        if self._forked:  # the parent's descriptor shares its lock: same file, own descriptor
+            inherited, self._fd = self._fd, os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self._forked = False
+            os.close(inherited)
         fd = self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
@@ -439,18 +448,23 @@ class SharedThrottle:
         seconds to wait. Check and count happen under one lock, so parallel attempts (in any
         worker) cannot all pass a check that only some of them should have passed. When the
         table has no room that a blocked key does not hold, the attempt is refused."""
+        return self.reserve(key)[0]
+
+    def reserve(self, key: str) -> tuple[float, tuple[bytes, int] | None]:
+        """:meth:`acquire`, and where the attempt was counted: a hint for :meth:`settle_held`
+        (the key's digest and record), None when it was not counted."""
         digest, now = self._digest(key), self._now()
         fd = self._lock()
         try:
             at, alive = self._find(fd, digest, now)
             wait = self._wait(alive)
             if wait:
-                return wait
+                return wait, None
             if at is None:
                 log.warning("login throttle table full of blocked keys: attempt refused")
-                return self.window
+                return self.window, None
             self._write(fd, at, digest, now, alive, +1)
-            return 0.0
+            return 0.0, (digest, at)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -465,12 +479,27 @@ class SharedThrottle:
     def settle(self, keys: Iterable[tuple[str, bool]]) -> None:
         """For each ``(key, forget)``: :meth:`reset` ``key`` if ``forget``, else
         :meth:`release` it; all under one lock (one lock cycle for a sign-in's keys)."""
+        self.settle_held((key, forget, None) for key, forget in keys)
+
+    def settle_held(self, held: Iterable[tuple[str, bool, tuple[bytes, int] | None]]) -> None:
+        """:meth:`settle` of ``(key, forget, hint)``: with the hint of :meth:`reserve`, the
+        key's record is looked at where it was counted (the lookup again only if another key
+        has taken that record since)."""
         now = self._now()
-        wanted = [(self._digest(key), forget) for key, forget in keys]
+        wanted = [(hint or (self._digest(key), None), forget) for key, forget, hint in held]
+        size = self._RECORD.size
         fd = self._lock()
         try:
-            for digest, forget in wanted:
-                at, alive = self._find(fd, digest, now)
+            for (digest, where), forget in wanted:
+                record = os.pread(fd, size, where) if where is not None else b""
+                if where is None or record[:16] != digest:
+                    at, alive = self._find(fd, digest, now)
+                elif forget:  # its own record, as counted: emptied whatever it holds
+                    os.pwrite(fd, self._EMPTY, where)
+                    continue
+                else:
+                    fields = self._RECORD.unpack(record)
+                    at, alive = where, self._alive(fields[1], fields[2:], now)
                 if at is None or not alive:
                     continue
                 if forget:
@@ -479,6 +508,18 @@ class SharedThrottle:
                     self._write(fd, at, digest, now, alive, -1)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+#: Every table open in this process: a forked child takes its own descriptor (see _lock).
+_OPEN_TABLES: weakref.WeakSet[SharedThrottle] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for table in list(_OPEN_TABLES):
+        table._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class Attempt:
@@ -491,7 +532,7 @@ class Attempt:
     """
 
     def __init__(self) -> None:
-        self._held: list[tuple[Throttle | SharedThrottle, str, bool]] = []
+        self._held: list[tuple[Throttle | SharedThrottle, str, bool, Any]] = []
 
     def reserve(self, throttle: Throttle | SharedThrottle, key: str, *, forget: bool) -> None:
         """Reserve an attempt for ``key``; ``forget``: reset its count on success.
@@ -499,10 +540,10 @@ class Attempt:
         Raises:
             LoginThrottled: ``key`` has used up its attempts for now.
         """
-        wait = throttle.acquire(key)
+        wait, hint = throttle.reserve(key)
         if wait:
             raise errors.LoginThrottled(wait)
-        self._held.append((throttle, key, forget))
+        self._held.append((throttle, key, forget, hint))
 
     def cancel(self) -> None:
         """Give every reserved attempt back."""
@@ -515,9 +556,10 @@ class Attempt:
     def _settle(self, forgets: Callable[[bool], bool]) -> None:
         """Settle the reservations, one call per throttle (one lock cycle per shared table):
         a key is reset when ``forgets(its forget flag)``, else its attempt given back."""
-        by_throttle: dict[int, tuple[Throttle | SharedThrottle, list[tuple[str, bool]]]] = {}
-        for throttle, key, forget in self._held:
-            by_throttle.setdefault(id(throttle), (throttle, []))[1].append((key, forgets(forget)))
+        by_throttle: dict[int, tuple[Throttle | SharedThrottle, list[tuple[str, bool, Any]]]] = {}
+        for throttle, key, forget, hint in self._held:
+            entry = (key, forgets(forget), hint)
+            by_throttle.setdefault(id(throttle), (throttle, []))[1].append(entry)
         self._held.clear()
-        for throttle, keys in by_throttle.values():
-            throttle.settle(keys)
+        for throttle, held in by_throttle.values():
+            throttle.settle_held(held)
