@@ -5,7 +5,9 @@ import ipaddress
 import json
 import multiprocessing
 import os
+import random
 import re
+import shutil
 
 import pytest
 
@@ -174,6 +176,68 @@ def test_a_settle_whose_record_another_key_took_finds_its_own(tmp_path):
     fresh.settle_held([("judy", True, hint)])
     fresh.failure("judy")
     assert fresh.blocked("judy") == 0.0  # forgotten: one failure, not three
+
+
+class _General(SharedThrottle):
+    """The table without its few-bytes ways: every attempt counted and given back whole."""
+
+    def _count_now(self, *args):
+        return None
+
+    def _give_back_now(self, *args):
+        return False
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_few_bytes_ways_write_what_the_general_way_writes(tmp_path, seed):
+    """Attempts counted in place (a key of this bucket, a new key in an empty record) and
+    given back in place leave the table byte for byte as the general way does, through
+    reservations, failures, settles, blocked keys and evictions in a crowded table."""
+    rng = random.Random(seed)
+    clock = Clock()
+    width = 60.0 / SharedThrottle.BUCKETS
+    fast = SharedThrottle(tmp_path / "fast.bin", 3, 60.0, slots=4, clock=clock)
+    shutil.copyfile(tmp_path / "fast.bin", tmp_path / "general.bin")  # the same salt
+    general = _General(tmp_path / "general.bin", 3, 60.0, slots=4, clock=clock)
+    keys = [f"name:user{i}" for i in range(14)]  # more than 4 slots' neighbourhoods hold
+    used = {"counted in place": 0, "given back in place": 0}
+    count_now, give_back_now = fast._count_now, fast._give_back_now
+
+    def counted(*args):
+        at = count_now(*args)
+        used["counted in place"] += at is not None
+        return at
+
+    def given_back(*args):
+        done = give_back_now(*args)
+        used["given back in place"] += done
+        return done
+
+    fast._count_now, fast._give_back_now = counted, given_back  # type: ignore[method-assign]
+    held: list[tuple[str, bool, object, object]] = []
+    for step in range(3000):
+        roll = rng.random()
+        if roll < 0.05:
+            clock.now += rng.choice((0.1, width, 5 * width, 70.0))
+        elif roll < 0.45:
+            key = rng.choice(keys)
+            (wait_f, hint_f), (wait_g, hint_g) = fast.reserve(key), general.reserve(key)
+            assert wait_f == wait_g, step
+            if hint_f is not None:
+                held.append((key, rng.random() < 0.5, hint_f, hint_g))
+        elif roll < 0.65 and held:
+            key, forget, hint_f, hint_g = held.pop(rng.randrange(len(held)))
+            fast.settle_held([(key, forget, hint_f)])
+            general.settle_held([(key, forget, hint_g)])
+        elif roll < 0.8:
+            key = rng.choice(keys)
+            fast.failure(key)
+            general.failure(key)
+        else:
+            key = rng.choice(keys)
+            assert fast.blocked(key) == general.blocked(key), step
+        assert (tmp_path / "fast.bin").read_bytes() == (tmp_path / "general.bin").read_bytes(), step
+    assert used["counted in place"] > 300 and used["given back in place"] > 30, used
 
 
 def test_acquire_counts_and_release_gives_back(tmp_path):

@@ -255,6 +255,11 @@ class Throttle:
         self.settle((key, forget) for key, forget, _hint in held)
 
 
+def _one_count_at(slot: int, slots: int) -> bytes:
+    """A :class:`SharedThrottle` record's ``slots`` counts: one failure at ``slot``."""
+    return struct.pack(f"<{slots}I", *(int(i == slot) for i in range(slots)))
+
+
 class SharedThrottle:
     """:class:`Throttle`'s windows, shared by every process that opens the same file.
 
@@ -278,8 +283,12 @@ class SharedThrottle:
     _HEADER = struct.Struct("<8s16sdI")
     _RECORD = struct.Struct(f"<16sq{BUCKETS + 1}I")
     _NEWEST = struct.Struct("<q")
+    _COUNTS = struct.Struct(f"<{BUCKETS + 1}I")
+    _COUNT = struct.Struct("<I")
     _NO_COUNTS = bytes(4 * (BUCKETS + 1))
     _EMPTY = bytes(_RECORD.size)
+    #: a record's counts with one failure in bucket slot i (a new key's first attempt)
+    _FIRST = tuple(map(_one_count_at, range(BUCKETS + 1), itertools.repeat(BUCKETS + 1)))
 
     def __init__(
         self,
@@ -378,6 +387,11 @@ class SharedThrottle:
         use holds a blocked key (a blocked key is never evicted before its window ends).
         Only a matching record is unpacked whole; empty ones are told apart by their bytes.
         """
+        return self._choose(*self._probe(fd, digest), now)
+
+    def _probe(self, fd: int, digest: bytes) -> tuple[int, bytes, int]:
+        """Under the lock: the records ``digest`` may use (their offset and bytes) and where
+        among them its own is (-1: none)."""
         size = self._RECORD.size
         first = int.from_bytes(digest[:4], "little") % self.slots
         offset = self._HEADER.size + first * size
@@ -385,6 +399,13 @@ class SharedThrottle:
         at = raw.find(digest)
         while at > 0 and at % size:  # a digest is only ever at a record's start
             at = raw.find(digest, at + 1)
+        return offset, raw, at
+
+    def _choose(
+        self, offset: int, raw: bytes, at: int, now: int
+    ) -> tuple[int | None, list[tuple[int, int]]]:
+        """:meth:`_find` of what :meth:`_probe` read."""
+        size = self._RECORD.size
         if at >= 0:
             record = self._RECORD.unpack_from(raw, at)
             return offset + at, self._alive(record[1], record[2:], now)
@@ -456,7 +477,11 @@ class SharedThrottle:
         digest, now = self._digest(key), self._now()
         fd = self._lock()
         try:
-            at, alive = self._find(fd, digest, now)
+            offset, raw, found = self._probe(fd, digest)
+            at = self._count_now(fd, digest, now, offset, raw, found)
+            if at is not None:
+                return 0.0, (digest, at)
+            at, alive = self._choose(offset, raw, found, now)
             wait = self._wait(alive)
             if wait:
                 return wait, None
@@ -467,6 +492,39 @@ class SharedThrottle:
             return 0.0, (digest, at)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _count_now(
+        self, fd: int, digest: bytes, now: int, offset: int, raw: bytes, found: int
+    ) -> int | None:
+        """Under the lock, the usual attempts counted in a few bytes: a key whose record is
+        of this bucket and under the limit (every count in it is inside the window), or a new
+        key whose first record is empty (the one :meth:`_choose` would give it). The record's
+        offset, or None for the general way (the same bytes written, as :meth:`_write`)."""
+        ring = self.BUCKETS + 1
+        if found < 0:
+            if raw[24 : self._RECORD.size] != self._NO_COUNTS:
+                return None
+            os.pwrite(fd, digest + self._NEWEST.pack(now) + self._FIRST[now % ring], offset)
+            return offset
+        if self._NEWEST.unpack_from(raw, found + 16)[0] != now:
+            return None
+        counts = self._COUNTS.unpack_from(raw, found + 24)
+        slot = now % ring
+        if sum(counts) >= self.limit or counts[slot] >= 0xFFFFFFFF:
+            return None
+        at = offset + found
+        os.pwrite(fd, self._COUNT.pack(counts[slot] + 1), at + 24 + 4 * slot)
+        return at
+
+    def _give_back_now(self, fd: int, at: int, fields: tuple[Any, ...], now: int) -> bool:
+        """Under the lock, the usual attempt given back in a few bytes: one of this bucket's
+        (the same bytes :meth:`_write` would write). Whether it was."""
+        slot = now % (self.BUCKETS + 1)
+        count = fields[2 + slot]
+        if fields[1] != now or not count:
+            return False
+        os.pwrite(fd, self._COUNT.pack(count - 1), at + 24 + 4 * slot)
+        return True
 
     def release(self, key: str) -> None:
         """Give back the attempt :meth:`acquire` counted (it turned out not to be a failure)."""
@@ -499,6 +557,8 @@ class SharedThrottle:
                     continue
                 else:
                     fields = self._RECORD.unpack(record)
+                    if self._give_back_now(fd, where, fields, now):
+                        continue
                     at, alive = where, self._alive(fields[1], fields[2:], now)
                 if at is None or not alive:
                     continue
