@@ -15,6 +15,8 @@ import os
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,49 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
+class _Seconds:
+    """``strftime`` of a record's second, made once per second (a line's time differs from
+    the last line's mostly in its milliseconds)."""
+
+    def __init__(self, fmt: str, convert: Callable[[float | None], time.struct_time]) -> None:
+        self._fmt = fmt
+        self._convert = convert
+        self._last: tuple[int, str] = (-1, "")
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        last = self._last
+        if last[0] != second:
+            last = self._last = (second, time.strftime(self._fmt, self._convert(second)))
+        return last[1]
+
+
+class TextFormatter(logging.Formatter):
+    """The text line: ``logging.Formatter``'s, its time made once per second."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._seconds = _Seconds(self.default_time_format, self.converter)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``logging.Formatter.formatTime`` (no ``datefmt``: the default), cached per second."""
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        seconds, msec = self._seconds(record.created), self.default_msec_format
+        return msec % (seconds, record.msecs) if msec else seconds
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""
         out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._seconds(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -49,7 +86,7 @@ def configure(level: str = "info", fmt: str = "text", stream: Any = None) -> Non
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("connector")
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -77,25 +114,28 @@ class RingHandler(logging.Handler):
         self.setFormatter(JsonFormatter())
         self._pid = 0
         self._fh: Any = None
+        self._size = 0  # bytes in this process's file
         self._io_lock = threading.Lock()
+        _RINGS.add(self)
 
     def _file(self) -> Any:
-        pid = os.getpid()
-        if self._fh is None or pid != self._pid:
+        if self._fh is None:  # none yet, rotated, or forked (see _after_fork)
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._pid = pid
-            self._fh = open(self.directory / f"{pid}.jsonl", "a", encoding="utf-8")
+            self._pid = os.getpid()
+            self._fh = open(self.directory / f"{self._pid}.jsonl", "ab")
+            self._size = self._fh.seek(0, os.SEEK_END)
         return self._fh
 
     def emit(self, record: logging.LogRecord) -> None:
         """Append the record; rotate this process's file past the bound."""
         try:
-            line = self.format(record)
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
             with self._io_lock:
                 fh = self._file()
-                fh.write(line + "\n")
+                fh.write(data)
                 fh.flush()
-                if fh.tell() > self.max_bytes:
+                self._size += len(data)
+                if self._size > self.max_bytes:
                     fh.close()
                     self._fh = None
                     current = self.directory / f"{self._pid}.jsonl"
@@ -111,6 +151,18 @@ class RingHandler(logging.Handler):
                     self._fh.close()
                 self._fh = None
         super().close()
+
+
+#: Every ring handler of this process: a forked child starts its own file (see _file).
+_RINGS: weakref.WeakSet[RingHandler] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for ring in list(_RINGS):
+        ring._fh = None  # the parent's file (flushed after every line): left to the parent
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def add_ring(directory: Path) -> RingHandler | None:
