@@ -160,6 +160,7 @@ _RINGS: weakref.WeakSet[RingHandler] = weakref.WeakSet()
 def _after_fork() -> None:
     for ring in list(_RINGS):
         ring._fh = None  # the parent's file (flushed after every line): left to the parent
+        ring._io_lock = threading.Lock()  # a thread of the parent may have held it at the fork
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import signal
 import time
 
 from connector import logs
@@ -102,3 +103,21 @@ def test_a_forked_child_writes_its_own_ring_file(tmp_path):
 
     assert messages(os.getpid()) == ["parent before", "parent after"]
     assert messages(pid) == ["child"]
+
+
+def test_a_child_forked_while_the_parent_writes_a_line_can_write(tmp_path):
+    """A fork while another thread of the parent holds the ring's lock (mid-line) leaves the
+    child a lock of its own, not one held forever."""
+    ring = logs.RingHandler(tmp_path)
+    try:
+        with ring._io_lock:  # as a parent's thread writing a line at the moment of the fork
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(5)  # a lock held forever: SIGALRM ends the child, the test fails
+                ring.emit(_record(time.time(), "child"))
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        ring.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (tmp_path / f"{pid}.jsonl").read_text(encoding="utf-8").count('"child"') == 1
