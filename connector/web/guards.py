@@ -284,6 +284,8 @@ class SharedThrottle:
     _RECORD = struct.Struct(f"<16sq{BUCKETS + 1}I")
     _NEWEST = struct.Struct("<q")
     _COUNTS = struct.Struct(f"<{BUCKETS + 1}I")
+    _NEWEST_AT = 16  # in a record: the digest, then the newest bucket, then the counts
+    _COUNTS_AT = _NEWEST_AT + _NEWEST.size
     _COUNT = struct.Struct("<I")
     _NO_COUNTS = bytes(4 * (BUCKETS + 1))
     _EMPTY = bytes(_RECORD.size)
@@ -414,7 +416,7 @@ class SharedThrottle:
         for i in range(self.PROBE):
             at = i * size
             stamp = -1
-            if raw[at + 24 : at + size] != self._NO_COUNTS:
+            if raw[at + self._COUNTS_AT : at + size] != self._NO_COUNTS:
                 record = self._RECORD.unpack_from(raw, at)
                 newest = record[1]
                 held = self._alive(newest, record[2:], now)
@@ -502,18 +504,18 @@ class SharedThrottle:
         offset, or None for the general way (the same bytes written, as :meth:`_write`)."""
         ring = self.BUCKETS + 1
         if found < 0:
-            if raw[24 : self._RECORD.size] != self._NO_COUNTS:
+            if raw[self._COUNTS_AT : self._RECORD.size] != self._NO_COUNTS:
                 return None
             os.pwrite(fd, digest + self._NEWEST.pack(now) + self._FIRST[now % ring], offset)
             return offset
-        if self._NEWEST.unpack_from(raw, found + 16)[0] != now:
+        if self._NEWEST.unpack_from(raw, found + self._NEWEST_AT)[0] != now:
             return None
-        counts = self._COUNTS.unpack_from(raw, found + 24)
+        counts = self._COUNTS.unpack_from(raw, found + self._COUNTS_AT)
         slot = now % ring
         if sum(counts) >= self.limit or counts[slot] >= 0xFFFFFFFF:
             return None
         at = offset + found
-        os.pwrite(fd, self._COUNT.pack(counts[slot] + 1), at + 24 + 4 * slot)
+        os.pwrite(fd, self._COUNT.pack(counts[slot] + 1), at + self._COUNTS_AT + 4 * slot)
         return at
 
     def _give_back_now(self, fd: int, at: int, fields: tuple[Any, ...], now: int) -> bool:
@@ -523,7 +525,7 @@ class SharedThrottle:
         count = fields[2 + slot]
         if fields[1] != now or not count:
             return False
-        os.pwrite(fd, self._COUNT.pack(count - 1), at + 24 + 4 * slot)
+        os.pwrite(fd, self._COUNT.pack(count - 1), at + self._COUNTS_AT + 4 * slot)
         return True
 
     def release(self, key: str) -> None:
@@ -550,7 +552,7 @@ class SharedThrottle:
         try:
             for (digest, where), forget in wanted:
                 record = os.pread(fd, size, where) if where is not None else b""
-                if where is None or record[:16] != digest:
+                if where is None or record[: self._NEWEST_AT] != digest:
                     at, alive = self._find(fd, digest, now)
                 elif forget:  # its own record, as counted: emptied whatever it holds
                     os.pwrite(fd, self._EMPTY, where)
