@@ -241,12 +241,16 @@ class SignInRelay:
     def _prepare(self) -> None:
         """While idle and healthy: make the next request ready for a web thread to write (a
         fresh token; the connection kept if it was last used less than ``FRESH_SECONDS``
-        ago, else a new one)."""
+        ago, else a new one). One ready already is kept while it is fresh; one gone stale
+        meanwhile (the worker idle for a while: web threads no longer write it) is replaced,
+        so that the next sign-in is written by its own thread again."""
         now = time.monotonic()
         with self._lock:
             ready = self._ready
-            if self._queue or not self._healthy or (ready is not None and ready.headers):
-                return  # busy, failing, or one is ready (it ages out by its connection's use)
+            if self._queue or not self._healthy:
+                return  # busy or failing
+            if ready is not None and ready.headers and now - ready.at < FRESH_SECONDS:
+                return  # one is ready
             self._ready = None  # being replaced: no web thread takes it meanwhile
         conn = None
         if ready is not None:

@@ -83,6 +83,25 @@ def test_a_request_prepared_over_a_second_ago_is_left_to_the_relay_thread(relay,
     assert relay.written == 0 and ref in held(hub)
 
 
+def test_after_an_idle_spell_the_next_request_is_prepared_fresh_and_written_again(
+    relay, hub, monkeypatch
+):
+    # a worker idle longer than FRESH_SECONDS: its prepared request goes stale and the next
+    # sign-in is sent by the relay thread; after it, a fresh one is prepared (it was kept,
+    # stale, for ever: no sign-in was written by its own thread again)
+    monkeypatch.setattr(relay_module, "FRESH_SECONDS", 0.3)
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    until(lambda: not relay.ready, 10, "the prepared request went stale")
+    first = sign_in(relay)
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent it")
+    assert relay.written == 0
+    until(lambda: relay.ready, 10, "a fresh request prepared after the stale one")
+    second = sign_in(relay)
+    assert relay.written == 1  # written by its own thread again
+    until(lambda: relay.relayed == 2, 10, "the second acknowledged")
+    assert {first, second} <= held(hub)
+
+
 def test_a_profile_over_the_write_limit_is_sent_by_the_relay_thread(relay, hub):
     until(lambda: relay.ready, 10, "the relay thread prepared a request")
     groups = [f"group-{i:05d}-with-a-long-name" for i in range(400)]  # ~14 KB of JSON
