@@ -63,6 +63,9 @@ class Row:
     load: float
     first_error: str = ""
     ratios: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: the devhub's event counters over the point (relay requests, callbacks that waited for
+    #: their relay, ...) where the point involves the devhub: how the relay behaved
+    hub_events: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_point(
@@ -340,9 +343,10 @@ class Table:
         lines += ["", "CPU ms per operation, by process (same run):"]
         for row in self.rows:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in row.cpu_ms_per_op.items())
+            hub = f"; hub events {row.hub_events}" if row.hub_events else ""
             lines.append(
                 f"  {row.kind}@{row.clients}: {parts or '-'}; client {row.client_cpu_ms_per_op}"
-                f"; LDAP ops {row.ldap_ops}"
+                f"; LDAP ops {row.ldap_ops}{hub}"
             )
         lines += [
             "",

@@ -137,15 +137,26 @@ class Bench:
         """Run one point and add it to the table."""
         seconds = self.seconds if seconds is None else seconds
         spy = self._profile_start(f"{kind}-c{clients}", seconds) if profile else []
+        events = self.hub_events() if "devhub" in parts else None  # outside the window
         with self.accounting() as acct:
             point = run_clients(setup, clients, seconds, limit=limit)
         self._profile_finish(spy)
         row = Row.from_point(name, kind, clients, point, acct, parts)
+        if events is not None:
+            after = self.hub_events()
+            row.hub_events = {
+                k: v - events.get(k, 0) for k, v in after.items() if v != events.get(k, 0)
+            }
         self.table.add(row)
         print(row.line(), flush=True)
         if point.first_error:
             print(f"    first error: {point.first_error}", flush=True)
         return row
+
+    def hub_events(self) -> dict[str, int]:
+        """The devhub's event counters (``signinRelays``: relay requests, ``sessionWaits``:
+        callbacks that came before their relay and waited, ...)."""
+        return dict(self.site.hub.state()["events"])
 
     # ---- py-spy --------------------------------------------------------------------------
 
