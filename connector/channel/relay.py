@@ -116,9 +116,13 @@ class SignInRelay:
         self._written: tuple[PreparedSignins, list[_SignIn], float] | None = None  # to answer
         self._woken = False  # the web thread that wrote it has answered its browser
         self._healthy = True  # the last request was answered: worth preparing the next one
+        self._last_minted: float | None = None  # the last sign-in submitted (monotonic)
+        self._gap: float | None = None  # the time between the last two sign-ins submitted
         self.relayed = 0
         self.dropped = 0
         self.written = 0  # requests web threads wrote (diagnostics, tests)
+        self.prepared = 0  # requests the relay thread made ready (diagnostics, tests)
+        self.unused = 0  # prepared requests that went stale unused and were let go
 
     # --- the web threads' side -------------------------------------------------------------
 
@@ -144,6 +148,9 @@ class SignInRelay:
                 raise RelayFull(
                     f"{len(self._queue)} sign-ins are waiting to be relayed to the hub already"
                 )
+            if self._last_minted is not None:
+                self._gap = signin.minted - self._last_minted
+            self._last_minted = signin.minted
             idle = not self._queue
             self._queue[ref] = signin
             if not idle:  # the relay thread is busy with the queue: it takes this one next
@@ -242,9 +249,12 @@ class SignInRelay:
     def _prepare(self) -> None:
         """While idle and healthy: make the next request ready for a web thread to write (a
         fresh token; the connection kept if it was last used less than ``FRESH_SECONDS``
-        ago, else a new one). One ready already is kept while it is fresh; one gone stale
-        meanwhile (the worker idle for a while: web threads no longer write it) is replaced,
-        so that the next sign-in is written by its own thread again."""
+        ago, else a new one). One ready already is kept while it is fresh. One gone stale
+        meanwhile (web threads no longer write it) is replaced while sign-ins come less than
+        ``FRESH_SECONDS`` apart, so that the next one is written by its own thread again;
+        when they come further apart, a new one would go stale unused as well (a connection
+        opened for nothing at each sign-in): it is let go, and the relay thread sends on its
+        own kept connection until sign-ins come closer together again."""
         now = time.monotonic()
         with self._lock:
             ready = self._ready
@@ -252,6 +262,13 @@ class SignInRelay:
                 return  # busy or failing
             if ready is not None and ready.headers and now - ready.at < FRESH_SECONDS:
                 return  # one is ready
+            if self._gap is not None and self._gap >= FRESH_SECONDS:
+                self._ready = None  # sign-ins too far apart for one to be used while fresh
+                if ready is not None and ready.headers:
+                    self.unused += 1
+                if ready is not None:
+                    ready.conn.close()
+                return
             self._ready = None  # being replaced: no web thread takes it meanwhile
         conn = None
         if ready is not None:
@@ -271,6 +288,8 @@ class SignInRelay:
             made = made._replace(at=ready.at)  # the connection's last use, not now
         with self._lock:
             self._ready = made
+            if made is not None:
+                self.prepared += 1
 
     def _due(self) -> bool:
         """Under the lock: whether the relay thread has work now: sign-ins queued and no web

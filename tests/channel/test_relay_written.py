@@ -102,6 +102,32 @@ def test_after_an_idle_spell_the_next_request_is_prepared_fresh_and_written_agai
     assert {first, second} <= held(hub)
 
 
+def test_sign_ins_further_apart_than_a_request_stays_fresh_open_no_connection_each(
+    relay, hub, monkeypatch
+):
+    # one sign-in every FRESH_SECONDS or more: a request prepared after each would go stale
+    # unused (a connection to the hub opened for nothing per sign-in); it is let go instead,
+    # and preparing resumes once sign-ins come closer together
+    monkeypatch.setattr(relay_module, "FRESH_SECONDS", 0.5)
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    first = sign_in(relay)
+    assert relay.written == 1
+    until(lambda: relay.relayed == 1 and relay.ready, 10, "acknowledged, the next one prepared")
+    prepared = relay.prepared
+    until(lambda: not relay.ready, 10, "the prepared request went stale")
+    second = sign_in(relay)  # over FRESH_SECONDS after the first: the relay thread sends it
+    until(lambda: relay.unused == 1, 10, "the stale request let go")
+    assert relay.relayed == 2 and relay.written == 1
+    assert relay.prepared == prepared and not relay.ready  # no new one made
+    third = sign_in(relay)  # soon after the second: sent by the relay thread, then one prepared
+    until(lambda: relay.relayed == 3 and relay.ready, 10, "a request prepared again")
+    assert relay.prepared == prepared + 1
+    fourth = sign_in(relay)
+    assert relay.written == 2
+    until(lambda: relay.relayed == 4, 10, "the fourth acknowledged")
+    assert {first, second, third, fourth} <= held(hub)
+
+
 def test_a_profile_over_the_write_limit_is_sent_by_the_relay_thread(relay, hub):
     until(lambda: relay.ready, 10, "the relay thread prepared a request")
     groups = [f"group-{i:05d}-with-a-long-name" for i in range(400)]  # ~14 KB of JSON
