@@ -24,7 +24,8 @@ the browser's redirect, and the profile is usually at the hub before the browser
 the relay thread, woken, would wait for the GIL until the web thread had written its response
 and would send after it. When nothing is ready (behind a proxy, after a quiet second, after a
 failure), or the write fails, the relay thread sends as before, and prepares the next request
-after it (one gone stale is replaced); a request written but not
+after it if sign-ins come less than ``FRESH_SECONDS`` apart (one gone stale is replaced; when
+they come further apart, none is: it would go stale unused); a request written but not
 answered leaves its sign-in queued for the relay thread to send again (the hub acknowledges a
 ``ref`` it already holds and ignores it). A sign-in leaves the queue only when the hub
 acknowledges its ``ref``; a
