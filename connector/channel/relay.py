@@ -124,6 +124,7 @@ class SignInRelay:
         self.written = 0  # requests web threads wrote (diagnostics, tests)
         self.prepared = 0  # requests the relay thread made ready (diagnostics, tests)
         self.unused = 0  # prepared requests that went stale unused and were let go
+        self.wakeups = 0  # times the relay thread woke to look (diagnostics, tests)
 
     # --- the web threads' side -------------------------------------------------------------
 
@@ -304,12 +305,15 @@ class SignInRelay:
     def _wait_for(self) -> float | None:
         """Under the lock: how long the relay thread may sleep before it looks again: until a
         written request is due, or ``WAKE_SECONDS`` while a web thread may write one without
-        waking it (a request is ready, or one is being written: a written request wakes
-        nobody), else until woken."""
+        waking it (a request is ready and fresh, or one is being written: a written request
+        wakes nobody), else until woken (an idle worker's relay thread sleeps once its
+        prepared request is stale: a sign-in that finds it so wakes the thread)."""
         written = self._written
         if written is not None and self._queue:
             return max(0.0, written[2] + WAKE_SECONDS - time.monotonic())
-        return WAKE_SECONDS if self._ready is not None or self._writing else None
+        if self._writing or _usable(self._ready, time.monotonic()):
+            return WAKE_SECONDS
+        return None
 
     def _answer(self, written: tuple[PreparedSignins, list[_SignIn], float]) -> bool:
         """Read the hub's answer to a request a web thread wrote, and settle its sign-ins;
@@ -339,6 +343,7 @@ class SignInRelay:
             with self._lock:
                 while not self._halt.is_set() and not self._due():
                     self._arrived.wait(self._wait_for())
+                    self.wakeups += 1
                 if self._halt.is_set():
                     return None
                 written, self._written = self._written, None

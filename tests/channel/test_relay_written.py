@@ -5,6 +5,7 @@ in this process, its thread running."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +127,21 @@ def test_sign_ins_further_apart_than_a_request_stays_fresh_open_no_connection_ea
     assert relay.written == 2
     until(lambda: relay.relayed == 4, 10, "the fourth acknowledged")
     assert {first, second, third, fourth} <= held(hub)
+
+
+def test_an_idle_relay_sleeps_once_its_prepared_request_is_stale(relay, hub, monkeypatch):
+    # while a request is ready a web thread may write it without waking the relay thread, so
+    # that thread looks every WAKE_SECONDS; once it is stale nobody can, and an idle worker's
+    # relay thread sleeps until a sign-in wakes it (it looked 20 times a second for ever)
+    monkeypatch.setattr(relay_module, "FRESH_SECONDS", 0.3)
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    until(lambda: not relay.ready, 10, "the prepared request went stale")
+    settled = relay.wakeups + 1  # the one look that can be under way as it went stale
+    time.sleep(10 * relay_module.WAKE_SECONDS)  # nothing to wait for: an idle spell
+    assert relay.wakeups <= settled
+    ref = sign_in(relay)  # finds the request stale: wakes the relay thread, which sends it
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent it")
+    assert relay.written == 0 and ref in held(hub)
 
 
 def test_a_profile_over_the_write_limit_is_sent_by_the_relay_thread(relay, hub):
