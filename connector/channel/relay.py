@@ -62,7 +62,7 @@ FRESH_SECONDS = 1.0
 WRITE_LIMIT = 8192
 #: How long the relay thread leaves the hub's answer to a request a web thread wrote unread
 #: when that thread never says its own answer is out (see :meth:`SignInRelay.submit`); also
-#: how often an idle relay thread looks for such a request.
+#: how often an idle relay thread looks for such a request while a fresh one is ready.
 WAKE_SECONDS = 0.05
 
 
