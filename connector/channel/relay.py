@@ -264,20 +264,19 @@ class SignInRelay:
                 return  # busy or failing
             if ready is not None and ready.headers and now - ready.at < FRESH_SECONDS:
                 return  # one is ready
-            if self._gap is not None and self._gap >= FRESH_SECONDS:
-                self._ready = None  # sign-ins too far apart for one to be used while fresh
-                if ready is not None and ready.headers:
-                    self.unused += 1
-                if ready is not None:
-                    ready.conn.close()
-                return
-            self._ready = None  # being replaced: no web thread takes it meanwhile
+            self._ready = None  # being replaced or let go: no web thread takes it meanwhile
+            # sign-ins too far apart for a new one to be used while fresh: none is made
+            wanted = self._gap is None or self._gap < FRESH_SECONDS
+            if not wanted and ready is not None and ready.headers:
+                self.unused += 1
         conn = None
         if ready is not None:
-            if now - ready.at < FRESH_SECONDS:
+            if wanted and now - ready.at < FRESH_SECONDS:
                 conn = ready.conn
-            else:  # idle for a while: the hub may have closed it
+            else:  # let go, or idle for a while: the hub may have closed it
                 ready.conn.close()
+        if not wanted:
+            return
         try:
             made = self.client.prepare_signins(conn)
         except HubError as exc:
