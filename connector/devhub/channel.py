@@ -231,6 +231,7 @@ def agent_poll() -> ResponseReturnValue:
         environ.get("werkzeug.socket")
         or environ.get("gunicorn.socket")
         or environ.get("gunicorn.sock")
+        or environ.get("devhub.socket")  # another server's: anything with fileno(), -1 if closed
     )
     gone = functools.partial(_peer_gone, sock) if sock is not None else None
     commands = hub.state.take(sub, max_commands, wait, gone=gone)

@@ -78,6 +78,11 @@ def query_args(environ: dict[str, Any]) -> dict[str, str]:
     return args
 
 
+def _not_here(environ: dict[str, Any], start_response: StartResponse) -> None:
+    """The relay's fallback for :meth:`HotPaths.serve_now`: not answered here."""
+    return None
+
+
 class HotPaths:
     """WSGI middleware: the relay and the callback of one devhub, the rest to ``app``."""
 
@@ -92,11 +97,29 @@ class HotPaths:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
         method = environ.get("REQUEST_METHOD")
+        answer: Iterable[bytes] | None = None
         if path == self._callback_path and method == "GET":
-            return self._callback(environ, start_response)
+            answer = self._callback(environ, start_response, blocking=True)
+        elif path == self._relay_path and method == "POST":
+            answer = self._relay(environ, start_response, self.app)
+        # None only from serve_now's cases: a blocking callback and Flask's relay always answer
+        return self.app(environ, start_response) if answer is None else answer
+
+    def serve_now(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """The answer to ``environ`` if it is one this layer gives without waiting, else None
+        with nothing changed (serve it with ``self`` where a wait can be afforded): for an
+        event-loop server (``tests/bench/hubserver.py``). A relay answered here, or a callback
+        whose ``ref`` was relayed already (or is refused at once); not a relay that Flask
+        would take (an injected fault may sleep there), nor a callback that would wait."""
+        path = environ.get("PATH_INFO")
+        method = environ.get("REQUEST_METHOD")
+        if path == self._callback_path and method == "GET":
+            return self._callback(environ, start_response, blocking=False)
         if path == self._relay_path and method == "POST":
-            return self._relay(environ, start_response)
-        return self.app(environ, start_response)
+            return self._relay(environ, start_response, None)
+        return None
 
     # ---- POST agent/signins ----------------------------------------------------------------
 
@@ -115,26 +138,31 @@ class HotPaths:
         environ["wsgi.input"] = io.BytesIO(body)
         return body
 
-    def _relay(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _relay(
+        self, environ: dict[str, Any], start_response: StartResponse, flask: WSGIApp | None
+    ) -> Iterable[bytes] | None:
+        """The relay's answer; what Flask is to answer goes to ``flask`` (None: returns None,
+        nothing changed, the body put back)."""
         hub = self._hub
+        refuse = flask if flask is not None else _not_here
         if (
             hub.state.has_fault("signins")
             or environ.get("HTTP_X_CONNECTOR_PROTOCOL") != PROTOCOL_VERSION
         ):
-            return self.app(environ, start_response)
+            return refuse(environ, start_response)
         body = self._body(environ)
         if body is None:
-            return self.app(environ, start_response)
+            return refuse(environ, start_response)
         try:
             claims = agent_claims(hub, environ.get("HTTP_AUTHORIZATION", ""))
             data = json.loads(body)
             if not isinstance(data, dict):
-                return self.app(environ, start_response)
+                return refuse(environ, start_response)
             parsed = parse_batch(data, "signins", MAX_SIGNINS, parse_signin)
         except (AgentTokenError, ApiError, ValueError):  # JSON and decoding errors: ValueError
-            return self.app(environ, start_response)
+            return refuse(environ, start_response)
         if not hub.state.use_jti(claims.jti, claims.exp):
-            return self.app(environ, start_response)  # Flask refuses the replay (401)
+            return refuse(environ, start_response)  # Flask refuses the replay (401)
         acked = relay_signins(hub, claims.sub, parsed)
         # as Flask's JSON provider writes it (compact, a final newline); a ref is base64url
         # (parse_signin checked it), so it is its own JSON text between quotes
@@ -143,15 +171,21 @@ class HotPaths:
 
     # ---- GET login/callback ----------------------------------------------------------------
 
-    def _callback(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _callback(
+        self, environ: dict[str, Any], start_response: StartResponse, blocking: bool
+    ) -> Iterable[bytes] | None:
+        """The callback's answer; ``blocking=False``: None where the ``ref`` would be waited
+        for, nothing changed (Flask's page for a query that is not UTF-8 never waits)."""
         try:
             args = query_args(environ)
         except UnicodeDecodeError:
             return self.app(environ, start_response)
         hub = self._hub
-        outcome = redeem(
-            hub, args.get("ref", ""), args.get("wctx", ""), environ.get("REMOTE_ADDR") or ""
-        )
+        client = environ.get("REMOTE_ADDR") or ""
+        ref, wctx = args.get("ref", ""), args.get("wctx", "")
+        outcome = redeem(hub, ref, wctx, client, blocking=blocking)
+        if outcome is None:
+            return None
         frame = cached_frame(environ.get("SCRIPT_NAME", ""), hub.config.tenant)
         if (
             isinstance(outcome, dict)

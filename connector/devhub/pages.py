@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import urllib.parse
-from typing import Any
+from typing import Any, overload
 
 from flask import redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -129,12 +129,25 @@ CALLBACK_OUTCOME = "connector.devhub.callback_outcome"
 CallbackOutcome = dict[str, Any] | SessionError
 
 
-def redeem(hub: DevHub, ref: str, wctx: str, client: str) -> CallbackOutcome:
+@overload
+def redeem(hub: DevHub, ref: str, wctx: str, client: str) -> CallbackOutcome: ...
+
+
+@overload
+def redeem(
+    hub: DevHub, ref: str, wctx: str, client: str, *, blocking: bool
+) -> CallbackOutcome | None: ...
+
+
+def redeem(
+    hub: DevHub, ref: str, wctx: str, client: str, *, blocking: bool = True
+) -> CallbackOutcome | None:
     """Redeem a callback's ``ref`` with its ``wctx`` (protocol §5.3), waiting a while for a
-    ``ref`` no connector relayed yet: the sign-in's view, or why it was refused (logged)."""
+    ``ref`` no connector relayed yet: the sign-in's view, or why it was refused (logged).
+    ``blocking=False``: None where it would wait, with nothing changed."""
     try:
         return hub.state.redeem_session(
-            ref, wctx, client=client, wait=hub.config.signin_wait_seconds
+            ref, wctx, client=client, wait=hub.config.signin_wait_seconds, blocking=blocking
         )
     except SessionError as e:
         log.warning("sign-in callback refused: %s", e.message)

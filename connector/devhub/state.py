@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from connector.devhub.tokens import AgentCert
 
@@ -610,11 +610,23 @@ class HubState:
             )
             return [ref for ref, *_ in signins]
 
+    @overload
     def redeem_session(
         self, ref: str, wctx: str, client: str = "", wait: float = 0.0
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]: ...
+
+    @overload
+    def redeem_session(
+        self, ref: str, wctx: str, client: str = "", wait: float = 0.0, *, blocking: bool
+    ) -> dict[str, Any] | None: ...
+
+    def redeem_session(
+        self, ref: str, wctx: str, client: str = "", wait: float = 0.0, *, blocking: bool = True
+    ) -> dict[str, Any] | None:
         """Redeem ``ref`` once, with its ``wctx``, within ``session_seconds`` of its relay;
         wait up to ``wait`` seconds for a ``ref`` not relayed yet (protocol §5.3).
+        ``blocking=False``: None instead of a wait, with nothing changed (no counter, the
+        ``ref`` unspent), for a server that waits elsewhere (``tests/bench/hubserver.py``).
 
         Raises:
             SessionError: malformed or unknown (after the wait), already presented, expired,
@@ -631,6 +643,8 @@ class HubState:
             session = self._sessions.get(ref)
             waiter = None
             if session is None and wait > 0:
+                if not blocking:
+                    return None
                 if (
                     self._waiting[client] >= self.max_waiters_per_client
                     or len(self._waiters) >= self.max_waiters

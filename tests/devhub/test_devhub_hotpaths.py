@@ -224,3 +224,92 @@ def test_the_pages_groups_are_escaped_as_one_by_one(groups):
     page = signed_in_page(("", ""), redeemed)
     expected = "<li>" + "</li><li>".join(str(escape(g)) for g in groups) + "</li>"
     assert expected in page
+
+
+# ---- serve_now: what an event-loop server answers without waiting --------------------------
+
+
+def serve_now(hub: Hub, method: str, path: str, **options: Any) -> tuple[str, bytes] | None:
+    """``HotPaths.serve_now`` on ``hub``: its answer, or None (nothing answered)."""
+    hot = hub.app.wsgi_app
+    assert isinstance(hot, HotPaths)
+    if "json_body" in options:
+        options["data"] = json.dumps(options.pop("json_body"))
+        options.setdefault("content_type", "application/json")
+    environ = EnvironBuilder(path=path, method=method, **options).get_environ()
+    started: list[str] = []
+    result = hot.serve_now(environ, lambda status, headers, exc_info=None: started.append(status))
+    return None if result is None else (started[0], b"".join(result))
+
+
+@pytest.fixture
+def waiting_hub() -> Iterator[Hub]:
+    """A hub whose callbacks wait 5 s for a ref not relayed yet."""
+    hub = Hub(DevHubConfig(alg="HS256", ticket="tk", signin_wait_seconds=5), True)
+    yield hub
+    hub.state.close()
+
+
+def relay_now(hub: Hub, ref: str, bearer: str | None = None) -> tuple[str, bytes] | None:
+    item = {"ref": ref, "wctx": "w1", "profile": PROFILE, "method": "form"}
+    headers = {"Authorization": f"Bearer {bearer or token()}", "X-Connector-Protocol": "2"}
+    return serve_now(
+        hub, "POST", "/tenants/acme/agent/signins", headers=headers, json_body={"signins": [item]}
+    )
+
+
+def callback_now(hub: Hub, ref: str, wctx: str = "w1") -> tuple[str, bytes] | None:
+    query = {"ref": ref, "wctx": wctx}
+    return serve_now(
+        hub, "GET", "/tenants/acme/login/callback", query_string=query, headers={"Accept": BROWSER}
+    )
+
+
+def test_serve_now_leaves_a_callback_that_would_wait_untouched(waiting_hub):
+    hub = waiting_hub
+    ref = secrets.token_urlsafe(24)
+    before = dict(hub.events())
+    started = time.monotonic()
+    assert callback_now(hub, ref) is None
+    assert time.monotonic() - started < 1  # it did not wait its 5 s
+    assert hub.events() == before  # no wait counted, the ref not spent
+    assert relay_now(hub, ref) == ("200 OK", f'{{"acked":["{ref}"]}}\n'.encode())
+    status, page = callback_now(hub, ref) or ("", b"")
+    assert status == "200 OK" and b"dana@example.test" in page
+    assert callback_now(hub, ref)[0] == "400 BAD REQUEST"  # type: ignore[index]  # spent now
+    assert hub.events()["sessionsRedeemed"] == 1 and hub.events()["sessionsReplayed"] == 1
+
+
+def test_serve_now_answers_a_refused_callback_at_once(waiting_hub):
+    assert callback_now(waiting_hub, "not a ref")[0] == "400 BAD REQUEST"  # type: ignore[index]
+    ref = secrets.token_urlsafe(24)
+    relay_now(waiting_hub, ref)
+    assert callback_now(waiting_hub, ref, wctx="other")[0] == "400 BAD REQUEST"  # type: ignore[index]
+    assert waiting_hub.events()["sessionsWrongWctx"] == 1
+
+
+def test_serve_now_leaves_a_relay_flask_would_answer_untouched(waiting_hub):
+    hub = waiting_hub
+    ref = secrets.token_urlsafe(24)
+    hub.call("POST", "/tenants/acme/api/faults", json_body={"delay": 0.2, "count": 1})
+    bearer = token()
+    calls = hub.flask_calls
+    assert relay_now(hub, ref, bearer) is None  # a fault pending: Flask (and its sleep) decide
+    assert relay_now(hub, ref, "not.a.token") is None  # a refusal: Flask's to give
+    assert hub.flask_calls == calls  # nothing reached Flask
+    assert hub.events().get("signinsReceived", 0) == 0
+    assert hub.state.has_fault("signins")  # the fault is still there
+    status, _, _ = hub.call(  # the same token again, through the app: it was not used up
+        "POST",
+        "/tenants/acme/agent/signins",
+        headers={"Authorization": f"Bearer {bearer}", "X-Connector-Protocol": "2"},
+        json_body={"signins": [{"ref": ref, "wctx": "w1", "profile": PROFILE, "method": "form"}]},
+    )
+    assert status == "200 OK"
+    assert hub.events()["faultsInjected"] == 1 and hub.events()["signinsReceived"] == 1
+
+
+def test_serve_now_leaves_every_other_request_to_the_app(waiting_hub):
+    assert serve_now(waiting_hub, "GET", "/tenants/acme/api/state") is None
+    assert serve_now(waiting_hub, "HEAD", "/tenants/acme/login/callback") is None
+    assert waiting_hub.flask_calls == 0
