@@ -1,4 +1,6 @@
-"""The devhub under gunicorn (see ``hubapp.py``), with the admin helpers of ``tests/hubs.py``."""
+"""The devhub as the bench serves it, with the admin helpers of ``tests/hubs.py``:
+:class:`LoopDevHub` (``hubserver.py``, the default since stop 21) or :class:`GunicornDevHub`
+(gunicorn's gevent worker, ``hubapp.py``; ``run_bench.py --hub-server gevent``)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,8 +21,9 @@ from hubs import DevHubError, DevHubProcess
 from servers import _RUNNING, _tail, free_port
 
 HERE = Path(__file__).resolve().parent
-#: How the bench serves the hub: one process (its state is in memory), HTTP/1.1 keep-alive for
-#: the agents' connections, no access log (gunicorn's default). The worker is gevent's own
+_SERVING = re.compile(r"^hubserver: serving (\S+)$", re.M)
+#: How ``--hub-server gevent`` serves the hub: one process (its state is in memory), HTTP/1.1 keep-
+#: alive for the agents' connections, no access log (gunicorn's default). The worker is gevent's own
 #: WSGI server under gunicorn (``gevent_pywsgi``, lightened in ``hubworker.py``) when gevent is
 #: installed: one greenlet per connection on an event loop, so the long polls and the browsers
 #: waiting for a relay hold no thread and no request is handed to a pool thread and back (the
@@ -35,6 +39,20 @@ GEVENT_MISSING = (
     "note: gevent is not installed (pip install gevent): the hub is served by gunicorn's "
     "gthread worker, which costs ≈ 0.3 ms more per browser sign-in"
 )
+
+
+def hub_config(hub: DevHubProcess, options: dict[str, Any]) -> dict[str, Any]:
+    """``BENCH_HUB_CONFIG``: the devhub's settings of ``hub`` (and its ``options``)."""
+    return {
+        "tenant": hub.tenant,
+        "connection": hub.connection,
+        "realm": hub.realm,
+        "alg": hub.alg,
+        "lease_seconds": hub.lease_seconds,
+        "ticket": hub.ticket,
+        "kerberos": bool(options.get("kerberos", False)),
+        "ip_ranges": list(options.get("ip_ranges", ())),
+    }
 
 
 def popen_gunicorn(
@@ -94,16 +112,7 @@ class GunicornDevHub(DevHubProcess):
         if self.worker == "gthread" and HUB_WORKER == "gthread":
             print(GEVENT_MISSING, flush=True)
         port = free_port()
-        cfg = {
-            "tenant": self.tenant,
-            "connection": self.connection,
-            "realm": self.realm,
-            "alg": self.alg,
-            "lease_seconds": self.lease_seconds,
-            "ticket": self.ticket,
-            "kerberos": bool(self._options.get("kerberos", False)),
-            "ip_ranges": list(self._options.get("ip_ranges", ())),
-        }
+        cfg = hub_config(self, self._options)
         self.proc = popen_gunicorn(
             "hubapp:app", port, 1, HUB_THREADS, self.log_file,
             {"BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"}, *HUB_OPTIONS,
@@ -150,3 +159,60 @@ class GunicornDevHub(DevHubProcess):
 
         found = children(self.proc.pid)
         return found[0] if found else None
+
+
+class LoopDevHub(DevHubProcess):
+    """A :class:`DevHubProcess` served by ``hubserver.py`` (one process: an event loop for the
+    network and the requests that never wait, a thread pool for the others); ``floor``: its
+    do-nothing app instead of the devhub (the admin helpers then do not apply)."""
+
+    def __init__(
+        self, workdir: str | os.PathLike[str], floor: bool = False, **options: Any
+    ) -> None:
+        super().__init__(workdir, **options)
+        self._options = options
+        self.floor = floor
+
+    def start(self, timeout: float = 30.0) -> LoopDevHub:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = hub_config(self, self._options)
+        command = [sys.executable, str(HERE / "hubserver.py"), "--port", "0"]
+        env = {**os.environ, "BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"}
+        with open(self.log_file, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*command, *(["--floor"] if self.floor else [])], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=HERE, env=env,
+            )  # fmt: skip
+        _RUNNING.add(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"devhub (hubserver) exited:\n{_tail(self.log_file)}")
+            found = _SERVING.search(self.log_file.read_text(errors="replace"))
+            if found:
+                self.base = found.group(1)
+                if self.floor:
+                    return self
+                with contextlib.suppress(requests.RequestException, DevHubError):
+                    self.state()
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"devhub (hubserver) not ready in {timeout} s:\n{_tail(self.log_file)}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL by PID if it is still there after 10 s."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        _RUNNING.discard(self)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The server's one process (where the hub's CPU time goes)."""
+        return self.proc.pid if self.proc is not None else None

@@ -1,6 +1,7 @@
 """The devhub's Flask app for gunicorn (``hubapp:app``), configured from ``BENCH_HUB_*``.
 
-The benchmark serves the reference hub with gunicorn (one process: the hub's state lives in
+Since stop 21 the bench serves the devhub with ``hubserver.py``; ``--hub-server gevent`` (and
+``hubcost.py gunicorn``) serve it as before, with gunicorn (one process: the hub's state lives in
 memory; gevent's WSGI server, or gthread without gevent; HTTP/1.1 keep-alive; the settings are
 ``fasthub.HUB_WORKER`` and the others there) instead of werkzeug's development server, so that
 the hub, which in production runs elsewhere, is not what limits the connector on a 2-core

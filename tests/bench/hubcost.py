@@ -3,18 +3,21 @@
 A browser sign-in is two requests at the hub: the agent's relay ``POST agent/signins`` (one
 sign-in, a fresh ES256 agent token, on a kept connection, as the connector's relay thread at
 one client) and the browser's ``GET …/login/callback?wctx=…&ref=…`` (a new connection each
-time, as the bench's clients). Two ways::
+time, as the bench's clients). Three ways::
 
     PYTHONPATH=$PWD python3 tests/bench/hubcost.py inproc [--n 2000] [--repeats 5]
+    PYTHONPATH=$PWD python3 tests/bench/hubcost.py loop [--n 3000] [--repeats 3] [--floor]
     PYTHONPATH=$PWD python3 tests/bench/hubcost.py gunicorn [--n 3000] [--repeats 3] [--floor]
 
 ``inproc`` calls the WSGI app of ``hubapp.py`` directly (no server): the process CPU of N
-pairs, the minimum of the repeats, divided by N. ``gunicorn`` starts the hub exactly as the
-bench does (``fasthub.GunicornDevHub``) and reads the worker's CPU from ``/proc/<pid>/stat``
-around N sequential pairs (the client's own CPU is not counted); ``--floor`` then sends the
-same requests to a do-nothing WSGI app under the same gunicorn settings: what the server
-alone costs. ``--profile FILE`` py-spies the hub's worker (``profsum.py FILE`` reads it).
-Tokens are made before the timed window. Not a test: nothing asserts a figure.
+pairs, the minimum of the repeats, divided by N. ``loop`` starts the hub as the bench does
+(``fasthub.LoopDevHub``: ``hubserver.py``), ``gunicorn`` as ``--hub-server gevent`` does
+(``fasthub.GunicornDevHub``); each reads the server's CPU from ``/proc/<pid>/stat`` around N
+sequential pairs (the client's own CPU is not counted); ``--floor`` then sends the same
+requests to a do-nothing WSGI app on the same server (``hubserver.py --floor``: answered on
+the loop): what the server alone costs. ``--profile FILE`` py-spies the hub's server
+(``profsum.py FILE`` reads it). Tokens are made before the timed window. Not a test: nothing
+asserts a figure.
 """
 
 from __future__ import annotations
@@ -131,15 +134,10 @@ def _environ(method: str, path: str, query: str, body: bytes, headers: dict[str,
 
 
 def _call(app: Callable[..., Iterable[bytes]], env: dict) -> tuple[str, bytes]:
-    status: list[str] = []
-    result = app(env, lambda s, h, exc=None: status.append(s))
-    try:
-        body = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return status[0], body
+    from hubserver import call_wsgi
+
+    status, _, body = call_wsgi(app, env)
+    return status, body
 
 
 def inproc(n: int, repeats: int, seed: int) -> None:
@@ -240,7 +238,9 @@ def _requests(netloc: str, base: str, work: list[tuple[str, bytes, str]]) -> lis
     ]
 
 
-def _measure(label: str, worker: int, netloc: str, base: str, agent: Agent, args: Any) -> None:
+def _measure(
+    label: str, worker: int, netloc: str, base: str, agent: Agent, args: Any, server: str
+) -> None:
     host, _, port = netloc.partition(":")
     results = []
     spy = _spy(worker, args.profile) if args.profile and label == "devhub" else None
@@ -255,11 +255,25 @@ def _measure(label: str, worker: int, netloc: str, base: str, agent: Agent, args
         spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         spy.wait(30)
     print(
-        f"{label} under gunicorn: {min(results) * 1e6:.0f} µs (min), "
+        f"{label} under {server}: {min(results) * 1e6:.0f} µs (min), "
         f"{sorted(results)[len(results) // 2] * 1e6:.0f} µs (median) of the worker's CPU per "
         f"sign-in (n={args.n}, {args.repeats} repeats, load {os.getloadavg()[0]:.2f})",
         flush=True,
     )
+
+
+def _measure_devhub(hub: Any, agent: Agent, args: Any, server: str = "hubserver") -> None:
+    """Start ``hub``, register ``agent`` there, measure, stop it."""
+    hub.start()
+    try:
+        reg = {"certs": [b64(agent.der)], "signInEndpoint": "", "agentVersion": "bench"}
+        answer = requests.post(hub.ticket_url, json=reg, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert hub.worker_pid is not None
+        parts = urlsplit(hub.ad_hub)
+        _measure("devhub", hub.worker_pid, parts.netloc, parts.path, agent, args, server)
+    finally:
+        hub.stop()
 
 
 def under_gunicorn(args: Any) -> None:
@@ -271,16 +285,7 @@ def under_gunicorn(args: Any) -> None:
     print(f"gunicorn worker: {args.worker}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         hub = GunicornDevHub(tmp, args.worker, alg="HS256", lease_seconds=60, kerberos=True)
-        hub.start()
-        try:
-            reg = {"certs": [b64(agent.der)], "signInEndpoint": "", "agentVersion": "bench"}
-            answer = requests.post(hub.ticket_url, json=reg, timeout=10)
-            assert answer.status_code == 200, answer.text
-            assert hub.worker_pid is not None
-            parts = urlsplit(hub.ad_hub)
-            _measure("devhub", hub.worker_pid, parts.netloc, parts.path, agent, args)
-        finally:
-            hub.stop()
+        _measure_devhub(hub, agent, args, "gunicorn")
         if not args.floor:
             return
         port = free_port()
@@ -297,10 +302,30 @@ def under_gunicorn(args: Any) -> None:
                     raise RuntimeError(f"the floor app did not start: {log.read_text()}")
                 time.sleep(0.1)
             worker = children(proc.pid)[0]
-            _measure("floor", worker, f"127.0.0.1:{port}", "/tenants/acme", agent, args)
+            _measure("floor", worker, f"127.0.0.1:{port}", "/tenants/acme", agent, args, "gunicorn")
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def under_loop(args: Any) -> None:
+    """The devhub as the bench serves it (``hubserver.py``); then (``--floor``) the server
+    with its do-nothing app answering on the loop."""
+    from fasthub import LoopDevHub
+
+    agent = Agent()
+    with tempfile.TemporaryDirectory() as tmp:
+        _measure_devhub(LoopDevHub(tmp, alg="HS256", lease_seconds=60, kerberos=True), agent, args)
+        if not args.floor:
+            return
+        floor = LoopDevHub(Path(tmp) / "floor", floor=True)
+        floor.start()
+        try:
+            assert floor.worker_pid is not None
+            netloc = urlsplit(floor.base).netloc
+            _measure("floor", floor.worker_pid, netloc, "/tenants/acme", agent, args, "hubserver")
+        finally:
+            floor.stop()
 
 
 def _listening(port: int) -> bool:
@@ -310,7 +335,7 @@ def _listening(port: int) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("how", choices=("inproc", "gunicorn"))
+    p.add_argument("how", choices=("inproc", "loop", "gunicorn"))
     p.add_argument("--n", type=int, default=0, help="sign-ins per repeat")
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--seed", type=int, default=12)
@@ -331,6 +356,9 @@ def main() -> None:
     args = p.parse_args()
     if args.how == "inproc":
         inproc(args.n or 2000, args.repeats or 5, args.seed)
+    elif args.how == "loop":
+        args.n, args.repeats = args.n or 3000, args.repeats or 3
+        under_loop(args)
     else:
         from fasthub import HUB_WORKER
 

@@ -864,6 +864,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated parts to run (limit,channel,forms,negotiate,groups); also "
         "negotiate_pac: Negotiate with PAC groups beside LDAP groups on Samba AD (not by default)",
     )
+    p.add_argument(
+        "--hub-server",
+        choices=("loop", "gevent"),
+        default="loop",
+        help="how the devhub is served: hubserver.py's event loop (default) or gunicorn's "
+        "gevent worker (hubworker.py), as before stop 21",
+    )
     p.add_argument("--profile", metavar="DIR", help="py-spy the workers during chosen points")
     p.add_argument("--from-json", metavar="FILE", help="render a saved run again; start nothing")
     p.add_argument("--workdir", help="work directory (default: a new temporary one)")
@@ -943,7 +950,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="connector-bench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
-    site = Site(workdir, workers=args.workers, threads=args.threads, log_level=args.log_level)
+    site = Site(
+        workdir,
+        workers=args.workers,
+        threads=args.threads,
+        log_level=args.log_level,
+        hub_server=args.hub_server,
+    )
     bench = Bench(args, site)
     started = datetime.datetime.now(datetime.UTC)
     env_before = environment_note()

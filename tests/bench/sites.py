@@ -18,7 +18,7 @@ import requests
 from benchdir import NESTED_CHAIN, BenchDirectory, MonitoredSlapd, build
 from configs import openldap_config
 from connector_proc import ROOT, ConnectorProcess, setup_config
-from fasthub import GunicornDevHub
+from fasthub import HUB_WORKER, GunicornDevHub, LoopDevHub
 from lean import LeanReference
 from loadgen import children
 from peers import Apache, apache_binary
@@ -69,8 +69,10 @@ class Site:
         log_level: str,
         gunicorn_conf: Path | None = None,
         connector_env: dict[str, str] | None = None,
+        hub_server: str = "loop",
     ) -> None:
         self.workdir = workdir
+        self.hub_server = hub_server  #: "loop" (hubserver.py) or "gevent" (gunicorn, hubworker)
         self.gunicorn_conf = gunicorn_conf or ROOT / "deploy" / "gunicorn.conf.py"
         self.connector_env = connector_env or {}
         self.workers = workers
@@ -84,7 +86,7 @@ class Site:
         self.kdc: MitKdc | None = None
         self.ccaches: list[str] = []
         self.kerberos_users: list[str] = []
-        self.hub: GunicornDevHub | None = None
+        self.hub: LoopDevHub | GunicornDevHub | None = None
         self.connector: ConnectorProcess | None = None
         self.apache: Apache | None = None
         self.lean: LeanReference | None = None
@@ -131,13 +133,16 @@ class Site:
         t = time.monotonic()
         # HS256: the hub's own signing cost (it is not the connector's) stays small on a
         # machine the hub shares with everything else; the agent's tokens stay RS256
-        self.hub = GunicornDevHub(
-            self.workdir / "hub",
-            alg="HS256",
-            lease_seconds=60,
-            kerberos=True,
-            ip_ranges=["127.0.0.0/8"],
-        )
+        options: dict[str, Any] = {
+            "alg": "HS256",
+            "lease_seconds": 60,
+            "kerberos": True,
+            "ip_ranges": ["127.0.0.0/8"],
+        }
+        if self.hub_server == "gevent":
+            self.hub = GunicornDevHub(self.workdir / "hub", HUB_WORKER, **options)
+        else:
+            self.hub = LoopDevHub(self.workdir / "hub", **options)
         self._track(self.hub)
         self.hub.start()
         self._timed("hub_start_s", t)
