@@ -438,7 +438,10 @@ def main() -> None:
         asyncio.run(serve(args.host, args.port, args.floor))
     else:
         uvloop.run(serve(args.host, args.port, args.floor))
-    sys.exit(0)
+    # now, not once the pool's threads are done: a long poll may wait for a minute more (the
+    # hub's state is in memory: nothing to save)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

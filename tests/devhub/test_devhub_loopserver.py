@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools  # noqa: F401  (a missing httptools fails here, never a silent skip)
 import pytest
+import requests
 import uvloop  # noqa: F401
 from hub_agent import HubAgent
 
@@ -269,3 +270,31 @@ def test_a_sign_ins_two_requests_are_answered_on_the_loop(tmp_path):
     finally:
         hub.stop()
     assert "hubserver: requests answered {'pool': 2, 'loop': 6}" in hub.log_file.read_text()
+
+
+def test_sigterm_ends_the_server_while_a_long_poll_waits(tmp_path):
+    hub = LoopDevHub(tmp_path)
+    hub.start()
+    try:
+        agent = HubAgent(hub)
+        agent.register()
+        outcome: list[str] = []
+
+        def poll() -> None:
+            try:
+                agent.poll(wait=30)
+                outcome.append("answered")
+            except requests.RequestException:
+                outcome.append("cut")
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        deadline = time.monotonic() + 10
+        while not any(a.get("polling") for a in hub.agents()["agents"]):  # the poll waits
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        hub.stop()  # SIGTERM, SIGKILL only after 10 s
+    assert hub.proc is not None and hub.proc.returncode == 0  # it exited on its own
+    poller.join(10)
+    assert outcome == ["cut"]  # the waiting poll's connection closed with the server
