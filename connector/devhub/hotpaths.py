@@ -175,11 +175,11 @@ class HotPaths:
         self, environ: dict[str, Any], start_response: StartResponse, blocking: bool
     ) -> Iterable[bytes] | None:
         """The callback's answer; ``blocking=False``: None where the ``ref`` would be waited
-        for, nothing changed (Flask's page for a query that is not UTF-8 never waits)."""
+        for, or the query is not UTF-8 (Flask's answer may wait), nothing changed."""
         try:
             args = query_args(environ)
         except UnicodeDecodeError:
-            return self.app(environ, start_response)
+            return self.app(environ, start_response) if blocking else None
         hub = self._hub
         client = environ.get("REMOTE_ADDR") or ""
         ref, wctx = args.get("ref", ""), args.get("wctx", "")

@@ -309,6 +309,23 @@ def test_serve_now_leaves_a_relay_flask_would_answer_untouched(waiting_hub):
     assert hub.events()["faultsInjected"] == 1 and hub.events()["signinsReceived"] == 1
 
 
+def test_serve_now_leaves_a_callback_whose_query_is_not_utf8_to_the_app(waiting_hub):
+    """Flask decodes such a query its own way and may then wait for the ref: not on the loop
+    (here the ref was relayed: Flask would have redeemed it)."""
+    ref = secrets.token_urlsafe(24)
+    relay_now(waiting_hub, ref)
+    environ = EnvironBuilder(
+        path="/tenants/acme/login/callback", headers={"Accept": BROWSER}
+    ).get_environ()
+    environ["QUERY_STRING"] = f"ref={ref}&wctx=w\xff"  # a raw byte 0xFF: not UTF-8
+    hot = waiting_hub.app.wsgi_app
+    assert isinstance(hot, HotPaths)
+    assert hot.serve_now(environ, lambda *a: None) is None
+    assert waiting_hub.flask_calls == 0
+    assert "sessionsRedeemed" not in waiting_hub.events()  # the ref is still unspent
+    assert callback_now(waiting_hub, ref)[0] == "200 OK"  # type: ignore[index]
+
+
 def test_serve_now_leaves_every_other_request_to_the_app(waiting_hub):
     assert serve_now(waiting_hub, "GET", "/tenants/acme/api/state") is None
     assert serve_now(waiting_hub, "HEAD", "/tenants/acme/login/callback") is None
