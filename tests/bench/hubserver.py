@@ -102,7 +102,7 @@ def _error(status: int) -> Answer:
 class _Request:
     """One parsed request, waiting for its answer."""
 
-    __slots__ = ("body", "environ", "keep_alive")
+    __slots__ = ("environ", "keep_alive")
 
     def __init__(self, environ: dict[str, Any], keep_alive: bool) -> None:
         self.environ = environ
