@@ -121,14 +121,15 @@ class DevHubProcess:
             RuntimeError: it exited or did not get ready in ``timeout`` seconds (with its log).
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
+        command, env, cwd = self.launch()
         with open(self.log_file, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "connector.devhub.server", *self.args],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=cwd,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
             )
         _RUNNING.add(self)
         deadline = time.monotonic() + timeout
@@ -140,14 +141,23 @@ class DevHubProcess:
             found = _READY.search(self.log_file.read_text(errors="replace"))
             if found:
                 self.base = found.group(1)
-                try:
-                    self.state()
+                if self.answers():
                     return self
-                except (requests.RequestException, DevHubError):
-                    pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"devhub not ready after {timeout} s:\n{_tail(self.log_file)}")
+
+    def launch(self) -> tuple[list[str], dict[str, str], Path]:
+        """What :meth:`start` runs: the command line, more environment, the directory."""
+        return [sys.executable, "-m", "connector.devhub.server", *self.args], {}, self.workdir
+
+    def answers(self) -> bool:
+        """Whether the started hub answers its admin API (it printed its URL already)."""
+        try:
+            self.state()
+        except (requests.RequestException, DevHubError):
+            return False
+        return True
 
     def stop(self) -> None:
         """Stop the child: SIGTERM to its PID, SIGKILL after 5 s. Idempotent."""

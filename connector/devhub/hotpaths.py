@@ -78,11 +78,6 @@ def query_args(environ: dict[str, Any]) -> dict[str, str]:
     return args
 
 
-def _not_here(environ: dict[str, Any], start_response: StartResponse) -> None:
-    """The relay's fallback for :meth:`HotPaths.serve_now`: not answered here."""
-    return None
-
-
 class HotPaths:
     """WSGI middleware: the relay and the callback of one devhub, the rest to ``app``."""
 
@@ -101,9 +96,8 @@ class HotPaths:
         if path == self._callback_path and method == "GET":
             answer = self._callback(environ, start_response, blocking=True)
         elif path == self._relay_path and method == "POST":
-            answer = self._relay(environ, start_response, self.app)
-        # None only from serve_now's cases: a blocking callback and Flask's relay always answer
-        return self.app(environ, start_response) if answer is None else answer
+            answer = self._relay(environ, start_response)
+        return self.app(environ, start_response) if answer is None else answer  # None: Flask's
 
     def serve_now(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -118,7 +112,7 @@ class HotPaths:
         if path == self._callback_path and method == "GET":
             return self._callback(environ, start_response, blocking=False)
         if path == self._relay_path and method == "POST":
-            return self._relay(environ, start_response, None)
+            return self._relay(environ, start_response)
         return None
 
     # ---- POST agent/signins ----------------------------------------------------------------
@@ -139,30 +133,29 @@ class HotPaths:
         return body
 
     def _relay(
-        self, environ: dict[str, Any], start_response: StartResponse, flask: WSGIApp | None
+        self, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes] | None:
-        """The relay's answer; what Flask is to answer goes to ``flask`` (None: returns None,
-        nothing changed, the body put back)."""
+        """The relay's answer, or None for Flask to answer it (nothing changed, the body put
+        back)."""
         hub = self._hub
-        refuse = flask if flask is not None else _not_here
         if (
             hub.state.has_fault("signins")
             or environ.get("HTTP_X_CONNECTOR_PROTOCOL") != PROTOCOL_VERSION
         ):
-            return refuse(environ, start_response)
+            return None
         body = self._body(environ)
         if body is None:
-            return refuse(environ, start_response)
+            return None
         try:
             claims = agent_claims(hub, environ.get("HTTP_AUTHORIZATION", ""))
             data = json.loads(body)
             if not isinstance(data, dict):
-                return refuse(environ, start_response)
+                return None
             parsed = parse_batch(data, "signins", MAX_SIGNINS, parse_signin)
         except (AgentTokenError, ApiError, ValueError):  # JSON and decoding errors: ValueError
-            return refuse(environ, start_response)
+            return None
         if not hub.state.use_jti(claims.jti, claims.exp):
-            return refuse(environ, start_response)  # Flask refuses the replay (401)
+            return None  # Flask refuses the replay (401)
         acked = relay_signins(hub, claims.sub, parsed)
         # as Flask's JSON provider writes it (compact, a final newline); a ref is base64url
         # (parse_signin checked it), so it is its own JSON text between quotes
@@ -174,12 +167,13 @@ class HotPaths:
     def _callback(
         self, environ: dict[str, Any], start_response: StartResponse, blocking: bool
     ) -> Iterable[bytes] | None:
-        """The callback's answer; ``blocking=False``: None where the ``ref`` would be waited
-        for, or the query is not UTF-8 (Flask's answer may wait), nothing changed."""
+        """The callback's answer, or None for Flask to answer it, nothing changed: a query
+        that is not UTF-8 (Flask decodes it its own way, and may wait), or with
+        ``blocking=False`` a ``ref`` that would be waited for."""
         try:
             args = query_args(environ)
         except UnicodeDecodeError:
-            return self.app(environ, start_response) if blocking else None
+            return None
         hub = self._hub
         client = environ.get("REMOTE_ADDR") or ""
         ref, wctx = args.get("ref", ""), args.get("wctx", "")

@@ -8,7 +8,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from hubs import DevHubError, DevHubProcess
 from servers import _RUNNING, _tail, free_port
 
 HERE = Path(__file__).resolve().parent
-_SERVING = re.compile(r"^hubserver: serving (\S+)$", re.M)
 #: How ``--hub-server gevent`` serves the hub: one process (its state is in memory), HTTP/1.1 keep-
 #: alive for the agents' connections, no access log (gunicorn's default). The worker is gevent's own
 #: WSGI server under gunicorn (``gevent_pywsgi``, lightened in ``hubworker.py``) when gevent is
@@ -173,44 +171,14 @@ class LoopDevHub(DevHubProcess):
         self._options = options
         self.floor = floor
 
-    def start(self, timeout: float = 30.0) -> LoopDevHub:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cfg = hub_config(self, self._options)
+    def launch(self) -> tuple[list[str], dict[str, str], Path]:
+        """``hubserver.py`` (its first line is the devhub's own ``devhub: serving URL``)."""
         command = [sys.executable, str(HERE / "hubserver.py"), "--port", "0"]
-        env = {**os.environ, "BENCH_HUB_CONFIG": json.dumps(cfg), "PYTHONUNBUFFERED": "1"}
-        with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*command, *(["--floor"] if self.floor else [])], stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=HERE, env=env,
-            )  # fmt: skip
-        _RUNNING.add(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"devhub (hubserver) exited:\n{_tail(self.log_file)}")
-            found = _SERVING.search(self.log_file.read_text(errors="replace"))
-            if found:
-                self.base = found.group(1)
-                if self.floor:
-                    return self
-                with contextlib.suppress(requests.RequestException, DevHubError):
-                    self.state()
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"devhub (hubserver) not ready in {timeout} s:\n{_tail(self.log_file)}")
+        env = {"BENCH_HUB_CONFIG": json.dumps(hub_config(self, self._options))}
+        return [*command, *(["--floor"] if self.floor else [])], env, HERE
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL by PID if it is still there after 10 s."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        _RUNNING.discard(self)
+    def answers(self) -> bool:
+        return self.floor or super().answers()  # the floor app has no admin API
 
     @property
     def worker_pid(self) -> int | None:

@@ -49,6 +49,7 @@ for extra in (HERE, HERE.parent, HERE.parent / "devhub"):
         sys.path.insert(0, str(extra))
 
 from hub_agent import b64, kid_of, self_signed  # noqa: E402
+from hubserver import call_wsgi  # noqa: E402
 from loadgen import HttpClient, cpu_seconds  # noqa: E402
 
 TENANT, CONNECTION, REALM, SUB = "acme", "corp", "urn:acme", "bench-host/w1"
@@ -134,10 +135,9 @@ def _environ(method: str, path: str, query: str, body: bytes, headers: dict[str,
 
 
 def _call(app: Callable[..., Iterable[bytes]], env: dict) -> tuple[str, bytes]:
-    from hubserver import call_wsgi
-
-    status, _, body = call_wsgi(app, env)
-    return status, body
+    answer = call_wsgi(app, env)
+    assert answer is not None
+    return answer[0], answer[2]
 
 
 def inproc(n: int, repeats: int, seed: int) -> None:

@@ -15,7 +15,7 @@ asked not to. Limits: ``MAX_HEADER_BYTES`` of request line and headers (431), th
 
 ``--floor`` answers every request on the loop with ``hubcost.floor_app`` instead: what the
 server alone costs (``hubcost.py loop --floor``). The first line printed once it listens is
-``hubserver: serving http://127.0.0.1:PORT``.
+``devhub: serving http://127.0.0.1:PORT``, as the devhub's own server prints it.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ MAX_QUEUED = 16  #: pipelined requests a connection may have waiting before read
 MAX_HEADER_NAMES = 512  #: header names whose environ key is remembered
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+NowApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes] | None]  # serve_now
 Answer = tuple[str, list[tuple[str, str]], bytes]
 
 _REASONS = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large"}
 _NO_BODY = ("1", "204", "304")  # status prefixes answered without a body
+_FAILED: Answer = ("500 Internal Server Error", [("Content-Type", "text/plain")], b"")
 
 
 class _Date:
@@ -67,8 +69,9 @@ class _Date:
         return self._text
 
 
-def call_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
-    """Run a WSGI app to the end: its status, headers and whole body."""
+def call_wsgi(app: WSGIApp | NowApp, environ: dict[str, Any]) -> Answer | None:
+    """Run a WSGI app to the end: its status, headers and whole body; None if it answered
+    None instead of a body (``serve_now``: not answered there)."""
     started: list[Any] = []
     written: list[bytes] = []
 
@@ -78,7 +81,10 @@ def call_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
         started[:] = [status, headers]
         return written.append
 
-    body = drain(app(environ, start_response))
+    result = app(environ, start_response)
+    if result is None:
+        return None
+    body = drain(result)
     if not started:
         raise RuntimeError("the app returned without calling start_response")
     return started[0], started[1], b"".join(written) + body
@@ -116,7 +122,7 @@ class Server:
     def __init__(
         self,
         app: WSGIApp,
-        now: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes] | None],
+        now: NowApp,
         max_body: int,
         port: int,
     ) -> None:
@@ -157,27 +163,13 @@ class Server:
             self.header_keys[raw_name] = key
         return key
 
-    def answer_now(self, environ: dict[str, Any]) -> Answer | None:
-        """The loop's answer, or None: ``environ`` goes to the pool."""
-        started: list[Any] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
-            started[:] = [status, headers]
-            return None
-
-        result = self.now(environ, start_response)
-        if result is None:
-            return None
-        body = drain(result)
-        return started[0], started[1], body
-
     def sweep(self) -> None:
         """Close the connections idle for ``KEEP_ALIVE`` seconds; again in a few seconds."""
         assert self.loop is not None
         horizon = self.loop.time() - KEEP_ALIVE
-        for conn in [c for c in self.connections if c.idle_since is not None]:
-            if conn.idle_since is not None and conn.idle_since < horizon:
-                conn.close()
+        idle = [c for c in self.connections if c.idle_since is not None and c.idle_since < horizon]
+        for conn in idle:
+            conn.close()
         self.loop.call_later(KEEP_ALIVE / 6, self.sweep)
 
 
@@ -310,10 +302,10 @@ class Connection(asyncio.Protocol):
         while self.queue and not self.closing:
             request = self.queue.popleft()
             try:
-                answer = server.answer_now(request.environ)
+                answer = call_wsgi(server.now, request.environ)
             except Exception:
                 log.exception("the hub failed a request on the loop")
-                answer = ("500 Internal Server Error", [("Content-Type", "text/plain")], b"")
+                answer = _FAILED
             server.counts["pool" if answer is None else "loop"] += 1
             if answer is None:
                 self.busy = True
@@ -329,13 +321,13 @@ class Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.resume_reading()
 
-    def _pooled(self, request: _Request, future: concurrent.futures.Future[Answer]) -> None:
+    def _pooled(self, request: _Request, future: concurrent.futures.Future[Answer | None]) -> None:
         self.busy = False
         try:
-            answer = future.result()
+            answer = future.result() or _FAILED  # the app always answers
         except Exception:
             log.exception("the hub failed a request")
-            answer = ("500 Internal Server Error", [("Content-Type", "text/plain")], b"")
+            answer = _FAILED
         if not self.closing:
             self._write(request, answer)
             self._next()
@@ -415,7 +407,7 @@ async def serve(host: str, port: int, floor: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set_result, None)
     server.sweep()
-    print(f"hubserver: serving http://{host}:{server.port}", flush=True)
+    print(f"devhub: serving http://{host}:{server.port}", flush=True)
     await stop
     print(f"hubserver: requests answered {dict(server.counts)}", flush=True)
     listener.close()

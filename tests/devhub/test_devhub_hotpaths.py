@@ -36,6 +36,14 @@ def token(**claims: Any) -> str:
     return jwt.encode(body, KEY, algorithm="ES256", headers={"kid": kid_of(DER)})
 
 
+def build_environ(method: str, path: str, **options: Any) -> dict[str, Any]:
+    """werkzeug's environ for a request (``json_body``: a JSON body)."""
+    if "json_body" in options:
+        options["data"] = json.dumps(options.pop("json_body"))
+        options.setdefault("content_type", "application/json")
+    return EnvironBuilder(path=path, method=method, **options).get_environ()
+
+
 class Hub:
     """One devhub in-process; ``flask_calls`` counts the requests that reached Flask."""
 
@@ -58,10 +66,7 @@ class Hub:
         self.flask_calls = 0
 
     def call(self, method: str, path: str, **options: Any) -> tuple[str, list, bytes]:
-        if "json_body" in options:
-            options["data"] = json.dumps(options.pop("json_body"))
-            options.setdefault("content_type", "application/json")
-        environ = EnvironBuilder(path=path, method=method, **options).get_environ()
+        environ = build_environ(method, path, **options)
         app_iter, status, headers = run_wsgi_app(self.entry, environ, buffered=True)
         return status, sorted(headers.items()), b"".join(app_iter)
 
@@ -233,10 +238,7 @@ def serve_now(hub: Hub, method: str, path: str, **options: Any) -> tuple[str, by
     """``HotPaths.serve_now`` on ``hub``: its answer, or None (nothing answered)."""
     hot = hub.app.wsgi_app
     assert isinstance(hot, HotPaths)
-    if "json_body" in options:
-        options["data"] = json.dumps(options.pop("json_body"))
-        options.setdefault("content_type", "application/json")
-    environ = EnvironBuilder(path=path, method=method, **options).get_environ()
+    environ = build_environ(method, path, **options)
     started: list[str] = []
     result = hot.serve_now(environ, lambda status, headers, exc_info=None: started.append(status))
     return None if result is None else (started[0], b"".join(result))

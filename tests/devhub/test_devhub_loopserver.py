@@ -67,6 +67,13 @@ def connect(hub: LoopDevHub) -> socket.socket:
     return sock
 
 
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """An answer's status and headers (names in lower case) from its head."""
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {n.lower(): v.strip() for n, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split()[1]), headers
+
+
 def read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
     """``count`` answers from ``sock`` (each framed by its Content-Length)."""
     buffer = b""
@@ -78,15 +85,14 @@ def read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, s
                 raise AssertionError(f"closed after {len(answers)} answers: {buffer!r}")
             buffer += chunk
         head, _, buffer = buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {n.lower(): v.strip() for n, _, v in (x.partition(":") for x in lines[1:])}
+        status, headers = parse_head(head)
         length = int(headers.get("content-length", "0"))
         while len(buffer) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 raise AssertionError("closed inside a body")
             buffer += chunk
-        answers.append((int(lines[0].split()[1]), headers, buffer[:length]))
+        answers.append((status, headers, buffer[:length]))
         buffer = buffer[length:]
     return answers
 
@@ -215,9 +221,8 @@ def read_answers_head(sock: socket.socket) -> list[tuple[int, dict[str, str], by
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         buffer += sock.recv(1)  # byte by byte: nothing of the next answer is taken
-    lines = buffer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    headers = {n.lower(): v.strip() for n, _, v in (x.partition(":") for x in lines[1:])}
-    return [(int(lines[0].split()[1]), headers, b"")]
+    status, headers = parse_head(buffer.partition(b"\r\n\r\n")[0])
+    return [(status, headers, b"")]
 
 
 @pytest.mark.parametrize(
