@@ -562,7 +562,7 @@ def entry_to_raw_profile(
             continue
         # Two spellings of the same attribute (unlikely, but possible): merge them.
         previous = merged.get(merge_as)
-        merged[merge_as] = (key, lower, (previous[2] if previous else []) + list(values))
+        merged[merge_as] = (key, lower, values if previous is None else previous[2] + values)
 
     raw: dict[str, Any] = {}
     for key, lower, values in merged.values():
@@ -619,13 +619,18 @@ def _copy_value(value: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, list | dict) else value
 
 
-def _pick(lowered: dict[str, Any], *names: str) -> Any:
-    """Return the first present, non-empty attribute among ``names`` (first value if a list)."""
+def _pick(lowered: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """Return the first present, non-empty attribute among ``names`` (lower-case; the first
+    value if a list)."""
     for name in names:
-        value = _first(lowered.get(name.lower()))
+        value = _first(lowered.get(name))
         if value is not None:
             return value
     return None
+
+
+_ID_NAMES = ("objectguid", "uid", "cn", "commonname")
+_NICKNAME_NAMES = ("samaccountname", "uid", "cn", "commonname")
 
 
 def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
@@ -652,7 +657,7 @@ def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
         lowered.setdefault(key.lower(), value)
 
     profile: dict[str, Any] = {
-        "id": _pick(lowered, "objectGUID", "uid", "cn", "commonName"),
+        "id": _pick(lowered, _ID_NAMES),
         "displayName": _copy_value(lowered.get("displayname")),
         "name": {
             k: v
@@ -663,7 +668,7 @@ def default_profile(raw: dict[str, Any]) -> dict[str, Any]:
             if v is not None
         }
         or None,
-        "nickname": _pick(lowered, "sAMAccountName", "uid", "cn", "commonName"),
+        "nickname": _pick(lowered, _NICKNAME_NAMES),
         "groups": _copy_value(lowered.get("groups")),
         "emails": [{"value": m} for m in _as_list(lowered.get("mail"))] or None,
         "dn": lowered.get("dn"),

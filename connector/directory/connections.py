@@ -319,6 +319,20 @@ class Pool:
         Raises:
             DirectoryUnavailable: every connection stayed busy, or no server answered.
         """
+        conn = self._borrow()
+        try:
+            yield conn
+        except BaseException as exc:
+            self._settle(conn, exc)
+            raise
+        self._settle(conn, None)
+
+    def _borrow(self) -> Connection:
+        """One of the ``size`` places and a connection for it: an idle one, else a new one.
+
+        Raises:
+            DirectoryUnavailable: every connection stayed busy, or no server answered.
+        """
         self._lend()
         try:
             conn = self._take()
@@ -327,23 +341,30 @@ class Pool:
                 with self._lock:
                     conn.generation = self._generation
                 self.opened += 1
-            try:
-                yield conn
-            except (ConnectorError, ldap.LDAPError) as exc:
-                # An outcome (wrong password, no such entry…) leaves the connection usable.
-                if isinstance(exc, (*ldaperrors.CONNECTION_ERRORS, DirectoryUnavailable)):
-                    conn.close()
-                else:
-                    self._give_back(conn)
-                raise
-            except BaseException:
+        except BaseException:
+            self._release()
+            raise
+        return conn
+
+    def _settle(self, conn: Connection, exc: BaseException | None) -> None:
+        """A borrowed connection back to the pool, or closed when ``exc`` may have left it
+        unusable; its place freed either way. An outcome (wrong password, no such entry…)
+        leaves the connection usable."""
+        try:
+            if exc is None or (
+                isinstance(exc, (ConnectorError, ldap.LDAPError))
+                and not isinstance(exc, (*ldaperrors.CONNECTION_ERRORS, DirectoryUnavailable))
+            ):
+                self._give_back(conn)
+            else:
                 conn.close()
-                raise
-            self._give_back(conn)
         finally:
-            with self._lock:
-                self._free += 1
-                self._freed.notify()
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._free += 1
+            self._freed.notify()
 
     def _lend(self) -> None:
         """Take one of the ``size`` places, waiting for one at most the acquire timeout (one
@@ -369,18 +390,25 @@ class Pool:
             DirectoryUnavailable: no server could carry out the operation.
         """
         for attempt in (1, 2):
-            with self.connection() as conn:
-                try:
-                    return operation(conn)
-                except ldaperrors.CONNECTION_ERRORS as exc:
-                    reason = ldaperrors.describe(exc)
-                    self.servers.mark_down(conn.url, reason)
-                    self.invalidate()
-                    if attempt == 2:
-                        raise DirectoryUnavailable(
-                            f"directory unavailable: {reason}", server=conn.url
-                        ) from exc
-                    log.info("%s connection to %s lost (%s); retrying", self.name, conn.url, reason)
+            conn = self._borrow()  # as connection() does, without a generator per operation
+            try:
+                result = operation(conn)
+            except ldaperrors.CONNECTION_ERRORS as exc:
+                self._settle(conn, exc)
+                reason = ldaperrors.describe(exc)
+                self.servers.mark_down(conn.url, reason)
+                self.invalidate()
+                if attempt == 2:
+                    raise DirectoryUnavailable(
+                        f"directory unavailable: {reason}", server=conn.url
+                    ) from exc
+                log.info("%s connection to %s lost (%s); retrying", self.name, conn.url, reason)
+                continue
+            except BaseException as exc:
+                self._settle(conn, exc)
+                raise
+            self._settle(conn, None)
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:

@@ -139,9 +139,12 @@ class _Walk(GroupStrategy):
         depth = 0
         while level:
             depth += 1
-            new = [g for g in level if g.dn.lower() not in found]
-            for g in new:
-                found[g.dn.lower()] = g
+            new: list[Group] = []
+            for g in level:
+                key = g.dn.lower()
+                if key not in found:
+                    found[key] = g
+                    new.append(g)
             level = self._parents(conn, new, found) if new else []
             if depth > 100:  # a sane bound even for a pathological directory
                 log.warning("group nesting of %s deeper than 100 levels; stopped", user.dn)
@@ -178,7 +181,7 @@ class MemberWalkGroups(_Walk):
         dns = [g.dn for g in groups]
         for i in range(0, len(dns), _BATCH):
             flt = self._member_filter(dns[i : i + _BATCH])
-            out.extend(Group(e.dn, e.attrs) for e in self._search(conn, flt))
+            out += [Group(e.dn, e.attrs) for e in self._search(conn, flt)]
         return out
 
 

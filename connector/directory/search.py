@@ -82,11 +82,17 @@ class Entry:
         vals = self.attrs.get(name)  # the server's spelling is usually the one asked for
         if vals is not None:
             return vals
-        lname = name.lower()
+        return self._lowered.get(name.lower(), [])
+
+    @functools.cached_property
+    def _lowered(self) -> dict[str, list[bytes]]:
+        """The attributes by lower-case name (the first spelling wins), made at the first
+        lookup the server's spelling misses: a sign-in asks for several attributes an entry
+        does not hold (``pwdChangedTime``, ``userAccountControl`` on OpenLDAP…)."""
+        out: dict[str, list[bytes]] = {}
         for key, vals in self.attrs.items():
-            if key.lower() == lname:
-                return vals
-        return []
+            out.setdefault(key.lower(), vals)
+        return out
 
     def first_bytes(self, name: str) -> bytes | None:
         """The first raw value of an attribute."""
@@ -128,7 +134,7 @@ def complete_ranges(
     Raises:
         ldap.LDAPError: a read of the next range failed (callers translate it).
     """
-    if not any(";" in key for key in entry.attrs):
+    if not _has_options(entry.attrs):
         return entry
     attrs: dict[str, list[bytes]] = {}
     for key, values in entry.attrs.items():
@@ -202,9 +208,15 @@ def search(
         found = _whole_or_none(conn, base, scope, flt, attrs, min(page, UNPAGED_LIMIT), timeout)
     if found is None:
         found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
-    if any(";" in key for e in found for key in e.attrs):
+    if any(_has_options(e.attrs) for e in found):
         return [complete_ranges(conn, settings, e) for e in found]
     return found
+
+
+def _has_options(attrs: dict[str, list[bytes]]) -> bool:
+    """Whether an attribute name carries options (``member;range=0-1499``): one scan of the
+    names joined, rather than a test per name."""
+    return ";" in "".join(attrs)
 
 
 def _plain(

@@ -92,6 +92,7 @@ class Directory:
         self._profile_lower = frozenset(
             a.partition(";")[0].lower() for a in self.profile_attributes
         )
+        self._profile_names: dict[str, bool] = {}
         self.realm_scopes = realm_scopes(
             settings.kerberos_realm_directories, settings.kerberos_realms, settings.ldap_base
         )
@@ -361,17 +362,23 @@ class Directory:
         ``groups`` given, those rather than the ones the group strategy finds."""
         if groups is None and with_groups:
             groups = self.groups(user)
-        attrs = {
-            name: values
-            for name, values in user.attrs.items()
-            if name.partition(";")[0].lower() in self._profile_lower
-        }
+        attrs = {name: values for name, values in user.attrs.items() if self._in_profile(name)}
         raw = entry_to_raw_profile(user.dn, attrs, groups=groups)
         profile = self.mapper(raw)
         expires_at = self.expiry.expires_at(user)
         if expires_at is not None and "password_expires_at" not in profile:
             profile["password_expires_at"] = expires_at
         return profile
+
+    def _in_profile(self, name: str) -> bool:
+        """Whether an attribute the server named (``sn``, ``jpegPhoto;binary``…) is one the
+        profile carries; remembered per spelling (a directory uses a few dozen)."""
+        known = self._profile_names.get(name)
+        if known is None:
+            known = name.partition(";")[0].lower() in self._profile_lower
+            if len(self._profile_names) < 4096:
+                self._profile_names[name] = known
+        return known
 
     def get_profile(
         self, username: str, *, escaped: bool = False, by_upn: bool = False

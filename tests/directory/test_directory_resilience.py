@@ -160,3 +160,42 @@ def test_a_pool_with_every_connection_lent_says_so_after_its_timeout(ldap_with):
     with pool.connection() as conn:  # given back: lent again, the same one
         assert conn.ldap.whoami_s()
     assert pool.opened == 1
+
+
+def test_run_gives_back_after_an_outcome_closes_after_anything_else_and_frees_its_place(
+    ldap_with,
+):
+    import ldap
+
+    directory = ldap_with(LDAP_POOL_SIZE=1)
+    pool = directory.search_pool
+    first = pool.run(lambda conn: conn)
+    assert pool.opened == 1
+
+    def outcome(conn):
+        raise errors.WrongUsername("no such user")
+
+    with pytest.raises(errors.WrongUsername):
+        pool.run(outcome)
+    assert pool.run(lambda conn: conn) is first  # an outcome leaves the connection lent again
+
+    def broken(conn):
+        raise RuntimeError("a bug in an operation")
+
+    with pytest.raises(RuntimeError):
+        pool.run(broken)
+    second = pool.run(lambda conn: conn)
+    assert second is not first and pool.opened == 2  # closed, not given back
+    lost = []
+
+    def drops_once(conn):
+        if not lost:
+            lost.append(conn)
+            raise ldap.SERVER_DOWN({"desc": "Can't contact LDAP server"})
+        return conn
+
+    third = pool.run(drops_once)  # retried once, on a new connection
+    assert lost == [second] and third is not second and pool.opened == 3
+    # one place (LDAP_POOL_SIZE=1) and it is free after each of these: lent again at once
+    with pool.connection() as conn:
+        assert conn is third and conn.ldap.whoami_s()

@@ -144,3 +144,25 @@ def test_schema_attribute_names_reads_every_name_and_oid():
         "1.2.3.4",
     }
     assert schema_attribute_names([]) == frozenset()
+
+
+def test_entry_values_are_found_whatever_the_spelling():
+    from connector.directory.search import Entry
+
+    entry = Entry("uid=a,dc=x", {"sAMAccountName": [b"a"], "mail": [b"m1"], "MAIL": [b"m2"]})
+    assert entry.values("sAMAccountName") == [b"a"]  # as the server spells it
+    assert entry.values("samaccountname") == [b"a"]
+    assert entry.values("Mail") == [b"m1"]  # the first spelling wins, as before
+    assert entry.values("MAIL") == [b"m2"]  # the exact spelling first
+    assert entry.values("pwdChangedTime") == [] and entry.first("cn") is None
+    assert entry.first("SAMACCOUNTNAME") == "a"
+    assert entry == Entry("uid=a,dc=x", dict(entry.attrs))  # the index is not compared
+
+
+def test_only_option_names_send_an_entry_to_the_range_reads():
+    from connector.directory.search import Entry, complete_ranges
+
+    plain = Entry("cn=g", {"cn": [b"g"], "member": [b"uid=a"]})
+    assert complete_ranges(None, None, plain) is plain  # type: ignore[arg-type]
+    ranged = Entry("cn=g", {"cn": [b"g"], "member;range=0-*": [b"uid=a"]})
+    assert complete_ranges(None, None, ranged).attrs == {"cn": [b"g"], "member": [b"uid=a"]}  # type: ignore[arg-type]
