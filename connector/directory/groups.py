@@ -26,7 +26,7 @@ import ldap
 from ldap.filter import escape_filter_chars
 
 from connector.directory.connections import Connection
-from connector.directory.search import Entry, complete_ranges, ranged, search
+from connector.directory.search import Entry, complete_ranges, ranged, search, search_few
 from connector.profiles import primary_group_sid
 from connector.settings import Settings
 
@@ -63,8 +63,6 @@ class GroupStrategy(abc.ABC):
     name = "abstract"
     #: what a strategy reads of each group beyond the names the profile carries
     walk_attrs: tuple[str, ...] = ()
-    #: whether its searches usually answer few groups (tried unpaged first; see ``search``)
-    likely_small = False
 
     def __init__(self, settings: Settings, *, ranged_values: bool = False) -> None:
         self.settings = settings
@@ -81,14 +79,7 @@ class GroupStrategy(abc.ABC):
 
     def _search(self, conn: Connection, flt: str, base: str | None = None) -> list[Entry]:
         self.queries += 1
-        return search(
-            conn,
-            self.settings,
-            base or self.settings.groups_base,
-            flt,
-            self.attrs,
-            likely_small=self.likely_small,
-        )
+        return search(conn, self.settings, base or self.settings.groups_base, flt, self.attrs)
 
 
 class NoGroups(GroupStrategy):
@@ -160,29 +151,41 @@ class _Walk(GroupStrategy):
     ) -> list[Group]: ...
 
 
-class MemberWalkGroups(_Walk):
-    """Search ``(member=<dn>)`` for the user, then for each level of groups found."""
+class MemberWalkGroups(GroupStrategy):
+    """Search ``(member=<dn>)`` for the user, then for each level of groups found (the DNs of
+    a level OR-ed, :data:`_BATCH` to a search), until no new group appears."""
 
     name = "member"
-    likely_small = True  # one level of groups: a user's or a group's parents
 
     def _member_filter(self, dns: Iterable[str]) -> str:
         attr = self.settings.groups_member_attribute
         parts = [f"({attr}={escape_filter_chars(dn)})" for dn in dns]
         return parts[0] if len(parts) == 1 else "(|" + "".join(parts) + ")"
 
-    def _first_level(self, conn: Connection, user: Entry) -> list[Group]:
-        return [Group(e.dn, e.attrs) for e in self._search(conn, self._member_filter([user.dn]))]
-
-    def _parents(
-        self, conn: Connection, groups: Sequence[Group], seen: dict[str, Group]
-    ) -> list[Group]:
-        out: list[Group] = []
-        dns = [g.dn for g in groups]
-        for i in range(0, len(dns), _BATCH):
-            flt = self._member_filter(dns[i : i + _BATCH])
-            out += [Group(e.dn, e.attrs) for e in self._search(conn, flt)]
-        return out
+    def resolve(self, conn: Connection, user: Entry) -> list[Group]:
+        """Walk level by level, remembering every group seen (so cycles end). Each level is
+        one search that usually answers a few groups (:func:`search_few`); this loop runs
+        several times a sign-in, so it is kept short."""
+        found: dict[str, Group] = {}
+        base = self.settings.groups_base
+        level = [user.dn]
+        depth = 0
+        while level:
+            depth += 1
+            if depth > 102:  # a sane bound even for a pathological directory
+                log.warning("group nesting of %s deeper than 100 levels; stopped", user.dn)
+                break
+            new: list[str] = []
+            for i in range(0, len(level), _BATCH):
+                self.queries += 1
+                flt = self._member_filter(level[i : i + _BATCH])
+                for dn, attrs in search_few(conn, self.settings, base, flt, self.attrs):
+                    key = dn.lower()
+                    if key not in found:
+                        found[key] = Group(dn, attrs)
+                        new.append(dn)
+            level = new
+        return list(found.values())
 
 
 class MemberOfWalkGroups(_Walk):

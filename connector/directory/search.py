@@ -184,33 +184,55 @@ def search(
     *,
     scope: int = ldap.SCOPE_SUBTREE,
     limit: int = 0,
-    likely_small: bool = False,
 ) -> list[Entry]:
     """Search, up to ``limit`` entries: paged (``LDAP_PAGE_SIZE``) when the answer may be
     larger than a server hands out at once; one plain search when it cannot be (a base read,
     or a ``limit`` within both the page size and :data:`UNPAGED_LIMIT`, as a user lookup's 2).
 
-    ``likely_small`` (a level of a group walk: a few groups, seldom hundreds): asked first
-    as one plain search capped at the page size and :data:`UNPAGED_LIMIT`, and asked again
-    paged only when the server says the answer is larger (``sizeLimitExceeded``, also for its
-    own lower cap), so the usual answer costs neither side the paging control. Same entries
-    either way.
+    Raises:
+        ldap.LDAPError: the server refused the search (callers translate it).
+    """
+    page = settings.ldap_page_size
+    if not page or scope == ldap.SCOPE_BASE or 0 < limit <= min(page, UNPAGED_LIMIT):
+        timeout = settings.ldap_operation_timeout
+        found = _plain(conn, base, scope, flt, attrs, limit, timeout)
+    else:
+        found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
+    if any(_has_options(e.attrs) for e in found):
+        return [complete_ranges(conn, settings, e) for e in found]
+    return found
+
+
+def search_few(
+    conn: Connection, settings: Settings, base: str, flt: str, attrs: list[str]
+) -> list[tuple[str, dict[str, list[bytes]]]]:
+    """A subtree search that usually answers a few entries (a level of a group walk: a few
+    groups, seldom hundreds), as ``(dn, attributes)`` pairs: the entries :func:`search` finds.
+
+    Asked first as one plain search capped at the page size and :data:`UNPAGED_LIMIT`, and
+    asked again paged only when the server says the answer is larger (``sizeLimitExceeded``,
+    also for its own lower cap), so the usual answer costs neither side the paging control;
+    ranged attributes read to the end. A sign-in sends several of these: the usual answer is
+    taken as python-ldap gives it, without an :class:`Entry` for each.
 
     Raises:
         ldap.LDAPError: the server refused the search (callers translate it).
     """
     page = settings.ldap_page_size
-    timeout = settings.ldap_operation_timeout
-    found: list[Entry] | None = None
-    if not page or scope == ldap.SCOPE_BASE or 0 < limit <= min(page, UNPAGED_LIMIT):
-        found = _plain(conn, base, scope, flt, attrs, limit, timeout)
-    elif likely_small and not limit:
-        found = _whole_or_none(conn, base, scope, flt, attrs, min(page, UNPAGED_LIMIT), timeout)
-    if found is None:
-        found = _paged(conn, settings, base, scope, flt, attrs, min(limit or page, page), limit)
-    if any(_has_options(e.attrs) for e in found):
-        return [complete_ranges(conn, settings, e) for e in found]
-    return found
+    if page:
+        cap = min(page, UNPAGED_LIMIT)
+        msgid = conn.ldap.search_ext(base, ldap.SCOPE_SUBTREE, flt, attrs, sizelimit=cap)
+        try:
+            _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=settings.ldap_operation_timeout)
+        except ldap.SIZELIMIT_EXCEEDED:
+            pass  # more than one plain answer holds: paged below
+        else:
+            found = [(dn, a) for dn, a in data or () if dn is not None and isinstance(a, dict)]
+            if not any(_has_options(a) for _, a in found):
+                return found
+            whole = [complete_ranges(conn, settings, Entry(dn, a)) for dn, a in found]
+            return [(e.dn, e.attrs) for e in whole]
+    return [(e.dn, e.attrs) for e in search(conn, settings, base, flt, attrs)]
 
 
 def _has_options(attrs: dict[str, list[bytes]]) -> bool:
@@ -239,25 +261,6 @@ def _plain(
         _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
     except ldap.SIZELIMIT_EXCEEDED:
         return _entries_before_limit(conn, base, scope, flt, attrs, limit, timeout)
-    return _entries(data)
-
-
-def _whole_or_none(
-    conn: Connection,
-    base: str,
-    scope: int,
-    flt: str,
-    attrs: list[str] | None,
-    cap: int,
-    timeout: float,
-) -> list[Entry] | None:
-    """All the entries of a search if there are at most ``cap`` (one plain request); None
-    when the server stopped at ``cap`` or at its own size limit (the caller pages)."""
-    msgid = conn.ldap.search_ext(base, scope, flt, attrs, sizelimit=cap)
-    try:
-        _, data, _, _ = conn.ldap.result3(msgid, all=1, timeout=timeout)
-    except ldap.SIZELIMIT_EXCEEDED:
-        return None
     return _entries(data)
 
 
