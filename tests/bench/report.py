@@ -276,7 +276,22 @@ class Table:
                 ok = mine is not None and len(work) == len(bases) and all(work)
                 value = mine / sum(w for w in work if w) if ok and mine is not None else None
                 names = " + ".join(bases)
-                if limit:
+                if limit and row.beside.get("cost"):
+                    # the budget against its baselines measured just before the point; the
+                    # run's own baselines (minutes earlier) shown beside it, without a target
+                    out.append(
+                        target(
+                            f"{kind}@{clients} CPU <= {limit:g} x ({names}) (beside the point)",
+                            row.beside_ratio("cost"),
+                            limit,
+                        )
+                    )
+                    out.append(
+                        target(
+                            f"{kind}@{clients} CPU / ({names}) (the run's baselines)", value, None
+                        )
+                    )
+                elif limit:
                     out.append(
                         target(f"{kind}@{clients} CPU <= {limit:g} x ({names})", value, limit)
                     )

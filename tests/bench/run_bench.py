@@ -157,6 +157,28 @@ class Bench:
             print(f"    first error: {point.first_error}", flush=True)
         return row
 
+    def beside(self, clients: int, setups: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
+        """The baselines of an issue 12 CPU budget measured again just before its point, for
+        ``--beside-seconds`` each (not added to the table; printed): their CPU ms per operation
+        by kind and in all. This host's speed drifts by a quarter from one minute to the next,
+        and the run's own baselines were measured minutes earlier."""
+        if self.args.beside_seconds <= 0:
+            return {}
+        costs: dict[str, float | None] = {}
+        for kind, (setup, options) in setups.items():
+            row = self.measure(
+                f"{kind}, beside the next point",
+                kind,
+                setup,
+                clients,
+                seconds=self.args.beside_seconds,
+                record=False,
+                **options,
+            )
+            costs[kind] = row.cost()
+        total = sum(v for v in costs.values() if v) if all(costs.values()) else None
+        return {"kinds": costs, "cost": total}
+
     def hub_events(self) -> dict[str, int]:
         """The devhub's event counters (``signinRelays``: relay requests, ``sessionWaits``:
         callbacks that came before their relay and waited, ...)."""
@@ -561,7 +583,14 @@ class Bench:
                     parts=("lean", "slapd"),
                 )
         for c in CONCURRENCY:
-            self.measure(
+            beside = self.beside(
+                c,
+                {
+                    "http_health": (self.health_setup(), {}),
+                    "ldap_raw": (self.ldap_setup(d.users, 20 + c), {}),
+                },
+            )
+            row = self.measure(
                 "form login POST /wsfed + hub postTokenUrl, generated users",
                 "form",
                 self.form_setup(d.users, 5),
@@ -569,6 +598,7 @@ class Bench:
                 parts=("connector", "devhub", "slapd"),
                 profile=True,
             )
+            row.beside = beside
         for c in CONCURRENCY:
             self.measure(
                 "form login POST /wsfed + hub postTokenUrl, the nested user",
@@ -694,15 +724,32 @@ class Bench:
                 )
         query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
         for c in CONCURRENCY:
-            self.measure(
+            tokens = self.token_sets()[c]
+            gssapi = baselines.gssapi_accept(
+                kdc.keytab, f"file2:{rc}/gssapi-beside-{c}", kdc.krb5_conf, tokens, c
+            )
+            users = self.site.kerberos_users
+            lookup = baselines.ldap_validate(
+                s.uri, s.ca_file, s.bind_dn, s.bind_pw, s.people_dn, s.groups_dn, users, None, 9 + c
+            )
+            beside = self.beside(
+                c,
+                {
+                    "http_health": (self.health_setup(), {}),
+                    "gssapi_raw": (gssapi, {"limit": cap}),
+                    "ldap_raw_lookup": (lookup, {}),
+                },
+            )
+            row = self.measure(
                 "Negotiate sign-in GET /wsfed + hub postTokenUrl",
                 "negotiate",
-                self.negotiate_setup(conn.port, f"/wsfed?{query}", self.token_sets()[c], c),
+                self.negotiate_setup(conn.port, f"/wsfed?{query}", tokens, c),
                 c,
                 limit=cap,
                 parts=("connector", "devhub", "slapd"),
                 profile=True,
             )
+            row.beside = beside
 
     # ---- (5) group resolution ------------------------------------------------------------
 
@@ -890,6 +937,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--max-backlog", type=int, default=4000, help="most commands in the drained backlog"
+    )
+    p.add_argument(
+        "--beside-seconds",
+        type=float,
+        default=3.0,
+        help="the CPU budgets' baselines measured again just before each point, this long "
+        "(0: compare with the run's own baselines only)",
     )
     p.add_argument(
         "--drains", type=int, default=3, help="backlogs drained; the table keeps the median (3)"
