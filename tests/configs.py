@@ -43,3 +43,12 @@ def ad_config(ad: Any, **overrides: Any) -> dict[str, Any]:
         del cfg["LDAP_URL"]
     cfg.update(overrides)
     return cfg
+
+
+def mit_kerberos(kdc: Any) -> dict[str, Any]:
+    """The settings of Kerberos sign-in against the MIT KDC fixture (``HTTP/localhost``)."""
+    return {
+        "KERBEROS_KEYTAB": kdc.keytab,
+        "KERBEROS_REALMS": [kdc.realm],
+        "KERBEROS_SERVICE_PRINCIPAL": "HTTP/localhost",
+    }

@@ -17,11 +17,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import flask
 import pytest
 import requests
-from configs import openldap_config
+from configs import mit_kerberos, openldap_config
 from connector_proc import setup_config
 from hubs import start_devhub
 from werkzeug.test import Client, EnvironBuilder
 
+from connector import errors
 from connector.settings import load_settings
 from connector.web import create_app, services
 from connector.web.signin import SIGNIN_PAGE, HandOff, SignInHotPath
@@ -118,12 +119,17 @@ def test_a_sign_in_is_answered_without_flask_and_lands_at_the_hub(site, caplog):
     assert hot[0] == plain[0] == 303
     assert same_but_ref(hot, plain)
     assert dict(hot[1])["X-Frame-Options"] == "DENY"
-    for _, headers, _ in (hot, plain):  # each ref is its own, and each lands
-        location = dict(headers)["Location"]
-        assert location.startswith("https://app.example/after?")
-        ref = parse_qs(urlsplit(location).query)["ref"][0]
+    for _, headers, _ in (hot, plain):
+        assert dict(headers)["Location"].startswith("https://app.example/after?")
+    lands(hub, "ctx-hot", hot, plain)
+
+
+def lands(hub: Any, wctx: str, *answers: tuple[Any, ...]) -> None:
+    """Each answer's ref is its own, and each lands at the hub with dave's groups."""
+    for _, headers, _ in answers:
+        ref = parse_qs(urlsplit(dict(headers)["Location"]).query)["ref"][0]
         page = requests.get(
-            hub.url("login/callback"), params={"wctx": "ctx-hot", "ref": ref}, timeout=15
+            hub.url("login/callback"), params={"wctx": wctx, "ref": ref}, timeout=15
         )
         assert page.status_code == 200, page.text
         assert "team-core" in page.text and "everyone" in page.text
@@ -263,3 +269,175 @@ def test_the_hand_off_calls_back_once_its_answer_is_closed():
     assert calls == [1, 1]
     nothing = HandOff(headers[0][1], headers[1:], None)  # nothing to call: nothing called
     nothing({}, lambda *a: None).close()
+
+
+# --- Negotiate: GET /wsfed with a Kerberos token -------------------------------------------
+
+KRB_QUERY = {"wtrealm": "urn:acme", "wctx": "ctx-krb"}
+MASKS = (
+    (re.compile(r"ref=[A-Za-z0-9_-]+"), "ref=R"),
+    (re.compile(r"Negotiate [A-Za-z0-9+/=]+"), "Negotiate T"),  # each context's own token
+    (re.compile(r'name="csrf_token" value="[^"]+"'), 'name="csrf_token" value="C"'),
+    (re.compile(r"((?:__Host-)?connector_csrf)=[^;]+"), r"\1=C"),
+)
+
+
+@pytest.fixture(scope="module")
+def krb_site(
+    tmp_path_factory: pytest.TempPathFactory, slapd: Any, mit_kdc: Any
+) -> Iterator[tuple[Any, Any, Any]]:
+    """The product's app with Kerberos on (MIT KDC, ``HTTP/localhost``), its agent on a devhub
+    that offers Negotiate to 127.0.0.0/8, and a maker of fresh tokens for dave."""
+    import base64
+
+    import spnego
+
+    tmp = tmp_path_factory.mktemp("signin-hotpath-krb")
+    hub = start_devhub(tmp / "hub", lease_seconds=4, kerberos=True, ip_ranges=["127.0.0.0/8"])
+    path = setup_config(
+        tmp / "connector",
+        openldap_config(slapd),
+        hub.ticket_url,
+        POLL_WAIT_SECONDS=2,
+        **mit_kerberos(mit_kdc),
+    )
+    env = pytest.MonkeyPatch()
+    (tmp / "rcache").mkdir()
+    env.setenv("KRB5_CONFIG", mit_kdc.krb5_conf)
+    env.setenv("KRB5RCACHEDIR", str(tmp / "rcache"))
+    env.setenv("KRB5CCNAME", "MEMORY:signin-hotpath")
+    app = create_app(load_settings(path, environ={}), {"TESTING": True})
+    svc = services(app)
+    assert svc.settings.kerberos_auth and svc.start_agent() is not None
+    principal, password = f"dave@{mit_kdc.realm}", mit_kdc.users["dave"]
+
+    def token() -> str:
+        ctx = spnego.client(
+            principal, password, hostname="localhost", service="HTTP", protocol="negotiate"
+        )
+        return "Negotiate " + base64.b64encode(ctx.step()).decode()
+
+    try:
+        yield hub, app, token
+    finally:
+        svc.drain(timeout=10)
+        hub.stop()
+        env.undo()
+
+
+def get(wsgi: Any, headers: dict[str, str], **options: Any) -> tuple[Any, ...]:
+    """(status, headers, body) of ``GET /wsfed`` (the sign-in's query) sent to ``wsgi``."""
+    query = options.pop("query", KRB_QUERY)
+    options.setdefault("environ_base", {"REMOTE_ADDR": "127.0.0.1"})  # in the hub's range
+    resp = Client(wsgi, use_cookies=False).get(
+        "/wsfed", query_string=query, headers=headers, **options
+    )
+    return resp.status_code, list(resp.headers.items()), resp.get_data(as_text=True)
+
+
+def masked(answer: tuple[Any, ...]) -> list[str]:
+    """An answer with what differs from one request to the next masked: the ``ref``, the
+    server's mutual-authentication token, a new CSRF cookie and its token."""
+    out = []
+    for part in answer:
+        text = str(part)
+        for pattern, mask in MASKS:
+            text = pattern.sub(mask, text)
+        out.append(text)
+    return out
+
+
+def audit_lines(caplog: Any) -> list[str]:
+    lines = [r.getMessage() for r in caplog.records if r.name == "connector.audit"]
+    return [re.sub(r"correlation=\w+", "", m) for m in lines]
+
+
+def test_a_kerberos_sign_in_is_answered_without_flask_and_lands_at_the_hub(krb_site, caplog):
+    hub, app, token = krb_site
+    seen = flask_requests(app)
+    caplog.set_level(logging.INFO, logger="connector.audit")
+    hot = get(app.wsgi_app, {"Authorization": token()})
+    assert seen == []  # Flask never saw the request
+    hot_audit = audit_lines(caplog)
+    caplog.clear()
+    assert (
+        len(hot_audit) == 1
+        and "login method=kerberos user='dave' outcome=success" in (hot_audit[0])
+    )
+    assert "principal='dave@EXAMPLE.TEST'" in hot_audit[0]
+    plain = get(app.wsgi_app.app, {"Authorization": token()})
+    assert seen == ["/wsfed"] and audit_lines(caplog) == hot_audit
+    assert hot[0] == plain[0] == 303
+    assert masked(hot) == masked(plain)
+    assert dict(hot[1])["WWW-Authenticate"].startswith("Negotiate ")  # mutual authentication
+    assert dict(hot[1])["X-Frame-Options"] == "DENY"
+    lands(hub, "ctx-krb", hot, plain)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "hot_path"),
+    [
+        ("a replayed token", 200, True),
+        ("a token that is not Kerberos", 200, True),
+        ("the directory down", 200, True),
+        ("another realm", 400, False),
+        ("a client outside the range", 200, False),
+        ("no token", 401, False),
+    ],
+)
+def test_every_other_kerberos_answer_is_flasks_page_made_once(
+    krb_site, caplog, monkeypatch, case, status, hot_path
+):
+    _, app, token = krb_site
+    options: dict[str, Any] = {}
+
+    def header() -> dict[str, str]:
+        if case == "a replayed token":
+            used = token()
+            assert get(app.wsgi_app.app, {"Authorization": used})[0] == 303
+            return {"Authorization": used}
+        if case == "a token that is not Kerberos":
+            return {"Authorization": "Negotiate " + "QUFBQQ==" * 4}
+        if case == "no token":
+            return {}
+        return {"Authorization": token()}
+
+    if case == "another realm":
+        options["query"] = {**KRB_QUERY, "wtrealm": "urn:other"}
+    if case == "a client outside the range":
+        options["environ_base"] = {"REMOTE_ADDR": "10.9.9.9"}
+    if case == "the directory down":
+
+        def down() -> Any:
+            raise errors.DirectoryUnavailable("directory unavailable: test")
+
+        monkeypatch.setattr(services(app), "require_directory", down)
+    answers, audits = [], []
+    for wsgi in (app.wsgi_app, app.wsgi_app.app):
+        sent = header()
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="connector.audit")
+        seen = flask_requests(app)
+        answers.append(get(wsgi, sent, **dict(options)))
+        audits.append(audit_lines(caplog))
+        assert seen == ["/wsfed"], case  # the page made by Flask, once
+    hot, plain = answers
+    assert hot[0] == plain[0] == status, case
+    assert masked(hot) == masked(plain), case
+    assert audits[0] == audits[1] and len(audits[0]) == (1 if hot_path else 0), case
+
+
+def test_a_kerberos_exception_is_flasks_500_and_logged(krb_site, monkeypatch, caplog):
+    _, app, token = krb_site
+
+    def broken() -> Any:
+        raise RuntimeError("a bug in the directory layer")
+
+    monkeypatch.setattr(services(app), "require_directory", broken)
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production
+    caplog.set_level(logging.ERROR)
+    status, _, body = get(app.wsgi_app, {"Authorization": token()})
+    assert status == 500 and "a bug" not in body
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "Exception on /wsfed [GET]" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError

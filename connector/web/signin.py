@@ -45,6 +45,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_cookie
 from werkzeug.urls import iri_to_uri
+from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from connector import audit, clientcert, errors, metrics
@@ -427,11 +428,18 @@ def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], Respon
 
 
 def _kerberos_refused(
-    begun: _Begun, exc: KerberosRejected, user: str | None = None, principal: str | None = None
-) -> Response:
-    """The form with the reason a ticket did not sign anybody in, and the audit line."""
-    _audit("kerberos", user, f"rejected:{exc.code}", begun.addr, begun.correlation, principal)
-    return _render_form(
+    begun: _Begun,
+    exc: KerberosRejected,
+    started: float | None,
+    user: str | None = None,
+    principal: str | None = None,
+) -> Page:
+    """The audit line of a ticket that did not sign anybody in, and the form with the reason
+    (still to be made)."""
+    audit_ctx = (begun.addr, begun.correlation, principal, started)
+    _audit("kerberos", user, f"rejected:{exc.code}", *audit_ctx)
+    return functools.partial(
+        _render_form,
         begun.params,
         f"Automatic sign-in did not work ({exc.reason}). Sign in with your password.",
     )
@@ -477,10 +485,18 @@ def _certificate(begun: _Begun) -> ResponseReturnValue | None:
 
 
 @bp.route("/wsfed", methods=["GET"])
+def signin_get_view() -> ResponseReturnValue:
+    """Start a sign-in, or make the page :class:`SignInHotPath` left for Flask to make."""
+    page = request.environ.pop(SIGNIN_PAGE, None)
+    if page is not None:
+        return _made(page)
+    return signin_get()
+
+
 @_begun
 def signin_get(begun: _Begun) -> ResponseReturnValue:
     """Start a sign-in: Negotiate for clients in range, the form for everyone else."""
-    svc, params, target, addr, correlation = begun
+    svc, params, addr = begun.svc, begun.params, begun.addr
     if svc.settings.client_cert_auth:
         answered = _certificate(begun)
         if answered is not None:
@@ -491,13 +507,27 @@ def signin_get(begun: _Begun) -> ResponseReturnValue:
         return _render_form(params)
     if not header.lower().startswith(("negotiate ", "ntlm ")) and header.lower() != "negotiate":
         return _render_form(params, status=401, negotiate=True)
+    return _made(sign_in_negotiate(begun, header, g.get("signin_started")))
+
+
+def sign_in_negotiate(begun: _Begun, header: str, started: float | None) -> HandOff | Page:
+    """A Negotiate sign-in of a client offered Kerberos, its ``Authorization`` header in
+    hand: the hand-off with the server's mutual-authentication token, or the form with the
+    reason (a ticket refused, the account unusable, the directory down).
+
+    Needs no request context (:class:`SignInHotPath` calls it in front of Flask): the 303 is
+    made here, every other answer is a :data:`Page` for Flask to make.
+    """
+    svc, params, target, addr, correlation = begun
     acceptor = svc.kerberos
     if acceptor is None:
-        return _render_form(params, "Kerberos sign-in is not available; use your password.")
+        return functools.partial(
+            _render_form, params, "Kerberos sign-in is not available; use your password."
+        )
     try:
         accepted = acceptor.accept(header)
     except KerberosRejected as exc:
-        return _kerberos_refused(begun, exc)
+        return _kerberos_refused(begun, exc, started)
     user = accepted.username
     try:
         by_upn = svc.settings.kerberos_principal_mapping == "upn"
@@ -505,21 +535,22 @@ def signin_get(begun: _Begun) -> ResponseReturnValue:
             user, accepted.realm, by_upn=by_upn, logon_info=accepted.logon_info
         )
     except KerberosRejected as exc:
-        return _kerberos_refused(begun, exc, user, accepted.principal)
+        return _kerberos_refused(begun, exc, started, user, accepted.principal)
     except errors.ConnectorError as exc:
-        _audit("kerberos", user, exc.wire_name, addr, correlation, accepted.principal)
-        return _render_form(params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"]))
-    return _made(
-        _hand_off(
-            svc,
-            params,
-            profile,
-            "kerberos",
-            target,
-            (user, addr, correlation),
-            {"WWW-Authenticate": accepted.www_authenticate},
-            accepted.principal,
+        _audit("kerberos", user, exc.wire_name, addr, correlation, accepted.principal, started)
+        return functools.partial(
+            _render_form, params, MESSAGES.get(exc.wire_name, MESSAGES["Unexpected"])
         )
+    return _hand_off(
+        svc,
+        params,
+        profile,
+        "kerberos",
+        target,
+        (user, addr, correlation),
+        {"WWW-Authenticate": accepted.www_authenticate},
+        accepted.principal,
+        started,
     )
 
 
@@ -631,9 +662,13 @@ def _raise(exc: BaseException) -> Response:
 
 
 class SignInHotPath:
-    """WSGI middleware in front of Flask: a browser's form post to ``/wsfed`` signed in
-    without Flask's own part of a request (its contexts, routing and response processing:
-    about 0.2 ms of CPU a sign-in here, a fifth of the whole).
+    """WSGI middleware in front of Flask: a browser's form post to ``/wsfed``, and its
+    ``GET /wsfed`` with a Negotiate token, signed in without Flask's own part of a request
+    (its contexts, routing and response processing: about 0.2 ms of CPU a sign-in here, a
+    fifth of the whole).
+
+    A ``GET /wsfed`` that Flask's view would hand to :func:`sign_in_negotiate` (see
+    :meth:`_negotiating`) is signed in here by that function, in the same way.
 
     A ``POST /wsfed`` whose body :func:`read_urlencoded` reads is signed in here by
     :func:`sign_in_form`, the function Flask's view calls. Its 303 (a :class:`HandOff`)
@@ -653,17 +688,49 @@ class SignInHotPath:
         self._svc = services(flask_app)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") != "/wsfed" or environ.get("REQUEST_METHOD") != "POST":
+        if environ.get("PATH_INFO") != "/wsfed":
             return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
         started = time.monotonic()
-        form = read_urlencoded(environ, self._flask.config.get("MAX_CONTENT_LENGTH"))
-        if form is None:
+        if method == "POST":
+            form = read_urlencoded(environ, self._flask.config.get("MAX_CONTENT_LENGTH"))
+            if form is None:
+                return self.app(environ, start_response)
+            sign_in = functools.partial(sign_in_form, self._svc, environ, form, started)
+        elif method == "GET":
+            begun = self._negotiating(environ)
+            if begun is None:
+                return self.app(environ, start_response)
+            header = environ["HTTP_AUTHORIZATION"]
+            sign_in = functools.partial(sign_in_negotiate, begun, header, started)
+        else:
             return self.app(environ, start_response)
         try:
-            answer = sign_in_form(self._svc, environ, form, started)
+            answer = sign_in()
         except Exception as exc:  # noqa: BLE001 - raised again in Flask: logged, 500
             answer = functools.partial(_raise, exc)
         if isinstance(answer, HandOff):
             return answer(environ, start_response)
         environ[SIGNIN_PAGE] = answer
         return self.app(environ, start_response)
+
+    def _negotiating(self, environ: dict[str, Any]) -> _Begun | None:
+        """A ``GET /wsfed`` that Flask's view would pass to :func:`sign_in_negotiate`: a
+        ``Negotiate`` token from a client offered Kerberos, the realm and return URL accepted,
+        client certificates off (they are tried first). None for every other: Flask's view
+        answers it (the form, the 401 offering Negotiate, a refusal, a certificate)."""
+        svc = self._svc
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if svc.settings.client_cert_auth or header[:10].lower() != "negotiate ":
+            return None
+        try:  # the query parsed as Flask's view parses it (the body is not read)
+            params = _params(WsgiRequest(environ, populate_request=False, shallow=True).args)
+        except UnicodeDecodeError:  # not UTF-8: Flask's view answers it as it always has
+            return None
+        target = _target(svc, params)
+        if not isinstance(target, str):
+            return None
+        addr = _client_of(svc, environ)
+        if not svc.offers_negotiate(addr, environ.get("HTTP_USER_AGENT")):
+            return None
+        return _Begun(svc, params, target, addr, secrets.token_hex(8))

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 import spnego
-from configs import openldap_config
+from configs import mit_kerberos, openldap_config
 from connector_proc import ConnectorProcess, setup_config
 from hubs import DevHubProcess, start_devhub
 from nginx_site import SITE_FILE, Nginx, adapt_site
@@ -111,9 +111,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, slapd: Any, mit_kdc: Any) -> 
             openldap_config(slapd),
             hub.ticket_url,
             POLL_WAIT_SECONDS=2,
-            KERBEROS_KEYTAB=mit_kdc.keytab,
-            KERBEROS_REALMS=[mit_kdc.realm],
-            KERBEROS_SERVICE_PRINCIPAL="HTTP/localhost",
+            **mit_kerberos(mit_kdc),
         )
         config = json.loads((state / "config.json").read_text())
         assert config["KERBEROS_AUTH"] is True
