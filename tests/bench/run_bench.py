@@ -894,16 +894,19 @@ class Bench:
 
 
 def git_state() -> dict[str, Any]:
-    """Which code was measured: HEAD and the files changed under connector/ (uncommitted)."""
+    """Which code is measured: HEAD and the files changed under connector/ (uncommitted), as
+    the run starts."""
 
     def git(*cmd: str) -> str:
         out = subprocess.run(
             ["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=20, check=False
         )
-        return out.stdout.strip()
+        return out.stdout
 
+    # porcelain lines are "XY path": the status's first column may be a space
     changed = [line[3:] for line in git("status", "--porcelain", "connector").splitlines()]
-    return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted_under_connector": changed}
+    head = git("rev-parse", "--short", "HEAD").strip()
+    return {"head": head, "uncommitted_under_connector": changed}
 
 
 def _tokens_worker(n: int, ccaches: list[str], krb5_conf: str) -> list[bytes]:
@@ -1053,6 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, site)
     started = datetime.datetime.now(datetime.UTC)
     env_before = environment_note()
+    measured = git_state()  # the code the workers load now (not what the tree holds at the end)
     print(f"bench: work directory {workdir}; load average {env_before['loadavg']}", flush=True)
     details: dict[str, Any] = {}
     failure: list[BaseException] = []
@@ -1107,7 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "log_level": args.log_level,
             "profiles": bench.profiles,
-            "git": git_state(),
+            "git": measured,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         }
     )
