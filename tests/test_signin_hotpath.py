@@ -20,7 +20,7 @@ import requests
 from configs import mit_kerberos, openldap_config
 from connector_proc import setup_config
 from hubs import start_devhub
-from werkzeug.test import Client, EnvironBuilder
+from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 from connector import errors
 from connector.settings import load_settings
@@ -441,3 +441,24 @@ def test_a_kerberos_exception_is_flasks_500_and_logged(krb_site, monkeypatch, ca
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(logged) == 1 and "Exception on /wsfed [GET]" in logged[0].getMessage()
     assert logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
+
+
+def test_a_query_that_is_not_utf8_is_left_to_flask(krb_site, caplog):
+    """A query whose raw bytes are not UTF-8: the hot path leaves it to Flask's view, which
+    refuses it with a page that says so (400) and a log line."""
+    _, app, token = krb_site
+    seen = flask_requests(app)
+    answers = []
+    for wsgi in (app.wsgi_app, app.wsgi_app.app):
+        env = EnvironBuilder(
+            path="/wsfed",
+            headers={"Authorization": token()},
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        ).get_environ()
+        env["QUERY_STRING"] = "wtrealm=urn:acme&wctx=\xff\xfe"  # WSGI: the raw bytes as latin-1
+        body, status, _ = run_wsgi_app(wsgi, env, buffered=True)  # the environ as it is
+        answers.append(masked((status, b"".join(body).decode())))
+    assert seen == ["/wsfed", "/wsfed"]  # both reached Flask's view
+    assert answers[0] == answers[1]
+    assert answers[0][0] == "400 BAD REQUEST" and "Malformed sign-in request" in answers[0][1]
+    assert sum("query is not UTF-8" in r.getMessage() for r in caplog.records) == 2

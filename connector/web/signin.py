@@ -417,7 +417,16 @@ def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], Respon
     @functools.wraps(view)
     def wrapper() -> ResponseReturnValue:
         svc = services(current_app)
-        params = _params(request.args)
+        try:
+            params = _params(request.args)
+        except UnicodeDecodeError:  # raw bytes in the query that are not UTF-8
+            log.warning("refused a sign-in request whose query is not UTF-8 (client %s)", _client())
+            return _error_page(
+                "Malformed sign-in request",
+                "This sign-in request cannot be read. Go back to the application and sign in "
+                "again.",
+                400,
+            )
         target = _target(svc, params)
         if not isinstance(target, str):
             return target()
@@ -725,7 +734,7 @@ class SignInHotPath:
             return None
         try:  # the query parsed as Flask's view parses it (the body is not read)
             params = _params(WsgiRequest(environ, populate_request=False, shallow=True).args)
-        except UnicodeDecodeError:  # not UTF-8: Flask's view answers it as it always has
+        except UnicodeDecodeError:  # not UTF-8: Flask's view refuses it (400)
             return None
         target = _target(svc, params)
         if not isinstance(target, str):
