@@ -66,8 +66,9 @@ class Row:
     #: the devhub's event counters over the point (relay requests, callbacks that waited for
     #: their relay, ...) where the point involves the devhub: how the relay behaved
     hub_events: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: a baseline measured just before this point rather than elsewhere in the run (a drained
-    #: backlog: raw validate at 4 clients while the agents are held): kind, clients, rate, cost
+    #: baselines measured just before this point rather than elsewhere in the run: a drained
+    #: backlog's raw validate at 4 clients while the agents are held (kind, clients, rate,
+    #: cost); a CPU budget's baselines (kinds: each one's cost; cost: their sum)
     beside: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
