@@ -409,6 +409,17 @@ class _Begun(NamedTuple):
     correlation: str
 
 
+def _begin(svc: Services, environ: dict[str, Any], source: Any) -> _Begun | Page:
+    """A sign-in started from the values in ``source`` (the query, or the posted form): its
+    realm and return URL accepted, with the client and a fresh correlation id; else the page
+    refusing the request (still to be made)."""
+    params = _params(source)
+    target = _target(svc, params)
+    if not isinstance(target, str):
+        return target
+    return _Begun(svc, params, target, _client_of(svc, environ), secrets.token_hex(8))
+
+
 def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], ResponseReturnValue]:
     """A sign-in view of the query's values, called once the realm and return URL are
     accepted (else the page refusing the request is the answer) with the client and a fresh
@@ -416,9 +427,8 @@ def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], Respon
 
     @functools.wraps(view)
     def wrapper() -> ResponseReturnValue:
-        svc = services(current_app)
         try:
-            params = _params(request.args)
+            args = request.args
         except UnicodeDecodeError:  # raw bytes in the query that are not UTF-8
             log.warning("refused a sign-in request whose query is not UTF-8 (client %s)", _client())
             return _error_page(
@@ -427,11 +437,8 @@ def _begun(view: Callable[[_Begun], ResponseReturnValue]) -> Callable[[], Respon
                 "again.",
                 400,
             )
-        target = _target(svc, params)
-        if not isinstance(target, str):
-            return target()
-        addr = _client_of(svc, request.environ)
-        return view(_Begun(svc, params, target, addr, secrets.token_hex(8)))
+        begun = _begin(services(current_app), request.environ, args)
+        return view(begun) if isinstance(begun, _Begun) else begun()
 
     return wrapper
 
@@ -586,11 +593,10 @@ def sign_in_form(
     Needs no request context (:class:`SignInHotPath` calls it in front of Flask): the 303 is
     made here, every other answer is a :data:`Page` for Flask to make.
     """
-    params = _params(form)
-    target = _target(svc, params)
-    if not isinstance(target, str):
-        return target
-    addr, correlation = _client_of(svc, environ), secrets.token_hex(8)
+    begun = _begin(svc, environ, form)
+    if not isinstance(begun, _Begun):
+        return begun
+    _, params, target, addr, correlation = begun
     secure = environ.get("wsgi.url_scheme") == "https"
     sent = parse_cookie(environ).get(csrf_cookie_name(CSRF_COOKIE, secure))
     page = functools.partial(_render_form, params)
@@ -733,13 +739,12 @@ class SignInHotPath:
         if svc.settings.client_cert_auth or header[:10].lower() != "negotiate ":
             return None
         try:  # the query parsed as Flask's view parses it (the body is not read)
-            params = _params(WsgiRequest(environ, populate_request=False, shallow=True).args)
+            args = WsgiRequest(environ, populate_request=False, shallow=True).args
         except UnicodeDecodeError:  # not UTF-8: Flask's view refuses it (400)
             return None
-        target = _target(svc, params)
-        if not isinstance(target, str):
+        begun = _begin(svc, environ, args)
+        if not isinstance(begun, _Begun):
             return None
-        addr = _client_of(svc, environ)
-        if not svc.offers_negotiate(addr, environ.get("HTTP_USER_AGENT")):
+        if not svc.offers_negotiate(begun.addr, environ.get("HTTP_USER_AGENT")):
             return None
-        return _Begun(svc, params, target, addr, secrets.token_hex(8))
+        return begun
