@@ -66,9 +66,9 @@ class Row:
     #: the devhub's event counters over the point (relay requests, callbacks that waited for
     #: their relay, ...) where the point involves the devhub: how the relay behaved
     hub_events: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: baselines measured just before this point rather than elsewhere in the run: a drained
-    #: backlog's raw validate at 4 clients while the agents are held (kind, clients, rate,
-    #: cost); a CPU budget's baselines (kinds: each one's cost; cost: their sum)
+    #: baselines measured just before this point rather than elsewhere in the run (a drained
+    #: backlog's raw validate while the agents are held; a CPU budget's): ``kinds``, each
+    #: one's rate and cost, and ``cost``, their sum (see ``Bench.beside``)
     beside: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -124,10 +124,13 @@ class Row:
             total += self.client_cpu_ms_per_op or 0.0
         return total
 
-    def beside_ratio(self, what: str) -> float | None:
-        """This point's ``rate`` or ``cost`` over the baseline's measured beside it."""
-        mine = self.rate if what == "rate" else self.cost()
-        theirs = self.beside.get(what)
+    def beside_ratio(self, what: str, kind: str = "") -> float | None:
+        """This point's ``cost`` over its baselines' measured beside it, or its ``rate`` over
+        the one of ``kind``."""
+        if what == "cost":
+            mine, theirs = self.cost(), self.beside.get("cost")
+        else:
+            mine, theirs = self.rate, self.beside.get("kinds", {}).get(kind, {}).get("rate")
         return round(mine / theirs, 3) if mine and theirs else None
 
     def line(self) -> str:
@@ -173,7 +176,8 @@ class Table:
             for base_kind, target in RATIOS.get(row.kind, []):
                 clients = 4 if row.kind == "channel_drain" else row.clients
                 base = self.find(base_kind, clients)
-                beside = row.beside if row.beside.get("kind") == base_kind else None
+                # a target is read against the baseline measured beside the point, if any
+                beside = row.beside.get("kinds", {}).get(base_kind) if target else None
                 base_rate = beside["rate"] if beside else base.rate if base else None
                 if not base_rate:
                     continue
@@ -300,7 +304,7 @@ class Table:
                     out.append(target(f"{kind}@{clients} CPU / ({names}) (reference)", value, None))
         drain, raw = self.find("channel_drain", self.drain_clients()), self.find("ldap_raw", 4)
         if drain is not None:
-            if drain.beside:
+            if drain.beside.get("cost"):
                 value, where = drain.beside_ratio("cost"), " (beside the drain)"
             else:
                 mine, theirs = drain.cost(), raw.cost() if raw is not None else None

@@ -157,27 +157,33 @@ class Bench:
             print(f"    first error: {point.first_error}", flush=True)
         return row
 
-    def beside(self, clients: int, setups: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
-        """The baselines of an issue 12 CPU budget measured again just before its point, for
-        ``--beside-seconds`` each (not added to the table; printed): their CPU ms per operation
-        by kind and in all. This host's speed drifts by a quarter from one minute to the next,
-        and the run's own baselines were measured minutes earlier."""
+    def beside(
+        self,
+        clients: int,
+        setups: dict[str, tuple[Any, dict[str, Any]]],
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """A point's baselines measured again just before it (an issue 12 CPU budget's, or a
+        drained backlog's raw validate), for ``seconds`` each (``--beside-seconds``; not added
+        to the table; printed): each one's rate and CPU ms per operation by kind, and their CPU
+        in all (``Row.beside``). This host's speed drifts by a quarter from one minute to the
+        next, and the run's own baselines were measured minutes earlier."""
         if self.args.beside_seconds <= 0:
             return {}
-        costs: dict[str, float | None] = {}
+        kinds: dict[str, dict[str, Any]] = {}
         for kind, (setup, options) in setups.items():
             row = self.measure(
                 f"{kind}, beside the next point",
                 kind,
                 setup,
                 clients,
-                seconds=self.args.beside_seconds,
+                seconds=self.args.beside_seconds if seconds is None else seconds,
                 record=False,
                 **options,
             )
-            costs[kind] = row.cost()
-        total = sum(v for v in costs.values() if v) if all(costs.values()) else None
-        return {"kinds": costs, "cost": total}
+            kinds[kind] = {"rate": row.rate, "cost": row.cost()}
+        costs = [k["cost"] for k in kinds.values()]
+        return {"kinds": kinds, "cost": sum(costs) if all(costs) else None}
 
     def hub_events(self) -> dict[str, int]:
         """The devhub's event counters (``signinRelays``: relay requests, ``sessionWaits``:
@@ -378,7 +384,7 @@ class Bench:
         for i in range(self.args.drains):
             row = self._drain_once(n, seed=10 + i, profile=i == 0)
             drains.append((row, self._batch_sizes()))
-            cpu, rate = row.beside_ratio("cost"), row.beside_ratio("rate")
+            cpu, rate = row.beside_ratio("cost"), row.beside_ratio("rate", "ldap_raw")
             print(f"    drain {i + 1}/{self.args.drains}: {row.line().strip()}", flush=True)
             print(f"    against raw validate@4 beside: CPU {cpu}, rate {rate}", flush=True)
             print(f"    hub: {drains[-1][1]}", flush=True)
@@ -402,15 +408,8 @@ class Bench:
         hub.add_fault(delay=hold, count=self.site.workers, endpoint="poll")
         held = time.monotonic()
         # while the polls in flight return and the next ones are held: the baseline beside
-        raw = self.measure(
-            "raw python-ldap validate (search+bind+walk), generated users",
-            "ldap_raw",
-            self.ldap_setup(d.users, seed),
-            4,
-            parts=("slapd",),
-            seconds=max(poll_wait - 1, 1.0),
-            record=False,
-        )
+        raw = {"ldap_raw": (self.ldap_setup(d.users, seed), {})}
+        beside = self.beside(4, raw, seconds=max(poll_wait - 1, 1.0))
         time.sleep(max(0.0, held + poll_wait + 0.5 - time.monotonic()))
         # py-spy from before the release (the held workers barely hold the GIL) to the end
         seconds = min(hold + 1 + n / 200, hold + 40)
@@ -448,7 +447,7 @@ class Bench:
             acct,
             (),
         )
-        row.beside = {"kind": "ldap_raw", "clients": 4, "rate": raw.rate, "cost": raw.cost()}
+        row.beside = beside
         return row
 
     def _batch_sizes(self) -> dict[str, Any]:
@@ -946,7 +945,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=3.0,
         help="the CPU budgets' baselines measured again just before each point, this long "
-        "(0: compare with the run's own baselines only)",
+        "(a drain's for the agents' hold); 0: compare with the run's own baselines only",
     )
     p.add_argument(
         "--drains", type=int, default=3, help="backlogs drained; the table keeps the median (3)"
