@@ -66,9 +66,10 @@ class Row:
     #: the devhub's event counters over the point (relay requests, callbacks that waited for
     #: their relay, ...) where the point involves the devhub: how the relay behaved
     hub_events: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: baselines measured just before this point rather than elsewhere in the run (a drained
-    #: backlog's raw validate while the agents are held; a CPU budget's): ``kinds``, each
-    #: one's rate and cost, and ``cost``, their sum (see ``Bench.beside``)
+    #: baselines measured just before and just after this point rather than elsewhere in the
+    #: run (a drained backlog's raw validate; a CPU budget's): ``kinds``, each one's rate and
+    #: cost (the mean of the two sides'), ``cost``, their sum, and ``sides``, that sum before
+    #: and after (see ``Bench.beside`` and :func:`both_sides`)
     beside: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -125,13 +126,18 @@ class Row:
         return total
 
     def beside_ratio(self, what: str, kind: str = "") -> float | None:
-        """This point's ``cost`` over its baselines' measured beside it, or its ``rate`` over
+        """This point's ``cost`` over its baselines' measured around it, or its ``rate`` over
         the one of ``kind``."""
         if what == "cost":
             mine, theirs = self.cost(), self.beside.get("cost")
         else:
             mine, theirs = self.rate, self.beside.get("kinds", {}).get(kind, {}).get("rate")
         return round(mine / theirs, 3) if mine and theirs else None
+
+    def where(self) -> str:
+        """Where this point's baselines were measured: ``around`` it (both sides), or only
+        ``before`` it (runs before stop 23, or one side missing)."""
+        return "around" if len(self.beside.get("sides", ())) == 2 else "before"
 
     def line(self) -> str:
         def f(v: float | None, fmt: str) -> str:
@@ -143,6 +149,29 @@ class Row:
             f"{f(self.p50_ms, '.2f'):>7} {f(self.p99_ms, '.2f'):>7} {f(tail, '.1f'):>6} "
             f"{f(self.ldap_ops_per_op, '.1f'):>7} {self.server_cpu():>13.2f} {self.load:>5.2f}"
         )
+
+
+def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A point's baselines measured just before it and just after it (each in the shape of
+    ``Bench.beside``) as one: each kind's rate and cost the mean of its two sides' (a drift of
+    the host's speed across the point cancels, as far as it is steady), ``sides`` the sums of
+    costs before and after. One side alone (the other not measured) is returned as it is."""
+    if not before or not after:
+        return before or after
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind, first in before["kinds"].items():
+        second = after["kinds"].get(kind, {})
+        kinds[kind] = {k: _mean(first.get(k), second.get(k)) for k in ("rate", "cost")}
+    costs = [k["cost"] for k in kinds.values()]
+    return {
+        "kinds": kinds,
+        "cost": sum(costs) if all(costs) else None,
+        "sides": [before.get("cost"), after.get("cost")],
+    }
+
+
+def _mean(a: float | None, b: float | None) -> float | None:
+    return (a + b) / 2 if a and b else None
 
 
 class Table:
@@ -176,7 +205,7 @@ class Table:
             for base_kind, target in RATIOS.get(row.kind, []):
                 clients = 4 if row.kind == "channel_drain" else row.clients
                 base = self.find(base_kind, clients)
-                # a target is read against the baseline measured beside the point, if any
+                # a target is read against the baselines measured around the point, if any
                 beside = row.beside.get("kinds", {}).get(base_kind) if target else None
                 base_rate = beside["rate"] if beside else base.rate if base else None
                 if not base_rate:
@@ -195,6 +224,7 @@ class Table:
                         "rate": row.rate,
                         "vs_rate": base_rate,
                         "vs_beside": beside is not None,
+                        "vs_where": row.where(),
                         "ratio": round(ratio, 3),
                         "cpu_ms": None if mine is None else round(mine, 3),
                         "vs_cpu_ms": None if theirs is None else round(theirs, 3),
@@ -211,7 +241,8 @@ class Table:
         targets = [
             {
                 "target": f"{r['what']}@{r['clients']} rate >= {r['target']} x "
-                f"{r['vs']}@{r['vs_clients']}{' (beside the drain)' if r.get('vs_beside') else ''}",
+                f"{r['vs']}@{r['vs_clients']}"
+                + (f" ({r.get('vs_where', 'beside')} the drain)" if r.get("vs_beside") else ""),
                 "value": r["ratio"],
                 "met": r["met"],
             }
@@ -282,11 +313,12 @@ class Table:
                 value = mine / sum(w for w in work if w) if ok and mine is not None else None
                 names = " + ".join(bases)
                 if limit and row.beside.get("cost"):
-                    # the budget against its baselines measured just before the point; the
-                    # run's own baselines (minutes earlier) shown beside it, without a target
+                    # the budget against its baselines measured around the point; the run's
+                    # own baselines (minutes earlier) shown beside it, without a target
                     out.append(
                         target(
-                            f"{kind}@{clients} CPU <= {limit:g} x ({names}) (beside the point)",
+                            f"{kind}@{clients} CPU <= {limit:g} x ({names}) "
+                            f"({row.where()} the point)",
                             row.beside_ratio("cost"),
                             limit,
                         )
@@ -305,7 +337,7 @@ class Table:
         drain, raw = self.find("channel_drain", self.drain_clients()), self.find("ldap_raw", 4)
         if drain is not None:
             if drain.beside.get("cost"):
-                value, where = drain.beside_ratio("cost"), " (beside the drain)"
+                value, where = drain.beside_ratio("cost"), f" ({drain.where()} the drain)"
             else:
                 mine, theirs = drain.cost(), raw.cost() if raw is not None else None
                 value, where = (mine / theirs if mine and theirs else None), ""
@@ -372,7 +404,7 @@ class Table:
                 if r["cpu_ratio"] is not None
                 else ""
             )
-            where = " beside" if r.get("vs_beside") else ""
+            where = f" {r.get('vs_where', 'beside')}" if r.get("vs_beside") else ""
             lines.append(
                 f"  {r['what']}@{r['clients']} / {r['vs']}@{r['vs_clients']}{where}: "
                 f"{r['ratio']:.2f}{tgt}{mark}{cpu}"

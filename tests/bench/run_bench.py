@@ -53,7 +53,7 @@ from loadgen import (  # noqa: E402
     run_clients,
 )
 from pacbench import NegotiatePac  # noqa: E402
-from report import Row, Table  # noqa: E402
+from report import Row, Table, both_sides  # noqa: E402
 from sites import WCTX, Site, environment_note  # noqa: E402
 
 CONCURRENCY = (1, 4)
@@ -162,18 +162,20 @@ class Bench:
         clients: int,
         setups: dict[str, tuple[Any, dict[str, Any]]],
         seconds: float | None = None,
+        where: str = "before",
     ) -> dict[str, Any]:
-        """A point's baselines measured again just before it (an issue 12 CPU budget's, or a
-        drained backlog's raw validate), for ``seconds`` each (``--beside-seconds``; not added
-        to the table; printed): each one's rate and CPU ms per operation by kind, and their CPU
-        in all (``Row.beside``). This host's speed drifts by a quarter from one minute to the
-        next, and the run's own baselines were measured minutes earlier."""
+        """A point's baselines measured again just before it or just after it (``where``; an
+        issue 12 CPU budget's, or a drained backlog's raw validate), for ``seconds`` each
+        (``--beside-seconds``; not added to the table; printed): each one's rate and CPU ms
+        per operation by kind, and their CPU in all. This host's speed drifts by a quarter
+        from one minute to the next, and the run's own baselines were measured minutes
+        earlier; the two sides together are the point's ``Row.beside`` (:meth:`around`)."""
         if self.args.beside_seconds <= 0:
             return {}
         kinds: dict[str, dict[str, Any]] = {}
         for kind, (setup, options) in setups.items():
             row = self.measure(
-                f"{kind}, beside the next point",
+                f"{kind}, {where} the point",
                 kind,
                 setup,
                 clients,
@@ -184,6 +186,21 @@ class Bench:
             kinds[kind] = {"rate": row.rate, "cost": row.cost()}
         costs = [k["cost"] for k in kinds.values()]
         return {"kinds": kinds, "cost": sum(costs) if all(costs) else None}
+
+    def around(
+        self,
+        clients: int,
+        before: dict[str, tuple[Any, dict[str, Any]]],
+        after: dict[str, tuple[Any, dict[str, Any]]],
+        point: Callable[[], Row],
+    ) -> Row:
+        """``point`` measured between its baselines: ``before`` just before it and ``after``
+        (the same kinds, made afresh: a token accepted once is a replay the second time) just
+        after it, their means its ``Row.beside`` (:func:`report.both_sides`)."""
+        first = self.beside(clients, before)
+        row = point()
+        row.beside = both_sides(first, self.beside(clients, after, where="after"))
+        return row
 
     def hub_events(self) -> dict[str, int]:
         """The devhub's event counters (``signinRelays``: relay requests, ``sessionWaits``:
@@ -386,7 +403,7 @@ class Bench:
             drains.append((row, self._batch_sizes()))
             cpu, rate = row.beside_ratio("cost"), row.beside_ratio("rate", "ldap_raw")
             print(f"    drain {i + 1}/{self.args.drains}: {row.line().strip()}", flush=True)
-            print(f"    against raw validate@4 beside: CPU {cpu}, rate {rate}", flush=True)
+            print(f"    against raw validate@4 around it: CPU {cpu}, rate {rate}", flush=True)
             print(f"    hub: {drains[-1][1]}", flush=True)
         order = sorted(drains, key=lambda d: d[0].beside_ratio("cost") or float("inf"))
         median, self.channel_batches = order[(len(order) - 1) // 2]
@@ -397,8 +414,9 @@ class Bench:
 
     def _drain_once(self, n: int, seed: int, profile: bool) -> Row:
         """One backlog of ``n`` commands queued while the agents are held, then drained, with
-        raw validate at 4 clients measured during the hold (``Row.beside``). The rate is taken
-        from the hub's doneAt times; the hub then does nothing but answer polls and results."""
+        raw validate at 4 clients measured during the hold and again once it is drained (the
+        agents idle in their polls; ``Row.beside``). The rate is taken from the hub's doneAt
+        times; the hub then does nothing but answer polls and results."""
         hub = self.site.hub
         d = self.site.directory
         assert hub is not None and d is not None
@@ -407,9 +425,12 @@ class Bench:
         hold = min(poll_wait + 3 + n / 400, poll_wait + 12)  # < the agent's read timeout
         hub.add_fault(delay=hold, count=self.site.workers, endpoint="poll")
         held = time.monotonic()
-        # while the polls in flight return and the next ones are held: the baseline beside
-        raw = {"ldap_raw": (self.ldap_setup(d.users, seed), {})}
-        beside = self.beside(4, raw, seconds=max(poll_wait - 1, 1.0))
+        # while the polls in flight return and the next ones are held: the baseline before it
+        raw: dict[str, tuple[Any, dict[str, Any]]] = {
+            "ldap_raw": (self.ldap_setup(d.users, seed), {})
+        }
+        beside_seconds = max(poll_wait - 1, 1.0)
+        before = self.beside(4, raw, seconds=beside_seconds)
         time.sleep(max(0.0, held + poll_wait + 0.5 - time.monotonic()))
         # py-spy from before the release (the held workers barely hold the GIL) to the end
         seconds = min(hold + 1 + n / 200, hold + 40)
@@ -447,7 +468,11 @@ class Bench:
             acct,
             (),
         )
-        row.beside = beside
+        again: dict[str, tuple[Any, dict[str, Any]]] = {
+            "ldap_raw": (self.ldap_setup(d.users, seed + 50), {})
+        }
+        after = self.beside(4, again, seconds=beside_seconds, where="after")
+        row.beside = both_sides(before, after)
         return row
 
     def _batch_sizes(self) -> dict[str, Any]:
@@ -582,22 +607,25 @@ class Bench:
                     parts=("lean", "slapd"),
                 )
         for c in CONCURRENCY:
-            beside = self.beside(
+            self.around(
                 c,
                 {
                     "http_health": (self.health_setup(), {}),
                     "ldap_raw": (self.ldap_setup(d.users, 20 + c), {}),
                 },
+                {
+                    "http_health": (self.health_setup(), {}),
+                    "ldap_raw": (self.ldap_setup(d.users, 30 + c), {}),
+                },
+                lambda c=c: self.measure(  # type: ignore[misc]
+                    "form login POST /wsfed + hub postTokenUrl, generated users",
+                    "form",
+                    self.form_setup(d.users, 5),
+                    c,
+                    parts=("connector", "devhub", "slapd"),
+                    profile=True,
+                ),
             )
-            row = self.measure(
-                "form login POST /wsfed + hub postTokenUrl, generated users",
-                "form",
-                self.form_setup(d.users, 5),
-                c,
-                parts=("connector", "devhub", "slapd"),
-                profile=True,
-            )
-            row.beside = beside
         for c in CONCURRENCY:
             self.measure(
                 "form login POST /wsfed + hub postTokenUrl, the nested user",
@@ -722,33 +750,41 @@ class Bench:
                     parts=("apache",),
                 )
         query = urlencode({"wtrealm": "urn:acme", "wctx": WCTX})
+        users = self.site.kerberos_users
         for c in CONCURRENCY:
             tokens = self.token_sets()[c]
-            gssapi = baselines.gssapi_accept(
-                kdc.keytab, f"file2:{rc}/gssapi-beside-{c}", kdc.krb5_conf, tokens, c
-            )
-            users = self.site.kerberos_users
-            lookup = baselines.ldap_validate(
-                s.uri, s.ca_file, s.bind_dn, s.bind_pw, s.people_dn, s.groups_dn, users, None, 9 + c
-            )
-            beside = self.beside(
-                c,
-                {
+
+            def baselines_(
+                side: str, seed: int, c: int = c, tokens: list[bytes] = tokens
+            ) -> dict[str, Any]:
+                # each side its own replay cache: the same tokens are accepted on both
+                gssapi = baselines.gssapi_accept(
+                    kdc.keytab, f"file2:{rc}/gssapi-{side}-{c}", kdc.krb5_conf, tokens, c
+                )
+                lookup = baselines.ldap_validate(
+                    s.uri, s.ca_file, s.bind_dn, s.bind_pw, s.people_dn, s.groups_dn, users,
+                    None, seed,
+                )  # fmt: skip
+                return {
                     "http_health": (self.health_setup(), {}),
                     "gssapi_raw": (gssapi, {"limit": cap}),
                     "ldap_raw_lookup": (lookup, {}),
-                },
-            )
-            row = self.measure(
-                "Negotiate sign-in GET /wsfed + hub postTokenUrl",
-                "negotiate",
-                self.negotiate_setup(conn.port, f"/wsfed?{query}", tokens, c),
+                }
+
+            self.around(
                 c,
-                limit=cap,
-                parts=("connector", "devhub", "slapd"),
-                profile=True,
+                baselines_("before", 9 + c),
+                baselines_("after", 19 + c),
+                lambda c=c, tokens=tokens: self.measure(  # type: ignore[misc]
+                    "Negotiate sign-in GET /wsfed + hub postTokenUrl",
+                    "negotiate",
+                    self.negotiate_setup(conn.port, f"/wsfed?{query}", tokens, c),
+                    c,
+                    limit=cap,
+                    parts=("connector", "devhub", "slapd"),
+                    profile=True,
+                ),
             )
-            row.beside = beside
 
     # ---- (5) group resolution ------------------------------------------------------------
 
