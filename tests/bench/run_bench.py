@@ -980,8 +980,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--beside-seconds",
         type=float,
         default=3.0,
-        help="the CPU budgets' baselines measured again just before each point, this long "
-        "(a drain's for the agents' hold); 0: compare with the run's own baselines only",
+        help="the CPU budgets' baselines measured again just before and just after each point, "
+        "this long each (a drain's: the agents' hold); 0: compare with the run's own baselines "
+        "only",
     )
     p.add_argument(
         "--drains", type=int, default=3, help="backlogs drained; the table keeps the median (3)"
