@@ -242,7 +242,7 @@ class Table:
             {
                 "target": f"{r['what']}@{r['clients']} rate >= {r['target']} x "
                 f"{r['vs']}@{r['vs_clients']}"
-                + (f" ({r.get('vs_where', 'beside')} the drain)" if r.get("vs_beside") else ""),
+                + (f" ({r['vs_where']} the drain)" if r.get("vs_beside") else ""),
                 "value": r["ratio"],
                 "met": r["met"],
             }
@@ -404,7 +404,7 @@ class Table:
                 if r["cpu_ratio"] is not None
                 else ""
             )
-            where = f" {r.get('vs_where', 'beside')}" if r.get("vs_beside") else ""
+            where = f" {r['vs_where']}" if r.get("vs_beside") else ""
             lines.append(
                 f"  {r['what']}@{r['clients']} / {r['vs']}@{r['vs_clients']}{where}: "
                 f"{r['ratio']:.2f}{tgt}{mark}{cpu}"
