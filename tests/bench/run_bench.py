@@ -193,13 +193,14 @@ class Bench:
         before: dict[str, tuple[Any, dict[str, Any]]],
         after: dict[str, tuple[Any, dict[str, Any]]],
         point: Callable[[], Row],
+        seconds: float | None = None,
     ) -> Row:
         """``point`` measured between its baselines: ``before`` just before it and ``after``
         (the same kinds, made afresh: a token accepted once is a replay the second time) just
-        after it, their means its ``Row.beside`` (:func:`report.both_sides`)."""
-        first = self.beside(clients, before)
+        after it, ``seconds`` each, their means its ``Row.beside`` (:func:`report.both_sides`)."""
+        first = self.beside(clients, before, seconds)
         row = point()
-        row.beside = both_sides(first, self.beside(clients, after, where="after"))
+        row.beside = both_sides(first, self.beside(clients, after, seconds, where="after"))
         return row
 
     def hub_events(self) -> dict[str, int]:
@@ -413,10 +414,9 @@ class Bench:
         print(median.line(), flush=True)
 
     def _drain_once(self, n: int, seed: int, profile: bool) -> Row:
-        """One backlog of ``n`` commands queued while the agents are held, then drained, with
-        raw validate at 4 clients measured during the hold and again once it is drained (the
-        agents idle in their polls; ``Row.beside``). The rate is taken from the hub's doneAt
-        times; the hub then does nothing but answer polls and results."""
+        """One backlog of ``n`` commands queued while the agents are held, then drained,
+        between raw validate at 4 clients measured during the hold and again once it is drained
+        (the agents idle in their polls; :meth:`around`)."""
         hub = self.site.hub
         d = self.site.directory
         assert hub is not None and d is not None
@@ -425,20 +425,34 @@ class Bench:
         hold = min(poll_wait + 3 + n / 400, poll_wait + 12)  # < the agent's read timeout
         hub.add_fault(delay=hold, count=self.site.workers, endpoint="poll")
         held = time.monotonic()
-        # while the polls in flight return and the next ones are held: the baseline before it
-        raw: dict[str, tuple[Any, dict[str, Any]]] = {
-            "ldap_raw": (self.ldap_setup(d.users, seed), {})
-        }
-        beside_seconds = max(poll_wait - 1, 1.0)
-        before = self.beside(4, raw, seconds=beside_seconds)
-        time.sleep(max(0.0, held + poll_wait + 0.5 - time.monotonic()))
+        # the side before it: while the polls in flight return and the next ones are held
+        return self.around(
+            4,
+            {"ldap_raw": (self.ldap_setup(d.users, seed), {})},
+            {"ldap_raw": (self.ldap_setup(d.users, seed + 50), {})},
+            lambda: self._drained(n, held + poll_wait + 0.5, held + hold, profile),
+            seconds=max(poll_wait - 1, 1.0),
+        )
+
+    def _drained(self, n: int, release: float, held_until: float, profile: bool) -> Row:
+        """The backlog queued (from ``release``, once the held polls are the agents' only
+        ones, until ``held_until``), then drained: its row. The rate is taken from the hub's
+        doneAt times; the hub then does nothing but answer polls and results."""
+        hub = self.site.hub
+        d = self.site.directory
+        assert hub is not None and d is not None
+        time.sleep(max(0.0, release - time.monotonic()))
+        hold = held_until - time.monotonic()
         # py-spy from before the release (the held workers barely hold the GIL) to the end
-        seconds = min(hold + 1 + n / 200, hold + 40)
-        spy = self._profile_start("channel_drain-c8", seconds) if profile else []
+        spy = (
+            self._profile_start("channel_drain-c8", min(hold + 1 + n / 200, hold + 40))
+            if profile
+            else []
+        )
         fed = run_clients(self.queue_setup(d.users, n // 4), 4, hold, timeout=30)
         if fed.ok != n:
             raise RuntimeError(f"queued {fed.ok} of {n} commands: {fed.first_error}")
-        if time.monotonic() > held + hold - 0.5:
+        if time.monotonic() > held_until - 0.5:
             print("    (the backlog took longer to queue than the agents were held)", flush=True)
         with self.accounting() as acct:
             deadline = time.monotonic() + max(120.0, 10 * self.seconds)
@@ -460,7 +474,7 @@ class Bench:
             client_cpu=0.0,
             first_error="" if not failed else "some commands failed",
         )
-        row = Row.from_point(
+        return Row.from_point(
             f"channel, backlog of {n} drained (batched polls and results)",
             "channel_drain",
             self.site.workers * int(self.site.config().get("AGENT_CONCURRENCY", 4)),
@@ -468,12 +482,6 @@ class Bench:
             acct,
             (),
         )
-        again: dict[str, tuple[Any, dict[str, Any]]] = {
-            "ldap_raw": (self.ldap_setup(d.users, seed + 50), {})
-        }
-        after = self.beside(4, again, seconds=beside_seconds, where="after")
-        row.beside = both_sides(before, after)
-        return row
 
     def _batch_sizes(self) -> dict[str, Any]:
         """How many commands each poll took and results each post carried (from the hub)."""
