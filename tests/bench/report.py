@@ -134,6 +134,15 @@ class Row:
             mine, theirs = self.rate, self.beside.get("kinds", {}).get(kind, {}).get("rate")
         return round(mine / theirs, 3) if mine and theirs else None
 
+    def beside_p50_ratio(self, kinds: tuple[str, ...]) -> float | None:
+        """This point's p50 over the sum of ``kinds``' p50s measured around it (None when a
+        side did not record them: runs before stop 25)."""
+        measured = self.beside.get("kinds", {})
+        theirs = [measured.get(kind, {}).get("p50") for kind in kinds]
+        if not self.p50_ms or not all(theirs):
+            return None
+        return round(self.p50_ms / sum(theirs), 3)
+
     def where(self) -> str:
         """Where this point's baselines were measured: ``around`` it (both sides), or only
         ``before`` it (runs before stop 23, or one side missing)."""
@@ -153,7 +162,7 @@ class Row:
 
 def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """A point's baselines measured just before it and just after it (each in the shape of
-    ``Bench.beside``) as one: each kind's rate and cost the mean of its two sides' (a drift of
+    ``Bench.beside``) as one: each kind's rate, cost and p50 the mean of its two sides' (a drift of
     the host's speed across the point cancels, as far as it is steady), ``sides`` the sums of
     costs before and after. One side alone (the other not measured) is returned as it is."""
     if not before or not after:
@@ -161,7 +170,7 @@ def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, dict[str, Any]] = {}
     for kind, first in before["kinds"].items():
         second = after["kinds"].get(kind, {})
-        kinds[kind] = {k: _mean(first.get(k), second.get(k)) for k in ("rate", "cost")}
+        kinds[kind] = {k: _mean(first.get(k), second.get(k)) for k in ("rate", "cost", "p50")}
     costs = [k["cost"] for k in kinds.values()]
     return {
         "kinds": kinds,
@@ -370,13 +379,28 @@ class Table:
             h50 = health.p50_ms if health else None
             r50 = raw1.p50_ms if raw1 else None
             value = form.p50_ms / (h50 + r50) if form.p50_ms and h50 and r50 else None
-            out.append(
-                target(
-                    f"form@1 p50 <= {FORM_P50_OVER_WORK:g} x (http_health@1 p50 + ldap_raw@1 p50)",
-                    value,
-                    FORM_P50_OVER_WORK,
+            names = "http_health@1 p50 + ldap_raw@1 p50"
+            around = form.beside_p50_ratio(("http_health", "ldap_raw"))
+            if around is not None:
+                # as the CPU budgets: against the baselines' p50 measured around the point,
+                # the run's own (minutes earlier) shown beside it, without a target
+                out.append(
+                    target(
+                        f"form@1 p50 <= {FORM_P50_OVER_WORK:g} x ({names}) "
+                        f"({form.where()} the point)",
+                        around,
+                        FORM_P50_OVER_WORK,
+                    )
                 )
-            )
+                out.append(target(f"form@1 p50 / ({names}) (the run's baselines)", value, None))
+            else:
+                out.append(
+                    target(
+                        f"form@1 p50 <= {FORM_P50_OVER_WORK:g} x ({names})",
+                        value,
+                        FORM_P50_OVER_WORK,
+                    )
+                )
         return out
 
     def drain_clients(self) -> int:

@@ -167,7 +167,7 @@ class Bench:
         """A point's baselines measured again just before it or just after it (``where``; an
         issue 12 CPU budget's, or a drained backlog's raw validate), for ``seconds`` each
         (``--beside-seconds``; not added to the table; printed): each one's rate and CPU ms
-        per operation by kind, and their CPU in all. This host's speed drifts by a quarter
+        per operation and p50 by kind, and their CPU in all. This host's speed drifts by a quarter
         from one minute to the next, and the run's own baselines were measured minutes
         earlier; the two sides together are the point's ``Row.beside`` (:meth:`around`)."""
         if self.args.beside_seconds <= 0:
@@ -183,7 +183,7 @@ class Bench:
                 record=False,
                 **options,
             )
-            kinds[kind] = {"rate": row.rate, "cost": row.cost()}
+            kinds[kind] = {"rate": row.rate, "cost": row.cost(), "p50": row.p50_ms}
         costs = [k["cost"] for k in kinds.values()]
         return {"kinds": kinds, "cost": sum(costs) if all(costs) else None}
 
