@@ -162,9 +162,9 @@ class Row:
 
 def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """A point's baselines measured just before it and just after it (each in the shape of
-    ``Bench.beside``) as one: each kind's rate, cost and p50 the mean of its two sides' (a drift of
-    the host's speed across the point cancels, as far as it is steady), ``sides`` the sums of
-    costs before and after. One side alone (the other not measured) is returned as it is."""
+    ``Bench.beside``) as one: each kind's rate, cost and p50 the mean of its two sides' (a
+    drift of the host's speed across the point cancels, as far as it is steady), ``sides`` the
+    sums of costs before and after. One side alone (the other not measured) is returned as it is."""
     if not before or not after:
         return before or after
     kinds: dict[str, dict[str, Any]] = {}
@@ -380,27 +380,16 @@ class Table:
             r50 = raw1.p50_ms if raw1 else None
             value = form.p50_ms / (h50 + r50) if form.p50_ms and h50 and r50 else None
             names = "http_health@1 p50 + ldap_raw@1 p50"
+            label = f"form@1 p50 <= {FORM_P50_OVER_WORK:g} x ({names})"
             around = form.beside_p50_ratio(("http_health", "ldap_raw"))
-            if around is not None:
+            if around is None:
+                out.append(target(label, value, FORM_P50_OVER_WORK))
+            else:
                 # as the CPU budgets: against the baselines' p50 measured around the point,
                 # the run's own (minutes earlier) shown beside it, without a target
-                out.append(
-                    target(
-                        f"form@1 p50 <= {FORM_P50_OVER_WORK:g} x ({names}) "
-                        f"({form.where()} the point)",
-                        around,
-                        FORM_P50_OVER_WORK,
-                    )
-                )
+                text = f"{label} ({form.where()} the point)"
+                out.append(target(text, around, FORM_P50_OVER_WORK))
                 out.append(target(f"form@1 p50 / ({names}) (the run's baselines)", value, None))
-            else:
-                out.append(
-                    target(
-                        f"form@1 p50 <= {FORM_P50_OVER_WORK:g} x ({names})",
-                        value,
-                        FORM_P50_OVER_WORK,
-                    )
-                )
         return out
 
     def drain_clients(self) -> int:

@@ -166,8 +166,8 @@ class Bench:
     ) -> dict[str, Any]:
         """A point's baselines measured again just before it or just after it (``where``; an
         issue 12 CPU budget's, or a drained backlog's raw validate), for ``seconds`` each
-        (``--beside-seconds``; not added to the table; printed): each one's rate and CPU ms
-        per operation and p50 by kind, and their CPU in all. This host's speed drifts by a quarter
+        (``--beside-seconds``; not added to the table; printed): each one's rate, CPU ms per
+        operation and p50 by kind, and their CPU in all. This host's speed drifts by a quarter
         from one minute to the next, and the run's own baselines were measured minutes
         earlier; the two sides together are the point's ``Row.beside`` (:meth:`around`)."""
         if self.args.beside_seconds <= 0:
