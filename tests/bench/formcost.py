@@ -201,10 +201,7 @@ def main() -> int:
     wanted = [v for v in VARIANTS if not own.only or v in own.only.split(",")]
     results: dict[str, list[dict[str, float]]] = {}
     try:
-        site.start_directory()
-        site.start_kdc()
-        site.start_hub()
-        site.start_connector()
+        site.start_all()
         assert site.directory is not None
         if own.inprocess:
             site.stop_connector()

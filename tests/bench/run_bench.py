@@ -56,6 +56,11 @@ from pacbench import NegotiatePac  # noqa: E402
 from report import Row, Table, both_sides  # noqa: E402
 from sites import WCTX, Site, environment_note  # noqa: E402
 
+from connector.settings import Settings  # noqa: E402
+
+#: the agent's default concurrency (the bench's config leaves it unset)
+AGENT_CONCURRENCY = Settings().agent_concurrency
+
 CONCURRENCY = (1, 4)
 
 
@@ -477,7 +482,7 @@ class Bench:
         return Row.from_point(
             f"channel, backlog of {n} drained (batched polls and results)",
             "channel_drain",
-            self.site.workers * int(self.site.config().get("AGENT_CONCURRENCY", 4)),
+            self.site.workers * int(self.site.config().get("AGENT_CONCURRENCY", AGENT_CONCURRENCY)),
             point,
             acct,
             (),

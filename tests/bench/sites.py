@@ -147,6 +147,13 @@ class Site:
         self.hub.start()
         self._timed("hub_start_s", t)
 
+    def start_all(self) -> None:
+        """The directory, the KDC, the hub and the connector (the bench tools' one site)."""
+        self.start_directory()
+        self.start_kdc()
+        self.start_hub()
+        self.start_connector()
+
     def start_connector(self) -> None:
         """``connector setup`` from the hub's ticket (once), then gunicorn until ready."""
         assert self.slapd is not None and self.kdc is not None and self.hub is not None

@@ -65,7 +65,7 @@ def test_describe_lists_every_key_with_a_json_default():
     json.dumps(described)  # tuples became lists
     by_key = {d["key"]: d for d in described}
     assert by_key["CLIENT_CERT_MAPPING"]["default"] == ["upn", "altsecid", "email"]
-    assert by_key["LDAP_POOL_SIZE"]["default"] == 4
+    assert by_key["LDAP_POOL_SIZE"]["default"] == 8
 
 
 def test_a_sequence_default_must_be_a_tuple():

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Where a drained command's CPU goes under gunicorn, A/B: variants alternated in one site.
+
+    PYTHONPATH=$PWD python3 tests/bench/draincost.py [--n 2000] [--repeats 3]
+        [--variant NAME=VAR=VALUE,...] [--tree NAME=PATH]
+
+Starts the benchmark's site (slapd with the generated directory, MIT KDC, devhub, the
+connector under gunicorn as ``run_bench.py`` does), then, ``repeats`` times, for each variant:
+restarts the connector with the variant's environment, drains one warm-up backlog, and drains
+a backlog of ``n`` commands exactly as ``run_bench.py`` does (queued while the agents are
+held, raw validate at 4 clients measured before and after it). Per drain: the CPU ratio
+against raw validate around it (the bench's target), the connector's and slapd's CPU per
+command, and the connector's split by thread (the pool, the poller, the poster, the rest).
+``--tree NAME=PATH`` is a variant whose workers import the connector from another checkout
+(``PYTHONPATH``): a product change against main in the same site, one drain after the other,
+so the host's drift falls on both. Not part of the suite: nothing asserts a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+for extra in (HERE, HERE.parent, HERE.parent / "soak", HERE.parent.parent):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from formcost import snapshot, thread_names  # noqa: E402
+from run_bench import Bench, parse_args  # noqa: E402
+from sites import Site  # noqa: E402
+
+
+def _group(name: str) -> str:
+    if name.startswith("agent-cmd"):
+        return "pool"
+    if name in ("agent-poll", "agent-post"):
+        return name[6:]
+    return "other"
+
+
+def drain(bench: Bench, site: Site, n: int, seed: int) -> dict[str, float]:
+    """One measured drain: its ratios, and ms of connector CPU per command by thread."""
+    taken: list[dict[tuple[int, int], float]] = []
+    accounting = bench.accounting
+
+    def split_accounting() -> Any:
+        # the bench's own accounting (the drain's window), per-thread snapshots around it
+        cm = accounting()
+
+        class Wrapped:
+            def __enter__(self) -> Any:
+                taken.append(snapshot(site))
+                return cm.__enter__()
+
+            def __exit__(self, *exc: Any) -> Any:
+                out = cm.__exit__(*exc)
+                taken.append(snapshot(site))
+                return out
+
+        return Wrapped()
+
+    bench.accounting = split_accounting  # type: ignore[method-assign]
+    try:
+        row = bench._drain_once(n, seed=seed, profile=False)
+    finally:
+        bench.accounting = accounting  # type: ignore[method-assign]
+    # the snapshots of the drain's window: the last pair (the raw sides use accounting too)
+    before, after = taken[-4], taken[-3]
+    names = thread_names(site.worker_pids())
+    master = site.connector.pid  # type: ignore[union-attr]
+    out: dict[str, float] = {
+        "ratio": row.beside_ratio("cost") or float("nan"),
+        "rate": row.beside_ratio("rate", "ldap_raw") or float("nan"),
+        "connector": row.cpu_ms_per_op.get("connector", 0.0),
+        "slapd": row.cpu_ms_per_op.get("slapd", 0.0),
+        "raw": row.beside.get("cost") or float("nan"),
+    }
+    for key, value in after.items():
+        pid, tid = key
+        group = "master" if pid == master else _group(names.get(tid, "gone"))
+        delta = value - before.get(key, 0.0)
+        out[group] = out.get(group, 0.0) + 1000 * delta / n
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=VAR=VALUE[,VAR=VALUE]: environment for the connector (repeatable)",
+    )
+    p.add_argument("--tree", action="append", default=[], help="NAME=PATH: another checkout")
+    own = p.parse_args()
+    variants: dict[str, dict[str, str]] = {"shipped": {}}
+    for spec in own.variant:
+        name, _, env = spec.partition("=")
+        variants[name] = dict(kv.split("=", 1) for kv in env.split(",") if kv)
+    for spec in own.tree:
+        name, _, path = spec.partition("=")
+        variants[name] = {"PYTHONPATH": str(Path(path).resolve())}
+    args = parse_args(["--seconds", "4"])
+    workdir = Path(tempfile.mkdtemp(prefix="connector-draincost-"))
+    site = Site(workdir, workers=2, threads=8, log_level="info")
+    bench = Bench(args, site)
+    results: dict[str, list[dict[str, float]]] = {}
+    try:
+        site.start_all()
+        assert site.slapd is not None
+        bench.admin = site.slapd.admin()
+        for rep in range(own.repeats):
+            for name, env in variants.items():
+                site.stop_connector()
+                site.launch_connector(env)
+                drain(bench, site, 400, seed=90 + rep)  # warm: connections, caches
+                got = drain(bench, site, own.n, seed=10 + rep)
+                results.setdefault(name, []).append(got)
+                print(
+                    f"{name:20s} "
+                    + " ".join(f"{k}={v:.3f}" for k, v in got.items() if abs(v) >= 0.0005),
+                    flush=True,
+                )
+    finally:
+        site.stop()
+    print(f"\nmedians of {own.repeats} drains of {own.n}, ms per command (ratio: the bench's)")
+    for name, rows in results.items():
+        keys = sorted({k for r in rows for k in r})
+        cells = " ".join(f"{k}={statistics.median(r.get(k, 0.0) for r in rows):.3f}" for k in keys)
+        print(f"  {name:20s} {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
