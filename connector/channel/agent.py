@@ -118,7 +118,7 @@ class Agent:
         dispatcher: Dispatcher,
         verifier: CommandVerifier,
         *,
-        concurrency: int = 4,
+        concurrency: int = 8,
         poll_wait: float = 25.0,
         skew_warning: float = 30.0,
         prepare: Callable[[], object] | None = None,
