@@ -20,9 +20,11 @@ import requests
 from configs import mit_kerberos, openldap_config
 from connector_proc import setup_config
 from hubs import start_devhub
+from waits import until
 from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 from connector import errors
+from connector.channel import relay as relay_module
 from connector.settings import load_settings
 from connector.web import create_app, services
 from connector.web.signin import SIGNIN_PAGE, HandOff, SignInHotPath
@@ -236,6 +238,46 @@ def test_an_exception_is_flasks_500_and_logged(site, monkeypatch, caplog):
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "Exception on /wsfed [POST]" in errors[0].getMessage()
     assert errors[0].exc_info is not None and errors[0].exc_info[0] is RuntimeError
+
+
+def test_a_sign_in_while_another_is_checked_is_held_for_it_then_lands(site, monkeypatch):
+    """The hot path tells the relay when a sign-in is being checked: one that succeeds while
+    another is checked in the worker is held for it (one request for both), not written."""
+    hub, app = site
+    relay = services(app).agent.relay
+    monkeypatch.setattr(relay_module, "FRESH_SECONDS", 30.0)  # a prepared request stays fresh
+    ct = cookie_and_token(app)
+    first = post(app.wsgi_app, form(ct, username="dave", password="davepw"), ct[0])
+    until(lambda: relay.pending == 0 and relay.ready, 15, "relayed, the next request ready")
+    written = relay.written
+    relay.checking()  # another web thread checks a sign-in meanwhile
+    try:
+        held = post(app.wsgi_app, form(ct, username="dave", password="davepw"), ct[0])
+        assert held[0] == 303
+        assert relay.pending == 1 and relay.written == written  # held, not written
+        assert relay._checking == 1  # its own check ended
+    finally:
+        relay.checked()  # the other one refused: the held one goes
+    until(lambda: relay.pending == 0, 15, "the held sign-in relayed")
+    lands(hub, "ctx-hot", first, held)
+
+
+def test_a_refused_or_broken_sign_in_ends_its_check(site, monkeypatch):
+    _, app = site
+    relay = services(app).agent.relay
+    ct = cookie_and_token(app)
+    calls: list[str] = []
+    monkeypatch.setattr(relay, "checking", lambda: calls.append("checking"))
+    monkeypatch.setattr(relay, "checked", lambda: calls.append("checked"))
+    assert post(app.wsgi_app, form(ct, username="carol", password="nope"), ct[0])[0] == 401
+
+    def broken() -> Any:
+        raise RuntimeError("a bug in the directory layer")
+
+    monkeypatch.setattr(services(app), "require_directory", broken)
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
+    assert post(app.wsgi_app, form(ct, username="dave", password="davepw"), ct[0])[0] == 500
+    assert calls == ["checking", "checked"] * 2
 
 
 def test_a_client_cannot_hand_flask_a_page():

@@ -720,10 +720,17 @@ class SignInHotPath:
             sign_in = functools.partial(sign_in_negotiate, begun, header, started)
         else:
             return self.app(environ, start_response)
+        agent = self._svc.agent
+        relay = agent.relay if agent is not None else None
+        if relay is not None:  # a sign-in submitted meanwhile waits for this one (a batch)
+            relay.checking()
         try:
             answer = sign_in()
         except Exception as exc:  # noqa: BLE001 - raised again in Flask: logged, 500
             answer = functools.partial(_raise, exc)
+        finally:
+            if relay is not None:
+                relay.checked()
         if isinstance(answer, HandOff):
             return answer(environ, start_response)
         environ[SIGNIN_PAGE] = answer

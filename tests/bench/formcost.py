@@ -120,7 +120,7 @@ def inprocess(site: Site, rounds: int, n: int) -> dict[str, float]:
     from types import SimpleNamespace
     from urllib.parse import urlencode
 
-    from signincost import _call, _environ
+    from signincost import _call, _environ, stub_relay
 
     from connector.settings import load_settings
     from connector.web import create_app, services
@@ -131,8 +131,7 @@ def inprocess(site: Site, rounds: int, n: int) -> dict[str, float]:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(site.workdir / "inproc-metrics"))
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(exist_ok=True)
     app = create_app(load_settings(site.settings_file(), environ={}))
-    relay = SimpleNamespace(submit=lambda ref, wctx, profile, method: None)
-    services(app).agent = SimpleNamespace(relay=relay)
+    services(app).agent = SimpleNamespace(relay=stub_relay(lambda method: None))
     csrf = services(app).csrf
     cookie = csrf.new_cookie()
     users = list(site.directory.users)

@@ -119,10 +119,18 @@ def build(workdir: Path, slapd: Slapd, kdc: MitKdc) -> Any:
     path.write_text(json.dumps(cfg))
     app = create_app(load_settings(path, environ={}))
     submitted: list[str] = []
-    relay = SimpleNamespace(submit=lambda ref, wctx, profile, method: submitted.append(method))
-    services(app).agent = SimpleNamespace(relay=relay)
+    services(app).agent = SimpleNamespace(relay=stub_relay(submitted.append))
     app.extensions["signincost_submitted"] = submitted
     return app
+
+
+def stub_relay(record: Callable[[str], Any]) -> Any:
+    """A relay that records each sign-in's method and sends nothing."""
+    return SimpleNamespace(
+        submit=lambda ref, wctx, profile, method: record(method),
+        checking=lambda: None,
+        checked=lambda: None,
+    )
 
 
 def form_requests(app: Any) -> Callable[[int], list[dict[str, Any]]]:

@@ -31,9 +31,14 @@ WCTX = "bench"
 class BenchConnector(ConnectorProcess):
     """:class:`ConnectorProcess` with a choice of gunicorn config (default: the deploy one)."""
 
-    def __init__(self, state_dir: Path, *, conf: Path, **options: Any) -> None:
+    def __init__(
+        self, state_dir: Path, *, conf: Path, root: Path | None = None, **options: Any
+    ) -> None:
         super().__init__(state_dir, **options)
         self.conf = conf
+        #: the checkout gunicorn runs in: ``python -m`` puts its directory first on sys.path,
+        #: so the connector (and wsgi.py) are imported from there, before PYTHONPATH's
+        self.root = root or ROOT
 
     def start(self, wait: bool = True) -> BenchConnector:
         env = {
@@ -47,7 +52,7 @@ class BenchConnector(ConnectorProcess):
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(self.conf), "wsgi:app"],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -187,8 +192,10 @@ class Site:
         *,
         state_dir: Path | None = None,
         krb5_conf: str | None = None,
+        root: Path | None = None,
     ) -> None:
-        """Start gunicorn (``env`` added to the connector's environment) and wait until
+        """Start gunicorn (``env`` added to the connector's environment; in the checkout
+        ``root``, by default this one) and wait until
         ``/health`` answers (``connector_health_s``), then until ``/ready`` does and every
         worker's agent shows at the hub as connected (``connector_ready_s``). ``state_dir``
         and ``krb5_conf`` default to the OpenLDAP connector's and the MIT KDC's."""
@@ -200,6 +207,7 @@ class Site:
         self.connector = BenchConnector(
             state_dir or self.state_dir,
             conf=self.gunicorn_conf,
+            root=root,
             workers=self.workers,
             threads=self.threads,
             env={

@@ -211,3 +211,80 @@ def test_a_relay_thread_that_looks_while_a_request_is_written_looks_again_unwoke
             assert relay._wait_for() == relay_module.WAKE_SECONDS
         finally:
             relay._ready, relay._writing = ready, False
+
+
+def relays(hub: DevHubProcess) -> tuple[int, int]:
+    """The hub's relay requests so far, and the most sign-ins one carried."""
+    events = hub.state()["events"]
+    return events.get("signinRelays", 0), events.get("largestSigninRelay", 0)
+
+
+def test_a_sign_in_while_another_is_checked_waits_for_it_one_request_carries_both(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    before, _ = relays(hub)
+    relay.checking()  # two web threads checking a sign-in each
+    relay.checking()
+    first = sign_in(relay)  # the other is still being checked: held for it, nothing written
+    relay.checked()
+    assert relay.written == 0 and relay.pending == 1
+    second = sign_in(relay)  # the last one checked: its thread writes both
+    relay.checked()
+    assert relay.written == 1
+    until(lambda: relay.relayed == 2 and relay.pending == 0, 10, "both acknowledged")
+    assert {first, second} <= held(hub)
+    count, largest = relays(hub)
+    assert count - before == 1 and largest >= 2
+
+
+def test_a_sign_in_alone_in_its_worker_is_written_at_once(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    relay.checking()
+    ref = sign_in(relay)
+    relay.checked()
+    assert relay.written == 1  # nobody else checked: no wait
+    until(lambda: relay.relayed == 1, 10, "acknowledged")
+    assert ref in held(hub)
+
+
+def test_a_held_sign_in_goes_when_the_other_is_refused(relay, hub):
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    relay.checking()
+    relay.checking()
+    ref = sign_in(relay)
+    relay.checked()
+    assert relay.pending == 1 and relay.relayed == 0
+    relay.checked()  # the other one refused (a wrong password): no sign-in of its own
+    until(lambda: relay.relayed == 1, 10, "the relay thread sent the held one")
+    assert relay.written == 0 and ref in held(hub)
+
+
+def test_a_held_sign_in_waits_no_longer_than_the_linger_for_a_slow_one(relay, hub, monkeypatch):
+    monkeypatch.setattr(relay_module, "WAKE_SECONDS", 0.02)  # the relay thread looks often
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    relay.checking()
+    relay.checking()
+    try:
+        started = time.monotonic()
+        ref = sign_in(relay)
+        relay.checked()
+        # the other one is still checked (a slow directory): the relay thread sends it alone
+        until(lambda: relay.relayed == 1, 10, "the relay thread sent the held one")
+        assert time.monotonic() - started >= relay_module.LINGER_SECONDS
+        assert relay.written == 0 and ref in held(hub)
+    finally:
+        relay.checked()
+
+
+def test_no_linger_means_no_wait_for_the_sign_ins_being_checked(relay, hub, monkeypatch):
+    monkeypatch.setattr(relay_module, "LINGER_SECONDS", 0.0)
+    until(lambda: relay.ready, 10, "the relay thread prepared a request")
+    relay.checking()
+    relay.checking()
+    try:
+        ref = sign_in(relay)
+        assert relay.written == 1  # held for nobody: written at once
+        until(lambda: relay.relayed == 1, 10, "acknowledged")
+        assert ref in held(hub)
+    finally:
+        relay.checked()
+        relay.checked()
