@@ -332,8 +332,8 @@ class SignInRelay:
 
     def _due(self) -> bool:
         """Under the lock: whether the relay thread has work now: sign-ins queued and no web
-        thread writing, and a written request's thread has answered its browser (or it has
-        had ``WAKE_SECONDS`` to)."""
+        thread writing, not held (or held ``LINGER_SECONDS`` already), and a written
+        request's thread has answered its browser (or it has had ``WAKE_SECONDS`` to)."""
         if not self._queue or self._writing:
             return False
         if self._held is not None and time.monotonic() - self._held < LINGER_SECONDS:
