@@ -23,9 +23,11 @@ Not part of the suite: nothing asserts a figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,32 +66,34 @@ def _split(
     return out
 
 
+@contextlib.contextmanager
+def snapshotting(bench: Bench, site: Site) -> Iterator[list[dict[tuple[int, int], float]]]:
+    """Per-thread CPU snapshots taken around each of the bench's measured windows (its
+    ``accounting``) while the block runs, in order: two a window."""
+    taken: list[dict[tuple[int, int], float]] = []
+    accounting = bench.accounting
+
+    @contextlib.contextmanager
+    def split_accounting() -> Iterator[dict[str, Any]]:
+        taken.append(snapshot(site))
+        with accounting() as acct:
+            yield acct
+        taken.append(snapshot(site))
+
+    bench.accounting = split_accounting  # type: ignore[method-assign]
+    try:
+        yield taken
+    finally:
+        bench.accounting = accounting  # type: ignore[method-assign]
+
+
 def form_point(bench: Bench, site: Site, clients: int, seed: int) -> dict[str, float]:
     """The bench's form point at ``clients`` between its baselines: its ratios, and ms of
     connector CPU per sign-in by thread."""
-    d = site.directory
-    assert d is not None
-    taken: list[dict[tuple[int, int], float]] = []
-
-    def point() -> Any:
-        taken.append(snapshot(site))
-        row = bench.measure(
-            "form login POST /wsfed + hub postTokenUrl, generated users",
-            "form",
-            bench.form_setup(d.users, seed),
-            clients,
-            parts=("connector", "devhub", "slapd"),
-        )
-        taken.append(snapshot(site))
-        return row
-
-    def baselines(base: int) -> dict[str, Any]:
-        return {
-            "http_health": (bench.health_setup(), {}),
-            "ldap_raw": (bench.ldap_setup(d.users, base + clients), {}),
-        }
-
-    row = bench.around(clients, baselines(20 + seed), baselines(30 + seed), point)
+    with snapshotting(bench, site) as taken:
+        row = bench.form_around(clients, seed, (20 + seed, 30 + seed))
+    # the point's window: after the two baselines measured before it
+    before, after = taken[4], taken[5]
     out: dict[str, float] = {
         "ratio": row.beside_ratio("cost") or float("nan"),
         "p50": row.beside_p50_ratio(("http_health", "ldap_raw")) or float("nan"),
@@ -99,36 +103,14 @@ def form_point(bench: Bench, site: Site, clients: int, seed: int) -> dict[str, f
         "base": row.beside.get("cost") or float("nan"),
         "relays": row.hub_events.get("signinRelays", 0) / max(1, row.ok),
     }
-    out.update(_split(site, taken[0], taken[1], row.ok))
+    out.update(_split(site, before, after, row.ok))
     return out
 
 
 def drain(bench: Bench, site: Site, n: int, seed: int) -> dict[str, float]:
     """One measured drain: its ratios, and ms of connector CPU per command by thread."""
-    taken: list[dict[tuple[int, int], float]] = []
-    accounting = bench.accounting
-
-    def split_accounting() -> Any:
-        # the bench's own accounting (the drain's window), per-thread snapshots around it
-        cm = accounting()
-
-        class Wrapped:
-            def __enter__(self) -> Any:
-                taken.append(snapshot(site))
-                return cm.__enter__()
-
-            def __exit__(self, *exc: Any) -> Any:
-                out = cm.__exit__(*exc)
-                taken.append(snapshot(site))
-                return out
-
-        return Wrapped()
-
-    bench.accounting = split_accounting  # type: ignore[method-assign]
-    try:
+    with snapshotting(bench, site) as taken:
         row = bench._drain_once(n, seed=seed, profile=False)
-    finally:
-        bench.accounting = accounting  # type: ignore[method-assign]
     # the snapshots of the drain's window: the last pair (the raw sides use accounting too)
     before, after = taken[-4], taken[-3]
     out: dict[str, float] = {

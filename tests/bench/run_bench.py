@@ -620,25 +620,7 @@ class Bench:
                     parts=("lean", "slapd"),
                 )
         for c in CONCURRENCY:
-            self.around(
-                c,
-                {
-                    "http_health": (self.health_setup(), {}),
-                    "ldap_raw": (self.ldap_setup(d.users, 20 + c), {}),
-                },
-                {
-                    "http_health": (self.health_setup(), {}),
-                    "ldap_raw": (self.ldap_setup(d.users, 30 + c), {}),
-                },
-                lambda c=c: self.measure(  # type: ignore[misc]
-                    "form login POST /wsfed + hub postTokenUrl, generated users",
-                    "form",
-                    self.form_setup(d.users, 5),
-                    c,
-                    parts=("connector", "devhub", "slapd"),
-                    profile=True,
-                ),
-            )
+            self.form_around(c, profile=True)
         for c in CONCURRENCY:
             self.measure(
                 "form login POST /wsfed + hub postTokenUrl, the nested user",
@@ -656,6 +638,34 @@ class Bench:
                     c,
                     parts=("apache", "slapd"),
                 )
+
+    def form_around(
+        self, clients: int, seed: int = 5, sides: tuple[int, int] = (20, 30), profile: bool = False
+    ) -> Row:
+        """The form point at ``clients`` (users shuffled by ``seed``) between its baselines,
+        ``GET /health`` and raw validate (users shuffled by ``sides`` + ``clients``)."""
+        d = self.site.directory
+        assert d is not None
+
+        def baselines(side: int) -> dict[str, tuple[Any, dict[str, Any]]]:
+            return {
+                "http_health": (self.health_setup(), {}),
+                "ldap_raw": (self.ldap_setup(d.users, side + clients), {}),
+            }
+
+        return self.around(
+            clients,
+            baselines(sides[0]),
+            baselines(sides[1]),
+            lambda: self.measure(
+                "form login POST /wsfed + hub postTokenUrl, generated users",
+                "form",
+                self.form_setup(d.users, seed),
+                clients,
+                parts=("connector", "devhub", "slapd"),
+                profile=profile,
+            ),
+        )
 
     # ---- (4) Negotiate -----------------------------------------------------------------
 
